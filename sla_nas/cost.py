@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from .spec import ArchSpec, Gene
 
@@ -54,7 +54,7 @@ def estimate(spec: ArchSpec, bytes_per_element: int = 2) -> dict[str, int]:
     cache_vectors = read_vectors = 0
     attn_sets = 0  # token sets attended, summed over groups and layers
 
-    @lru_cache(maxsize=None)
+    @cache
     def tensor_reads(layer: int, g: int, s: str) -> int:
         """Cached vectors read to obtain the one K/V tensor a select/mix gene attended with."""
         gene = spec.gene(layer, g, s)

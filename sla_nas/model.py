@@ -131,9 +131,10 @@ class Attention(nn.Module):
         q = outs[0][..., : d.d_model].view(B, T, d.n_heads, d.head_dim).transpose(1, 2)
         sets = {(s, g): self._token_sets(s, g, outs, produced) for s in "kv"
                 for g in range(d.n_groups)}
-        for (s, g), ts in sets.items():
-            if self.genes[s, g].combine != "concat":
-                produced[l, s, g] = _take(ts[0], outs)
+        for (s, g), ts in sets.items():  # what a later layer reusing this group reads
+            gene = self.genes[s, g]
+            own = gene.sources.index(l) if gene.combine == "concat" and l in gene.sources else 0
+            produced[l, s, g] = _take(ts[own], outs)
         ys = []
         for n, groups in self.buckets:
             k, v = (self._heads([sets[s, g] for g in groups], outs, B, T, n) for s in "kv")

@@ -8,7 +8,8 @@ builds one; dimension keywords are those of `Dims.create` (defaults: 4 layers, d
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .spec import ArchSpec, Dims
 

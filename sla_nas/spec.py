@@ -6,8 +6,9 @@ An `ArchSpec` holds the model dimensions and, for every layer ``l`` and head gro
 * ``sources``: layers ``<= l`` whose hidden state (``reproject``) or computed K/V (``reuse``)
   the group reads; ``EMB`` (written ``e``) is the token-embedding output, normed by its own norm.
 * ``mode``: ``reproject`` applies this layer's own W_K/W_V to each source's normed hidden state;
-  ``reuse`` reads each source layer's already computed K/V of the same group (the own layer
-  ``l``, if listed, means this layer's own projection; a reuse gene without ``l`` owns no weight).
+  ``reuse`` reads each source layer's already computed K/V of the same group: the one it
+  attended with, or for a concat its own-state projection (the own layer ``l``, if listed,
+  means this layer's own projection; a reuse gene without ``l`` owns no weight).
 * ``combine``: ``select`` (one source), ``concat`` (attend over the union of the sources' tokens,
   causal per source) or ``mix`` (weighted sum of the sources, fixed or learned weights).
 
@@ -22,9 +23,10 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -279,10 +281,10 @@ class ArchSpec:
             if s == l:
                 continue
             target = self.layers[s][g].stream(stream)
-            if target.combine == "concat":
+            if target.combine == "concat" and s not in target.sources:
                 raise ValueError(f"{where}: reuses layer {s}, whose {stream.upper()} of group "
-                                 f"{g} is a concat of several token sets; reuse a layer that "
-                                 f"selects or mixes")
+                                 f"{g} concatenates {_fmt_sources(target.sources)} without its "
+                                 f"own state, so it holds no single K/V to reuse")
 
     # ------------------------------------------------------------------ construction
     @classmethod

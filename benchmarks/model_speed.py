@@ -1,0 +1,317 @@
+"""Training-step speed of every preset at a proxy size, against vanilla and a matmul peak.
+
+For every preset (``sla_nas.presets.names()``) plus a two-source ``concat`` spec, at a proxy
+size (4 layers, d_model 256, 8 heads, seq 256, batch 16, fp32, CPU, torch's default thread
+count), this times one training step (forward + backward + AdamW step) and reports
+
+* the step time as a ratio to the vanilla preset measured in the same run, and
+* the achieved GFLOP/s (cost-model ``train_flops_per_token`` x tokens per step / step time) as
+  a fraction of a matmul peak (best ``torch.mm`` GFLOP/s on fp32 matrices shaped like the
+  model's biggest matmuls) measured in the same run.
+
+Targets (reported as PASS/FAIL here, never checked in timed unit tests):
+
+* vanilla reaches >= 55% of the same-run matmul peak;
+* every select-only preset (no gene uses ``concat``) steps within 1.10x of vanilla's time;
+* a two-source ``concat`` steps within 1.10x of what the cost model predicts:
+  ``(t / t_vanilla) <= 1.10 * (flops / flops_vanilla)``. The three-source
+  ``last-layer-shortcut`` is checked against the same bound for information.
+
+Measurement on a noisy shared machine: every model is built and warmed up first, then the
+run goes in rounds; each round times every case for a few steps (in a rotated order, with a
+matmul-peak sample in between) and a case's time is the median of its per-round means, so
+drift hits all cases alike.
+
+    python benchmarks/model_speed.py [--quick] [--json PATH] [--strict]
+    python benchmarks/model_speed.py --profile vanilla,sla-reproject [--profile-steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+import torch  # noqa: E402
+
+from sla_nas import presets  # noqa: E402
+from sla_nas.cost import estimate  # noqa: E402
+from sla_nas.model import build_model  # noqa: E402
+from sla_nas.spec import ArchSpec, Dims  # noqa: E402
+
+DIMS = dict(vocab_size=256, d_model=256, n_layers=4, n_heads=8, seq_len=256)
+BATCH = 16
+BASELINE = "vanilla"
+CONCAT2 = "concat-2src"  # layers 1-3 attend over the tokens of layers l-1 and l
+
+PEAK_TARGET = 0.55  # vanilla's fraction of the matmul peak
+SELECT_TARGET = 1.10  # select-only step time / vanilla's
+CONCAT_TARGET = 1.10  # (t / t_vanilla) / (flops / flops_vanilla) for concat
+
+# (n, k, m): (n x k) @ (k x m); the model's biggest matmuls at B*T = 4096 tokens, and a cube
+MATMUL_SHAPES = [(BATCH * DIMS["seq_len"], DIMS["d_model"], 4 * DIMS["d_model"]),
+                 (BATCH * DIMS["seq_len"], 4 * DIMS["d_model"], DIMS["d_model"]),
+                 (2048, 2048, 2048)]
+
+MODES = {  # warmup steps per case, rounds, timed steps per case and round
+    "full": dict(warmup=2, rounds=6, steps=3),
+    "quick": dict(warmup=1, rounds=3, steps=1),
+}
+
+
+@dataclass
+class Case:
+    name: str
+    spec: ArchSpec
+    flops_per_token: int
+    kind: str  # "select" (no concat anywhere) or "concat"
+    max_sources: int  # most token sets any group attends over
+    samples: list[float] = field(default_factory=list)  # per-round mean step time (s)
+    model: torch.nn.Module | None = None
+    opt: torch.optim.Optimizer | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+def make_cases(selected: list[str] | None = None) -> list[Case]:
+    dims = Dims.create(**DIMS)
+    specs = {name: presets.get(name, **DIMS) for name in presets.names()}
+    specs[CONCAT2] = ArchSpec.create(dims, [{"layers": f"1-{dims.n_layers - 1}", "kv": {
+        "sources": ["l-1", "l"], "combine": "concat"}}])
+    if selected:
+        unknown = [n for n in selected if n not in specs]
+        if unknown:
+            raise SystemExit(f"unknown case(s) {unknown}; known: {', '.join(specs)}")
+        specs = {n: specs[n] for n in dict.fromkeys([BASELINE, *selected])}
+    cases = []
+    for name, spec in specs.items():
+        concat = [len(gene.sources) for *_, gene in spec.genes() if gene.combine == "concat"]
+        cases.append(Case(name, spec, estimate(spec)["train_flops_per_token"],
+                          "concat" if concat else "select", max(concat, default=1)))
+    return cases
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randint(0, DIMS["vocab_size"], (BATCH, DIMS["seq_len"] + 1), generator=gen)
+    return data[:, :-1].contiguous(), data[:, 1:].contiguous()
+
+
+def prepare(case: Case) -> None:
+    case.model = build_model(case.spec, seed=0).train()
+    case.opt = torch.optim.AdamW(case.model.parameters(), lr=1e-4)
+
+
+def train_step(case: Case, idx: torch.Tensor, targets: torch.Tensor) -> None:
+    _, loss = case.model(idx, targets)
+    case.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    case.opt.step()
+
+
+def time_steps(case: Case, idx: torch.Tensor, targets: torch.Tensor, steps: int) -> float:
+    """Mean wall time of ``steps`` consecutive training steps."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(case, idx, targets)
+    return (time.perf_counter() - start) / steps
+
+
+def matmul_gflops(shape: tuple[int, int, int], repeats: int) -> float:
+    """Best GFLOP/s of ``torch.mm`` at ``shape`` over ``repeats`` timed calls."""
+    n, k, m = shape
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(n, k, generator=gen), torch.randn(k, m, generator=gen)
+    out = torch.empty(n, m)
+    for _ in range(2):
+        torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n * k * m / best / 1e9
+
+
+def measure_peak(peaks: dict[str, float], repeats: int) -> None:
+    for shape in MATMUL_SHAPES:
+        key = "x".join(map(str, shape))
+        peaks[key] = max(peaks.get(key, 0.0), matmul_gflops(shape, repeats))
+
+
+# ----------------------------------------------------------------------------- run
+def run(mode: str, selected: list[str] | None, log) -> dict:
+    cfg = MODES[mode]
+    cases = make_cases(selected)
+    idx, targets = batch()
+    tokens = idx.numel()
+    peaks: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    log(f"model_speed ({mode}): {len(cases)} cases, batch {BATCH} x seq {DIMS['seq_len']}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; warmup "
+        f"{cfg['warmup']}, {cfg['rounds']} rounds x {cfg['steps']} steps")
+    measure_peak(peaks, repeats=5)
+    for case in cases:
+        prepare(case)
+        for _ in range(cfg["warmup"]):
+            train_step(case, idx, targets)
+    log(f"  built and warmed up in {time.perf_counter() - t0:.0f}s")
+
+    for r in range(cfg["rounds"]):
+        gc.collect()
+        shift = r % len(cases)  # rotate so no case is always first after the peak sample
+        for case in cases[shift:] + cases[:shift]:
+            case.samples.append(time_steps(case, idx, targets, cfg["steps"]))
+        measure_peak(peaks, repeats=3)
+        base = next(c for c in cases if c.name == BASELINE)
+        log(f"  round {r + 1}/{cfg['rounds']}: vanilla {base.samples[-1] * 1e3:.0f} ms, "
+            f"peak {max(peaks.values()):.0f} GFLOP/s, {time.perf_counter() - t0:.0f}s")
+
+    peak = max(peaks.values())
+    base = next(c for c in cases if c.name == BASELINE)
+    rows = []
+    for case in cases:
+        t = case.median
+        gflops = case.flops_per_token * tokens / t / 1e9
+        step_ratio = t / base.median
+        flops_ratio = case.flops_per_token / base.flops_per_token
+        paired = statistics.median(s / b for s, b in zip(case.samples, base.samples))
+        rows.append({
+            "name": case.name, "kind": case.kind, "max_sources": case.max_sources,
+            "train_flops_per_token": case.flops_per_token, "step_s": t,
+            "step_s_samples": case.samples, "step_ratio": step_ratio,
+            "step_ratio_paired": paired, "flops_ratio": flops_ratio,
+            "vs_flops": step_ratio / flops_ratio, "gflops": gflops,
+            "peak_fraction": gflops / peak,
+        })
+    by_name = {row["name"]: row for row in rows}
+    checks = targets_report(by_name)
+    for row in rows:
+        row["targets"] = [c for c in checks if c["case"] == row["name"]]
+    return {
+        "benchmark": "model_speed", "mode": mode, "config": cfg,
+        "dims": DIMS, "batch": BATCH, "tokens_per_step": tokens, "dtype": "float32",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "matmul_peak_gflops": peak, "matmul_gflops": peaks,
+        "elapsed_s": time.perf_counter() - t0,
+        "cases": rows, "targets": checks,
+        "passed": all(c["passed"] for c in checks if c["required"]),
+    }
+
+
+def targets_report(rows: dict[str, dict]) -> list[dict]:
+    checks = []
+    if BASELINE in rows:
+        value = rows[BASELINE]["peak_fraction"]
+        checks.append(dict(target="vanilla_peak_fraction", case=BASELINE, value=value,
+                           bound=f">= {PEAK_TARGET:.2f}", passed=value >= PEAK_TARGET,
+                           required=True))
+    for name, row in rows.items():
+        if name == BASELINE:
+            continue
+        if row["kind"] == "select":
+            checks.append(dict(target="select_step_ratio", case=name, value=row["step_ratio"],
+                               bound=f"<= {SELECT_TARGET:.2f}",
+                               passed=row["step_ratio"] <= SELECT_TARGET, required=True))
+        else:  # the target is for two sources; wider concats are shown for information
+            checks.append(dict(target="concat_vs_flops", case=name, value=row["vs_flops"],
+                               bound=f"<= {CONCAT_TARGET:.2f}",
+                               passed=row["vs_flops"] <= CONCAT_TARGET,
+                               required=row["max_sources"] == 2))
+    return checks
+
+
+def print_report(result: dict) -> None:
+    peak = result["matmul_peak_gflops"]
+    shapes = ", ".join(f"{k}: {v:.0f}" for k, v in result["matmul_gflops"].items())
+    print(f"\nmatmul peak {peak:.1f} GFLOP/s (best of {shapes})")
+    head = (f"{'case':<24}{'kind':<9}{'GFLOP/tok':>10}{'step ms':>9}{'x van':>7}"
+            f"{'paired':>8}{'flops x':>8}{'t/flops':>8}{'GFLOP/s':>9}{'% peak':>8}  target")
+    print(head)
+    print("-" * len(head))
+    for row in result["cases"]:
+        marks = " ".join(("PASS" if c["passed"] else "FAIL") + ("" if c["required"] else "*")
+                         for c in row["targets"])
+        kind = row["kind"] + (f"{row['max_sources']}" if row["kind"] == "concat" else "")
+        print(f"{row['name']:<24}{kind:<9}{row['train_flops_per_token'] / 1e9:>10.4f}"
+              f"{row['step_s'] * 1e3:>9.1f}{row['step_ratio']:>7.3f}"
+              f"{row['step_ratio_paired']:>8.3f}{row['flops_ratio']:>8.3f}"
+              f"{row['vs_flops']:>8.3f}{row['gflops']:>9.1f}"
+              f"{100 * row['peak_fraction']:>7.1f}%  {marks}")
+    print("\nx van: median step time / vanilla's; paired: median over rounds of the same-round "
+          "ratio;\nflops x: cost-model FLOPs / vanilla's; t/flops: x van / flops x. "
+          "* = informational, not a target.")
+    print("\ntargets:")
+    for c in result["targets"]:
+        flag = "PASS" if c["passed"] else "FAIL"
+        note = "" if c["required"] else "  (info: 3+ source concat)"
+        print(f"  {flag}  {c['target']:<22}{c['case']:<24}{c['value']:.3f} {c['bound']}{note}")
+    failed = [c for c in result["targets"] if c["required"] and not c["passed"]]
+    print(f"\n{'ALL TARGETS PASS' if not failed else f'{len(failed)} TARGET(S) FAIL'} "
+          f"({result['elapsed_s']:.0f}s)")
+
+
+# ----------------------------------------------------------------------------- profile
+def profile(names: list[str], steps: int, row_limit: int) -> None:
+    """Top ops by self CPU time over ``steps`` training steps of each named case."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    idx, targets = batch()
+    for case in make_cases(names):
+        if case.name not in names:
+            continue
+        prepare(case)
+        for _ in range(2):
+            train_step(case, idx, targets)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                train_step(case, idx, targets)
+            wall = (time.perf_counter() - start) / steps
+        print(f"\n=== {case.name}: {wall * 1e3:.0f} ms/step under the profiler "
+              f"({steps} steps) ===")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (~1 minute)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--only", metavar="NAMES", help="comma-separated cases (plus vanilla)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
+    parser.add_argument("--profile", metavar="NAMES",
+                        help="instead of timing, profile these cases (top ops by self CPU)")
+    parser.add_argument("--profile-steps", type=int, default=3)
+    parser.add_argument("--profile-rows", type=int, default=25)
+    args = parser.parse_args(argv)
+
+    if args.profile:
+        profile(args.profile.split(","), args.profile_steps, args.profile_rows)
+        return 0
+    selected = args.only.split(",") if args.only else None
+    result = run("quick" if args.quick else "full", selected,
+                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print_report(result)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 1 if args.strict and not result["passed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

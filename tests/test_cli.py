@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sla_nas import presets
+from sla_nas.cli import main
+from sla_nas.cost import estimate
+from sla_nas.show import cell_label, gene_label
+
+
+def test_show_preset_prints_table_and_costs(capsys):
+    assert main(["show", "skipv1former"]) == 0
+    out = capsys.readouterr().out
+    spec = presets.get("skipv1former")
+    assert spec.key in out
+    assert "K· V↺0" in out
+    assert f"{estimate(spec)['kv_cache_bytes_per_token']:,}" in out
+    assert "0.812" in out  # KV cache ratio to vanilla: (4 + 1 + 3/2) / 8
+
+
+def test_show_dimension_flags_apply_to_presets(capsys):
+    assert main(["show", "cla2", "--n-layers", "6", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    spec = presets.get("cla2", n_layers=6)
+    assert data["key"] == spec.key
+    assert data["cost"] == estimate(spec)
+
+
+def test_show_spec_file(tmp_path, capsys):
+    path = tmp_path / "arch.yaml"
+    spec = presets.get("last-layer-shortcut")
+    spec.save(path)
+    assert main(["show", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["key"] == spec.key
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["show", "vanila"], "unknown preset 'vanila' (did you mean 'vanilla'?)"),
+        (["show", "missing.yaml"], "missing.yaml: no such file"),
+    ],
+)
+def test_show_errors_exit_2_with_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_show_bad_file_names_file_and_key(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\ndims: {n_layers: 2, d_modle: 32}\n")
+    assert main(["show", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "unknown key 'd_modle' (did you mean 'd_model'?)" in err
+
+
+def test_console_script_runs_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "sla_nas.cli", "show", "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_labels():
+    spec = presets.get("value-residual-learned")
+    assert gene_label(spec.gene(2, 0, "v"), 2) == "↺0⊕·~(.5,.5)"
+    assert cell_label(spec, 0, 0) == "·"
+    shortcut = presets.get("last-layer-shortcut")
+    assert cell_label(shortcut, 3, 1) == "0+2+·"
+    assert cell_label(presets.get("sla-reproject"), 3, 3) == "1"
