@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from functools import cache
 
-from .spec import ArchSpec, Gene
+from .spec import ArchSpec, Dims, Gene
 
-__all__ = ["estimate", "gene_cache_tensors"]
+BYTES_PER_ELEMENT = 2  # fp16/bf16 cache and weights
+
+__all__ = ["estimate", "gene_costs", "gene_cache_tensors", "BYTES_PER_ELEMENT"]
 
 
 def gene_cache_tensors(gene: Gene, layer: int) -> int:
@@ -29,30 +31,30 @@ def gene_cache_tensors(gene: Gene, layer: int) -> int:
     return int(gene.owns_projection(layer))
 
 
-def _projection_rows(spec: ArchSpec, layer: int) -> int:
-    """Rows of every matmul the attention of ``layer`` runs (per token, times d_model)."""
-    d = spec.dims
-    rows = 0
-    for g in range(d.n_groups):
-        for s in "kv":
-            gene = spec.gene(layer, g, s)
-            if not gene.owns_projection(layer):
-                continue
-            inputs = 1 if gene.mode == "reuse" or gene.combine == "mix" else len(gene.sources)
-            rows += inputs * d.group_kv_dim
-    return rows
+def gene_costs(dims: Dims, layer: int, stream: str, gene: Gene) -> tuple[int, int, float]:
+    """What one gene adds: (cached K/V vectors per token, parameters, forward multiply-adds
+    per token). Attention work is booked on the K gene of each group."""
+    gd, D = dims.group_kv_dim, dims.d_model
+    owns = gene.owns_projection(layer)
+    params = (gd * D if owns else 0) + (len(gene.sources) if gene.learned else 0)
+    inputs = 1 if gene.mode == "reuse" or gene.combine == "mix" else len(gene.sources)
+    macs = float(inputs * gd * D if owns else 0)
+    if stream == "k":  # per query: q.k and a.v over (T+1)/2 positions of each token set
+        sets = len(gene.sources) if gene.combine == "concat" else 1
+        macs += 2 * dims.q_heads_per_group * dims.head_dim * sets * (dims.seq_len + 1) / 2
+    return gene_cache_tensors(gene, layer), params, macs
 
 
-def estimate(spec: ArchSpec, bytes_per_element: int = 2) -> dict[str, int]:
+def estimate(spec: ArchSpec, bytes_per_element: int = BYTES_PER_ELEMENT) -> dict[str, int]:
     """Costs of ``spec``; cache and decode bytes at ``bytes_per_element`` (2: fp16/bf16)."""
     d = spec.dims
     D, L, V, T, gd = d.d_model, d.n_layers, d.vocab_size, d.seq_len, d.group_kv_dim
 
     params = V * D + (T * D if d.pos == "learned" else 0) + (0 if d.tie_embeddings else V * D)
     params += D + (D if spec.uses_embedding else 0)  # final norm, embedding-source norm
-    macs = D * V  # LM head
+    params += L * (2 * D + 2 * D * D + 2 * D * d.d_ff)  # norms, W_Q, W_O, MLP
+    macs = D * V + L * (2 * D * D + 2 * D * d.d_ff)  # LM head, W_Q, W_O, MLP
     cache_vectors = read_vectors = 0
-    attn_sets = 0  # token sets attended, summed over groups and layers
 
     @cache
     def tensor_reads(layer: int, g: int, s: str) -> int:
@@ -62,24 +64,16 @@ def estimate(spec: ArchSpec, bytes_per_element: int = 2) -> dict[str, int]:
             return 1
         return sum(tensor_reads(src, g, s) for src in gene.sources)
 
-    for l in range(L):
-        params += 2 * D + 2 * D * D + 2 * D * d.d_ff  # norms, W_Q, W_O, MLP
-        macs += 2 * D * D + 2 * D * d.d_ff + _projection_rows(spec, l) * D
-        for g in range(d.n_groups):
-            for s in "kv":
-                gene = spec.gene(l, g, s)
-                params += gd * D if gene.owns_projection(l) else 0
-                params += len(gene.sources) if gene.learned else 0
-                cache_vectors += gene_cache_tensors(gene, l)
-                if gene.combine == "mix":
-                    read_vectors += tensor_reads(l, g, s)
-                else:
-                    read_vectors += sum(1 if gene.mode == "reproject" or src == l
-                                        else tensor_reads(src, g, s) for src in gene.sources)
-            k = spec.gene(l, g, "k")
-            attn_sets += len(k.sources) if k.combine == "concat" else 1
-    # per query: q.k and a.v over (T+1)/2 positions of each set, for the group's query heads
-    attn_macs = 2 * d.q_heads_per_group * d.head_dim * attn_sets * (T + 1) / 2
+    for l, g, s, gene in spec.genes():
+        vectors, gene_params, gene_macs = gene_costs(d, l, s, gene)
+        cache_vectors += vectors
+        params += gene_params
+        macs += gene_macs
+        if gene.combine == "mix":
+            read_vectors += tensor_reads(l, g, s)
+        else:
+            read_vectors += sum(1 if gene.mode == "reproject" or src == l
+                                else tensor_reads(src, g, s) for src in gene.sources)
     pos_table = T * D if d.pos == "learned" else 0
     # every weight is read once, except the embeddings: one token row (and one position row);
     # a tied LM head reads the whole table again
@@ -88,7 +82,7 @@ def estimate(spec: ArchSpec, bytes_per_element: int = 2) -> dict[str, int]:
     return {
         "params": params,
         "kv_cache_bytes_per_token": cache_vectors * gd * bytes_per_element,
-        "train_flops_per_token": int(round(3 * 2 * (macs + attn_macs))),
+        "train_flops_per_token": int(round(3 * 2 * macs)),
         "decode_bytes_per_token": (weight_read + T * read_vectors * gd) * bytes_per_element,
         "decode_kv_bytes_per_token": T * read_vectors * gd * bytes_per_element,
     }

@@ -146,10 +146,10 @@ class Attention(nn.Module):
                 ys.append(F.scaled_dot_product_attention(qb, k, v, is_causal=True,
                                                          enable_gqa=gqa))
             else:
-                mask = masks.get((T, n))
+                mask = masks.get((T, n, q.device))
                 if mask is None:  # position i sees positions <= i of every source
                     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-                    mask = masks[T, n] = causal.repeat(1, n)  # (T, n*T)
+                    mask = masks[T, n, q.device] = causal.repeat(1, n)  # (T, n*T)
                 ys.append(F.scaled_dot_product_attention(qb, k, v, attn_mask=mask,
                                                          enable_gqa=gqa))
         y = ys[0] if self.single_bucket else torch.cat(ys, 1).index_select(1, self.q_inverse)

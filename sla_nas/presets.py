@@ -49,21 +49,19 @@ def cla(dims: Dims, sharing: int = 2) -> ArchSpec:
 
 
 def _kv_layers(n_layers: int, partition: str, n_kv: int) -> list[int]:
+    """The layers that keep their own K/V in a pizza (bottom) or sandwich (bottom and top)."""
     if partition == "pizza":
         return list(range(n_kv))
-    if partition == "sandwich":
-        bottom = (n_kv + 1) // 2
-        return list(range(bottom)) + list(range(n_layers - (n_kv - bottom), n_layers))
-    step = n_layers // n_kv
-    return list(range(0, n_layers, step))[:n_kv]
+    bottom = (n_kv + 1) // 2
+    return list(range(bottom)) + list(range(n_layers - (n_kv - bottom), n_layers))
 
 
 def kv_sharing(dims: Dims, partition: str = "pizza", target: str = "bottom",
                kv_layers: int | None = None) -> ArchSpec:
     """A KV-sharing map kv(l): ``kv_layers`` layers keep their own K/V, the others reuse the
     K/V of one of them. ``pizza``: the KV layers are the bottom ones; ``sandwich``: bottom and
-    top; ``lasagna``: the first layer of every block of L/kv_layers layers. ``target`` picks,
-    among the KV layers (per block for lasagna), the bottom, middle or top one; maps that
+    top; ``lasagna``: one layer of every block of L/kv_layers layers. ``target`` picks the
+    bottom, middle or top one among the KV layers (for lasagna: within each block); maps that
     would read a layer above (kv(l) > l) need iterative training and are rejected.
     Wu, Wu & Tu, 2024, "A Systematic Study of Cross-Layer KV Sharing for Efficient LLM
     Inference" (arXiv:2410.14442)."""
@@ -76,18 +74,15 @@ def kv_sharing(dims: Dims, partition: str = "pizza", target: str = "bottom",
         raise ValueError(f"kv_layers must be in 1..{dims.n_layers - 1}"
                          f"{' and divide n_layers' if partition == 'lasagna' else ''}, "
                          f"got {n_kv}")
-    kv = _kv_layers(dims.n_layers, partition, n_kv)
     pick = {"bottom": 0, "middle": None, "top": -1}[target]
-    kv_map = []
-    for l in range(dims.n_layers):
-        if l in kv:
-            kv_map.append(l)
-            continue
-        pool = kv
-        if partition == "lasagna":
-            block = dims.n_layers // n_kv
-            pool = list(range(l - l % block, l - l % block + block))
-        kv_map.append(pool[(len(pool) - 1) // 2] if pick is None else pool[pick])
+    if partition == "lasagna":  # each block of L/kv_layers layers shares one of its layers
+        block = dims.n_layers // n_kv
+        pools = [list(range(l - l % block, l - l % block + block)) for l in range(dims.n_layers)]
+        kv_map = [pool[(len(pool) - 1) // 2] if pick is None else pool[pick] for pool in pools]
+    else:
+        kv = _kv_layers(dims.n_layers, partition, n_kv)
+        target_layer = kv[(len(kv) - 1) // 2] if pick is None else kv[pick]
+        kv_map = [l if l in kv else target_layer for l in range(dims.n_layers)]
     above = [(l, t) for l, t in enumerate(kv_map) if t > l]
     if above:
         l, t = above[0]

@@ -10,7 +10,8 @@ An `ArchSpec` holds the model dimensions and, for every layer ``l`` and head gro
   attended with, or for a concat its own-state projection (the own layer ``l``, if listed,
   means this layer's own projection; a reuse gene without ``l`` owns no weight).
 * ``combine``: ``select`` (one source), ``concat`` (attend over the union of the sources' tokens,
-  causal per source) or ``mix`` (weighted sum of the sources, fixed or learned weights).
+  causal per source) or ``mix`` (weighted sum of the sources, fixed or learned weights; a mix
+  of one source is a learned or fixed gain, which canonicalisation can produce).
 
 Specs are built through `ArchSpec.create` or `ArchSpec.from_dict`, which normalise equivalent
 encodings to one canonical spec; the constructor only validates. This module imports neither
@@ -23,14 +24,15 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "SPEC_VERSION", "parse_rules"]
+__all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "SPEC_VERSION", "parse_rules",
+           "canonical_gene"]
 
 SPEC_VERSION = 1
 EMB = -1  # the token-embedding source, written "e"
@@ -161,8 +163,8 @@ class Gene:
         if self.combine == "select" and n != 1:
             raise ValueError(f"combine: select reads exactly one source, got {n}: "
                              f"{_fmt_sources(self.sources)} (use concat or mix)")
-        if self.combine in ("concat", "mix") and n < 2:
-            raise ValueError(f"combine: {self.combine} needs at least 2 distinct sources, "
+        if self.combine == "concat" and n < 2:
+            raise ValueError(f"combine: concat needs at least 2 distinct sources, "
                              f"got {_fmt_sources(self.sources)}")
         if self.combine == "mix":
             if self.weights is None or len(self.weights) != n:
@@ -170,6 +172,9 @@ class Gene:
                                  f"got {self.weights!r}")
             if not all(isinstance(w, float) and math.isfinite(w) for w in self.weights):
                 raise ValueError(f"weights: must be finite numbers, got {list(self.weights)}")
+            if n == 1 and self.weights == (1.0,) and not self.learned:
+                raise ValueError("combine: a fixed mix of one source with weight 1 is a select "
+                                 "(use Gene.create)")
         elif self.weights is not None or self.learned:
             raise ValueError(f"weights: only a mix has weights, got weights={self.weights!r} "
                              f"learned={self.learned!r} with combine={self.combine!r}")
@@ -409,34 +414,40 @@ def _gene_to_dict(gene: Gene) -> dict[str, Any]:
 
 def _canonicalise(dims: Dims, layers: tuple[tuple[GroupGenes, ...], ...]
                   ) -> tuple[tuple[GroupGenes, ...], ...]:
-    """Rewrite equivalent encodings to one: a reuse of only the own layer is the own projection
-    (reproject), and a reuse of a layer that itself purely reuses layer t reads t directly."""
+    """Every gene in canonical form, lower layers first (see `canonical_gene`)."""
     out: list[tuple[GroupGenes, ...]] = []
     for l, groups in enumerate(layers):
         row = []
         for g, genes in enumerate(groups):
-            new = {}
-            for stream in STREAMS:
-                gene = genes.stream(stream)
-                if gene.mode == "reuse":
-                    resolved = []
-                    for s in gene.sources:
-                        target = out[s][g].stream(stream) if 0 <= s < l else None
-                        if target is not None and _is_pure_reuse(target, s):
-                            resolved.append(target.sources[0])
-                        else:
-                            resolved.append(s)
-                    gene = gene.with_sources(resolved)
-                    if gene.sources == (l,):
-                        gene = gene.with_sources(gene.sources, mode="reproject")
-                new[stream] = gene
-            row.append(GroupGenes(**new))
+            new = GroupGenes(*(canonical_gene(genes.stream(s), l,
+                                              lambda src, g=g, s=s: out[src][g].stream(s))
+                               for s in STREAMS))
+            if genes.k.combine == "concat" and (new.k.combine, new.k.sources) != (
+                    new.v.combine, new.v.sources):
+                new = genes  # K and V token sets pair up by source: keep the written pairing
+            row.append(new)
         out.append(tuple(row))
     return tuple(out)
 
 
-def _is_pure_reuse(gene: Gene, layer: int) -> bool:
-    return gene.mode == "reuse" and gene.combine == "select" and gene.sources != (layer,)
+def canonical_gene(gene: Gene, layer: int, lower: Callable[[int], Gene]) -> Gene:
+    """Rewrite a gene to its canonical equivalent: a reuse of only the own layer is the own
+    projection (reproject), and a reuse of a layer that itself purely reuses layer t reads t
+    directly. ``lower(s)`` gives the canonical gene of lower layer s (same group and stream)."""
+    if gene.mode != "reuse":
+        return gene
+    resolved = []
+    for s in gene.sources:
+        target = lower(s) if 0 <= s < layer else None
+        pure = (target is not None and target.mode == "reuse" and target.combine == "select"
+                and target.sources != (s,))
+        resolved.append(target.sources[0] if pure else s)
+    if gene.combine == "concat" and len(set(resolved)) < len(resolved):
+        return gene  # attending twice over one token set is not attending once: keep it
+    gene = gene.with_sources(resolved)
+    if gene.sources == (layer,):
+        gene = gene.with_sources(gene.sources, mode="reproject")
+    return gene
 
 
 # ---------------------------------------------------------------------- compact rules
@@ -450,6 +461,8 @@ def _parse_index_set(value: Any, count: int, path: str, what: str) -> list[int]:
         except ValueError:
             raise _fail(path, f"expected 'all', an integer, a list or a range 'a-b', "
                         f"got {value!r}") from None
+        if not items:
+            raise _fail(path, f"the range {value!r} is empty (write it low-high)")
     elif isinstance(value, int) and not isinstance(value, bool):
         items = [value]
     elif isinstance(value, list) and value:
@@ -470,9 +483,13 @@ def _parse_source(token: Any, layer: int, path: str) -> int:
         return layer
     if isinstance(token, str) and token.startswith("l-"):
         try:
-            return layer - int(token[2:])
+            back = int(token[2:])
         except ValueError:
-            pass
+            back = -1
+        if back >= 0:
+            if back > layer:
+                raise _fail(path, f"{token!r} reaches below layer 0 from layer {layer}")
+            return layer - back
     elif isinstance(token, int) and not isinstance(token, bool) and token >= 0:
         return token
     raise _fail(path, f"expected a layer number, 'l' (own layer), 'l-K' (K layers back) or "
