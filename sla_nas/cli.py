@@ -45,6 +45,16 @@ def _cmd_show(args: argparse.Namespace) -> None:
         render(spec, title=args.arch)
 
 
+def _cmd_validate(args: argparse.Namespace) -> None:
+    from .validate import describe, print_description
+
+    info = describe(args.space)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print_description(info)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sla-nas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
                           help=f"preset dimension (default {getattr(Dims.create(), name)})")
     show.add_argument("--json", action="store_true", help="print the spec and costs as JSON")
     show.set_defaults(func=_cmd_show)
+
+    validate = sub.add_parser("validate", help="check a search-space file and summarise it",
+                              description="Check SPACE.yaml without running anything: print "
+                              "its size, distinct architectures, cost range, seeds and three "
+                              "example architectures. Exit 2 on any mistake.")
+    validate.add_argument("space", help="a search-space YAML file")
+    validate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    validate.set_defaults(func=_cmd_validate)
     return parser
 
 

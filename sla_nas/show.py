@@ -12,11 +12,11 @@ __all__ = ["gene_label", "cell_label", "render", "LEGEND"]
 
 LEGEND = ("·  own layer (vanilla)   3  reproject layer 3's state with this layer's W   "
           "↺3  reuse layer 3's K/V   e  token embedding   a+b  concat (attend over both)   "
-          "a⊕b  mix (fixed weights; ~ learned)")
+          "a⊕b  mix (equal weights unless shown; ~ learned)")
 
 
 def gene_label(gene: Gene, layer: int) -> str:
-    """Short text for one gene, e.g. ``·``, ``0``, ``↺2``, ``0+2+3``, ``↺0⊕·(.5,.5)``."""
+    """Short text for one gene, e.g. ``·``, ``0``, ``↺2``, ``0+2+·``, ``↺0⊕·``, ``1⊕·~(.7,.3)``."""
     if gene.is_default(layer):
         return "·"
 
@@ -30,8 +30,10 @@ def gene_label(gene: Gene, layer: int) -> str:
         return one(gene.sources[0])
     if gene.combine == "concat":
         return "+".join(one(s) for s in gene.sources)
-    weights = ",".join(f"{w:g}".lstrip("0") or "0" for w in gene.weights or ())
-    return "⊕".join(one(s) for s in gene.sources) + f"{'~' if gene.learned else ''}({weights})"
+    weights = gene.weights or ()
+    uniform = len(set(weights)) == 1 and abs(weights[0] * len(weights) - 1) < 1e-9
+    text = "" if uniform else "(" + ",".join(f"{w:g}".lstrip("0") or "0" for w in weights) + ")"
+    return "⊕".join(one(s) for s in gene.sources) + ("~" if gene.learned else "") + text
 
 
 def cell_label(spec: ArchSpec, layer: int, group: int) -> str:

@@ -67,7 +67,7 @@ def test_console_script_runs_without_traceback():
 
 def test_labels():
     spec = presets.get("value-residual-learned")
-    assert gene_label(spec.gene(2, 0, "v"), 2) == "↺0⊕·~(.5,.5)"
+    assert gene_label(spec.gene(2, 0, "v"), 2) == "↺0⊕·~"
     assert cell_label(spec, 0, 0) == "·"
     shortcut = presets.get("last-layer-shortcut")
     assert cell_label(shortcut, 3, 1) == "0+2+·"

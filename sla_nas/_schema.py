@@ -1,0 +1,261 @@
+"""The search-space file's schema (pydantic) and error messages that point into the YAML.
+
+Every mistake becomes a `SpaceError` whose text names the file, the key path, the line, what
+was found and what was expected; unknown keys get a "did you mean".
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS"]
+
+COST_METRICS = ("params", "kv_cache_bytes_per_token", "train_flops_per_token",
+                "decode_bytes_per_token")
+METRICS = ("val_loss", "val_acc", "train_loss", "tokens_per_s", *COST_METRICS)
+
+IndexSet = Literal["all"] | int | str | list[int]
+
+
+class SpaceError(ValueError):
+    """A mistake in a search-space file, with where it is."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _choice(kind: Any) -> Any:
+    return kind | list[kind]
+
+
+class ModelSection(_Strict):
+    """Dimensions: a value fixes one, a list is a choice the search makes."""
+
+    vocab_size: _choice(int) = 256
+    d_model: _choice(int) = 128
+    n_layers: _choice(int) = 4
+    n_heads: _choice(int) = 4
+    n_kv_heads: _choice(int) | None = None
+    n_groups: _choice(int) | None = None
+    d_ff: _choice(int) | None = None
+    seq_len: _choice(int) = 128
+    norm: _choice(Literal["layernorm", "rmsnorm"]) = "layernorm"
+    pos: _choice(Literal["learned", "rope"]) = "learned"
+    tie_embeddings: _choice(bool) = True
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _non_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty choice: list at least one value")
+        return value
+
+
+class SourcesSection(_Strict):
+    max_distance: int | None = Field(default=None, ge=1)
+    layers: list[int] | None = None
+    embedding: bool = False
+
+
+def _non_empty_unique(value: list[Any]) -> list[Any]:
+    if not value:
+        raise ValueError("an empty choice: list at least one value")
+    if len(set(value)) != len(value):
+        raise ValueError(f"lists a value twice: {value}")
+    return value
+
+
+class ConnectivitySection(_Strict):
+    layers: IndexSet = "all"
+    groups: IndexSet = "all"
+    granularity: Literal["group", "layer", "skip_heads"] = "group"
+    streams: Literal["tied", "separate", "k", "v"] = "tied"
+    sources: SourcesSection = SourcesSection()
+    max_sources: int = Field(default=1, ge=1, le=8)
+    modes: list[Literal["reproject", "reuse"]] = ["reproject"]
+    combines: list[Literal["select", "concat", "mix"]] = ["select"]
+    mix_weights: list[Literal["fixed", "learned"]] = ["fixed"]
+    fixed: list[dict[str, Any]] = []
+
+    _lists = field_validator("modes", "combines", "mix_weights")(_non_empty_unique)
+
+
+class ConstraintsSection(_Strict):
+    max_params: int | None = Field(default=None, ge=1)
+    max_kv_cache_bytes_per_token: int | None = Field(default=None, ge=0)
+    max_train_flops_per_token: int | None = Field(default=None, ge=1)
+    max_decode_bytes_per_token: int | None = Field(default=None, ge=1)
+
+
+class Objective(_Strict):
+    metric: str
+    mode: Literal["min", "max"] = "min"
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in METRICS:
+            close = difflib.get_close_matches(value, METRICS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown metric{hint}; expected one of {list(METRICS)}")
+        return value
+
+
+class TaskSection(_Strict):
+    name: Literal["bytes-lm", "mqar"] = "bytes-lm"
+    corpus: str | None = None
+    n_pairs: int = Field(default=8, ge=1)
+
+
+class BudgetSection(_Strict):
+    tokens: int = Field(default=1_500_000, ge=1)
+    eval_every: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    schedule: Literal["wsd", "cosine"] = "wsd"
+
+
+class SearchSection(_Strict):
+    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
+    n_trials: int = Field(default=20, ge=1)
+    concurrency: int = Field(default=2, ge=1)
+    scheduler: Literal["asha", "fifo", "median"] = "asha"
+    seed: int = 0
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+
+
+class SpaceFile(_Strict):
+    name: str | None = None
+    model: ModelSection = ModelSection()
+    connectivity: ConnectivitySection = ConnectivitySection()
+    seeds: list[str] = []
+    constraints: ConstraintsSection = ConstraintsSection()
+    objectives: list[Objective] = [Objective(metric="val_loss")]
+    task: TaskSection = TaskSection()
+    budget: BudgetSection = BudgetSection()
+    search: SearchSection = SearchSection()
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[Objective]) -> list[Objective]:
+        if not value:
+            raise ValueError("an empty choice: name at least one objective")
+        metrics = [o.metric for o in value]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"an objective is listed twice: {metrics}")
+        return value
+
+
+# ---------------------------------------------------------------------- locating errors
+def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The YAML node at key path ``loc`` (or the deepest one that exists)."""
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == str(part)), None)
+            if nxt is None:  # an unknown key: point at the key itself
+                nxt = next((k for k, _ in node.value if k.value == str(part)), None)
+                return nxt or node
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    node = _node_at(root, loc)
+    return f":{node.start_mark.line + 1}" if node is not None else ""
+
+
+def located(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], message: str
+            ) -> SpaceError:
+    """An error naming the file, its line and the key path."""
+    where = f"{path}{_line(root, loc)}"
+    return SpaceError(f"{where}: {_path(loc)}: {message}" if loc else f"{where}: {message}")
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without pydantic's union-member tags (``int``, ``list[int]``, ...): only the
+    parts that are keys or indices of the data."""
+    out = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        elif isinstance(data, dict | list):
+            if isinstance(data, dict) and not isinstance(part, int):
+                out.append(part)  # an unknown or missing key: keep it, stop walking
+            break
+        else:
+            break
+        out.append(part)
+    return tuple(out)
+
+
+def _message(err: dict[str, Any], model: type[BaseModel], data: Any
+             ) -> tuple[tuple[Any, ...], str]:
+    loc = _data_path(data, tuple(err["loc"]))
+    found = err.get("input")
+    if err["type"] == "extra_forbidden":
+        owner: Any = model
+        for part in loc[:-1]:
+            field = getattr(owner, "model_fields", {}).get(part)
+            owner = field.annotation if field is not None else None
+        allowed = list(getattr(owner, "model_fields", {}))
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return loc, f"unknown key {loc[-1]!r}{hint}; expected one of {allowed}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return loc, "missing"
+    hint = ""
+    if isinstance(found, str):
+        try:
+            float(found)
+            hint = " (YAML reads 3e-3 as text: write 3.0e-3 or 0.003)"
+        except ValueError:
+            pass
+    return loc, f"{msg}, got {found!r}{hint}"
+
+
+def parse_space_yaml(path: Path) -> tuple[SpaceFile, yaml.Node | None]:
+    """Read and schema-check a space file; the YAML node tree is kept to locate later errors."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpaceError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpaceError(f"{where}: malformed YAML: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: expected a mapping of sections at the top, "
+                         f"got {type(data).__name__}")
+    try:
+        return SpaceFile.model_validate(data), root
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc, msg = _message(first, SpaceFile, data)
+        raise located(path, root, loc, msg) from None

@@ -1,0 +1,562 @@
+"""Search spaces: a YAML file -> the set of ArchSpecs a search may propose.
+
+The space is a tree of categorical decisions, one subtree per *unit* (a layer's head group, a
+whole layer, or a layer's skip heads), walked by one function, `_walk_unit`, for all three
+uses: counting (`size`), listing (`enumerate`) and Optuna define-by-run sampling (`sample`).
+Decisions are per-gene categoricals with stable readable names (``L3.g1.kv_src``,
+``L3.g1.kv_mode``, ``L3.n_skip``): a source set written relative to the layer (``l-2+l``), then
+the combine, the mode and the mix weights only where they matter. Units are independent, so
+the size is an exact product even when it is astronomically large.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import operator
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import presets
+from ._schema import SpaceError, SpaceFile, located, parse_space_yaml
+from .cost import BYTES_PER_ELEMENT, estimate, gene_costs
+from .spec import EMB, ArchSpec, Dims, Gene, GroupGenes, canonical_gene, parse_rules
+
+__all__ = ["SearchSpace", "SpaceError", "Unit", "suggest_arch"]
+
+Choose = Callable[[str, list[Any]], Any]
+ADDITIVE_COSTS = ("kv_cache_bytes_per_token", "params", "train_flops_per_token")  # gene_costs order
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independent decision subtree: the genes of ``groups`` of ``layer``."""
+
+    layer: int
+    groups: tuple[int, ...]
+    streams: tuple[str, ...]  # ("kv",) tied, ("k", "v") separate, ("k",) or ("v",)
+    kind: str  # "gene": the groups share one sampled gene; "skip": a count of skip groups
+
+    @property
+    def prefix(self) -> str:
+        return f"L{self.layer}" if len(self.groups) > 1 or self.kind == "skip" \
+            else f"L{self.layer}.g{self.groups[0]}"
+
+
+def _label(sources: tuple[int, ...], layer: int) -> str:
+    return "+".join("e" if s == EMB else "l" if s == layer else f"l-{layer - s}"
+                    for s in sources)
+
+
+class SearchSpace:
+    """A validated search space. Build with `from_yaml`; everything else is derived."""
+
+    def __init__(self, config: SpaceFile, path: Path, root: Any = None):
+        self.config, self.path, self._root = config, path, root
+        self._cache: dict[tuple[Any, ...], Any] = {}
+        self.name = config.name or path.stem
+        c = config.connectivity
+        if c.streams in ("k", "v") and "concat" in c.combines:
+            raise self._error(("connectivity", "combines"), "concat needs K and V to attend "
+                              "over the same tokens; search streams tied or separate, or drop "
+                              "concat")
+        if c.sources.layers is not None and any(s < 0 for s in c.sources.layers):
+            raise self._error(("connectivity", "sources", "layers"),
+                              f"layers are numbered from 0, got {c.sources.layers}")
+        self.dims_choices = self._dims_choices()
+        for dims in self.dims_choices:
+            try:  # rejects bad fixed rules early, with their location
+                self._build(dims, {})
+            except SpaceError:
+                raise
+            except ValueError as err:
+                raise self._error(("connectivity", "fixed"), str(err)) from None
+            self.units(dims)
+        self._check_constraints()
+        self.seeds = self._seeds()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpace:
+        path = Path(path)
+        config, root = parse_space_yaml(path)
+        return cls(config, path, root)
+
+    def _error(self, loc: tuple[Any, ...], message: str) -> SpaceError:
+        return located(self.path, self._root, loc, message)
+
+    def _seeds(self) -> list[tuple[str, ArchSpec]]:
+        """The seed architectures: presets at the space's (first) dimensions, or spec files
+        relative to the space file."""
+        dims = dataclasses.asdict(self.dims_choices[0])
+        out = []
+        for i, seed in enumerate(self.config.seeds):
+            try:
+                if seed in presets.names() or not seed.endswith((".yaml", ".yml", ".json")):
+                    out.append((seed, presets.get(seed, **dims)))
+                else:
+                    path = (self.path.parent / seed) if not Path(seed).is_absolute() \
+                        else Path(seed)
+                    if not path.is_file():
+                        raise ValueError(f"no such spec file {str(path)!r}")
+                    out.append((seed, ArchSpec.load(path)))
+            except ValueError as err:
+                raise self._error(("seeds", i), str(err)) from None
+        return out
+
+    # ------------------------------------------------------------------ dimensions
+    def _dims_choices(self) -> list[Dims]:
+        raw = self.config.model.model_dump()
+        names = list(raw)
+        values = [v if isinstance(v, list) else [v] for v in raw.values()]
+        out = []
+        for combo in itertools.product(*values):
+            kw = {k: v for k, v in zip(names, combo) if v is not None}
+            try:
+                out.append(Dims.create(**kw))
+            except ValueError as err:
+                field = str(err).split(":")[0].removeprefix("dims.")
+                combo_text = ", ".join(f"{k}={v}" for k, v in kw.items()
+                                       if isinstance(raw[k], list))
+                raise self._error(("model", field), f"{str(err).split(': ', 1)[-1]}"
+                                  + (f" (for the choice {combo_text})" if combo_text else "")
+                                  ) from None
+        return out
+
+    def _dim_params(self) -> dict[str, list[Any]]:
+        raw = self.config.model.model_dump()
+        return {f"model.{k}": v for k, v in raw.items() if isinstance(v, list) and len(v) > 1}
+
+    def _choose_dims(self, choose: Choose) -> Dims:
+        raw = self.config.model.model_dump()
+        kw = {}
+        for k, v in raw.items():
+            if isinstance(v, list):
+                v = choose(f"model.{k}", v) if len(v) > 1 else v[0]
+            if v is not None:
+                kw[k] = v
+        return Dims.create(**kw)
+
+    # ------------------------------------------------------------------ units
+    def _fixed(self, dims: Dims) -> dict[tuple[int, int, str], Gene]:
+        rules = self.config.connectivity.fixed
+        try:
+            return dict(parse_rules(rules, dims, "connectivity.fixed"))
+        except ValueError as err:
+            text = str(err)
+            index = int(text.split("[", 1)[1].split("]", 1)[0]) if "fixed[" in text else 0
+            raise self._error(("connectivity", "fixed", index),
+                              text.split(": ", 1)[-1]) from None
+
+    def units(self, dims: Dims) -> list[Unit]:
+        """The searched decisions at ``dims``, in layer order."""
+        c = self.config.connectivity
+        try:
+            layers = _index_set(c.layers, dims.n_layers, "layer")
+            groups = _index_set(c.groups, dims.n_groups, "group")
+        except ValueError as err:
+            key = "groups" if "group" in str(err) else "layers"
+            raise self._error(("connectivity", key), str(err)) from None
+        streams = {"tied": ("kv",), "separate": ("k", "v"), "k": ("k",), "v": ("v",)}[c.streams]
+        fixed = self._fixed(dims)
+        out = []
+        for l in layers:
+            free = tuple(g for g in groups if not any((l, g, s) in fixed for s in "kv"))
+            if not free:
+                continue
+            if c.granularity == "group":
+                out.extend(Unit(l, (g,), streams, "gene") for g in free)
+            elif c.granularity == "skip_heads" and not self._gene_options(
+                    l, True, streams != ("kv",)):
+                continue  # nothing earlier to read: no skip heads here
+            else:
+                out.append(Unit(l, free, streams, "gene" if c.granularity == "layer" else "skip"))
+        return out
+
+    def pool(self, layer: int) -> list[int]:
+        """The sources a gene of ``layer`` may read: its own layer, the allowed earlier ones,
+        and the embedding if allowed."""
+        src = self.config.connectivity.sources
+        earlier = [s for s in range(layer)
+                   if (src.max_distance is None or layer - s <= src.max_distance)
+                   and (src.layers is None or s in src.layers)]
+        return ([EMB] if src.embedding else []) + earlier + [layer]
+
+    # ------------------------------------------------------------------ the decision tree
+    def _gene_options(self, layer: int, skip: bool, no_concat: bool
+                      ) -> dict[str, tuple[tuple[int, ...], list[str]]]:
+        """{label: (source set, the combines it may use)} for every offered source set."""
+        return self._memo(("options", layer, skip, no_concat),
+                          lambda: self._list_gene_options(layer, skip, no_concat))
+
+    def _list_gene_options(self, layer: int, skip: bool, no_concat: bool
+                           ) -> dict[str, tuple[tuple[int, ...], list[str]]]:
+        c = self.config.connectivity
+        pool = self.pool(layer)
+        out: dict[str, tuple[tuple[int, ...], list[str]]] = {}
+        for n in range(1, min(c.max_sources, len(pool)) + 1):
+            for subset in itertools.combinations(pool, n):
+                if skip and subset == (layer,):
+                    continue  # a skip head reads somewhere else
+                if n == 1:
+                    combines = ["select"]
+                else:
+                    combines = [m for m in c.combines if m == "mix" or (
+                        m == "concat" and layer in subset and not no_concat)]
+                if combines and self._modes(subset, layer):
+                    out[_label(subset, layer)] = (subset, combines)
+        return out
+
+    def _modes(self, subset: tuple[int, ...], layer: int) -> list[str]:
+        if subset == (layer,):
+            return ["reproject"]
+        return [m for m in self.config.connectivity.modes if not (m == "reuse" and EMB in subset)]
+
+    def _walk_gene(self, name: str, layer: int, choose: Choose, skip: bool = False,
+                   no_concat: bool = False, forced: tuple[int, ...] | None = None) -> Gene:
+        if forced is not None:  # V of a concat K: same tokens, only the mode is free
+            subset, combine = forced, "concat"
+        else:
+            options = self._gene_options(layer, skip, no_concat)
+            label = _pick(choose, f"{name}_src", list(options))
+            subset, combines = options[label]
+            combine = _pick(choose, f"{name}_combine", combines)
+        mode = _pick(choose, f"{name}_mode", self._modes(subset, layer))
+        learned = False
+        if combine == "mix":
+            learned = _pick(choose, f"{name}_mix", self.config.connectivity.mix_weights) \
+                == "learned"
+        return Gene.create(subset, mode, combine, None, learned) if combine == "mix" \
+            else Gene.create(subset, mode, combine)
+
+    def _walk_unit(self, unit: Unit, choose: Choose) -> dict[tuple[int, int, str], Gene]:
+        """The genes this unit sets, deciding each choice through ``choose``."""
+        groups = unit.groups
+        if unit.kind == "skip":
+            n = _pick(choose, f"{unit.prefix}.n_skip", list(range(len(groups) + 1)))
+            if n == 0:
+                return {}
+            groups = groups[len(groups) - n:]
+        genes: dict[str, Gene] = {}
+        skip = unit.kind == "skip"
+        if unit.streams == ("kv",):
+            genes["k"] = genes["v"] = self._walk_gene(f"{unit.prefix}.kv", unit.layer, choose,
+                                                      skip)
+        elif unit.streams == ("k", "v"):
+            genes["k"] = self._walk_gene(f"{unit.prefix}.k", unit.layer, choose, skip)
+            concat = genes["k"].combine == "concat"
+            genes["v"] = self._walk_gene(f"{unit.prefix}.v", unit.layer, choose, skip,
+                                         no_concat=True,
+                                         forced=genes["k"].sources if concat else None)
+        else:
+            s = unit.streams[0]
+            genes[s] = self._walk_gene(f"{unit.prefix}.{s}", unit.layer, choose, skip,
+                                       no_concat=True)
+        return {(unit.layer, g, s): gene for g in groups for s, gene in genes.items()}
+
+    def _build(self, dims: Dims, assigned: dict[tuple[int, int, str], Gene]) -> ArchSpec:
+        genes = {**assigned, **self._fixed(dims)}
+        rules = [{"layers": [l], "groups": [g], s: _gene_rule(gene)}
+                 for (l, g, s), gene in sorted(genes.items())]
+        return ArchSpec.create(dims, rules)
+
+    def _memo(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def leaves(self, unit: Unit) -> list[tuple[dict[str, Any], dict]]:
+        """Every (params, genes) outcome of one unit, by replaying the sampling walk."""
+        return self._memo(("leaves", unit), lambda: list(
+            _replay(lambda choose: self._walk_unit(unit, choose))))
+
+    def variants(self, layer: int, skip: bool, no_concat: bool) -> list[tuple[dict, Gene]]:
+        """Every (params, gene) one stream's subtree can produce (a few hundred at most);
+        parameter names start with the placeholder ``x``."""
+        return self._memo(("variants", layer, skip, no_concat), lambda: [
+            (params, genes[0]) for params, genes in _replay(lambda choose: {
+                0: self._walk_gene("x", layer, choose, skip, no_concat)})])
+
+    def _fold_unit(self, unit: Unit, measure: Callable[[str, Gene], float],
+                   join: Callable[[float, float], float],
+                   fold: Callable[[list[float]], float]) -> float:
+        """Fold a per-gene ``measure`` over the gene outcomes of one unit (its skip count
+        aside) without listing the K x V product: counting is ``join=mul, fold=sum``, a cost
+        bound ``join=add, fold=min`` (or max). A V gene depends on its K gene only through
+        whether K concatenates (then V reads the same sources)."""
+        l, skip = unit.layer, unit.kind == "skip"
+        if unit.streams == ("kv",):
+            return fold([join(measure("k", g), measure("v", g))
+                         for _, g in self.variants(l, skip, False)])
+        if unit.streams == ("k", "v"):
+            v_free = fold([measure("v", g) for _, g in self.variants(l, skip, True)])
+            folded = []
+            for _, k in self.variants(l, skip, False):
+                if k.combine == "concat":
+                    v = fold([measure("v", dataclasses.replace(k, mode=m))
+                              for m in self._modes(k.sources, l)])
+                else:
+                    v = v_free
+                folded.append(join(measure("k", k), v))
+            return fold(folded)
+        s = unit.streams[0]
+        return fold([measure(s, g) for _, g in self.variants(l, skip, True)])
+
+    def unit_size(self, unit: Unit) -> int:
+        genes = int(self._fold_unit(unit, lambda s, g: 1, operator.mul, sum))
+        return genes if unit.kind == "gene" else 1 + len(unit.groups) * genes
+
+    # ------------------------------------------------------------------ public queries
+    def size(self) -> int:
+        """The exact number of points (parameter assignments) in the space."""
+        total = 0
+        for dims in self.dims_choices:
+            count = 1
+            for unit in self.units(dims):
+                count *= self.unit_size(unit)
+            total += count
+        return total
+
+    def enumerate(self, limit: int | None = None) -> Iterator[tuple[dict[str, Any], ArchSpec]]:
+        """Every point as (params, spec), in a fixed order; stops after ``limit`` if given."""
+        produced = 0
+        for dims, dim_params in self._dims_with_params():
+            units = self.units(dims)
+            for combo in itertools.product(*(self.leaves(u) for u in units)):
+                params = dict(dim_params)
+                genes: dict = {}
+                for p, g in combo:
+                    params.update(p)
+                    genes.update(g)
+                yield params, self._build(dims, genes)
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+
+    def _dims_with_params(self) -> Iterator[tuple[Dims, dict[str, Any]]]:
+        choices = self._dim_params()
+        for combo in itertools.product(*choices.values()):
+            fixed = dict(zip(choices, combo))
+            yield self._choose_dims(lambda name, values, fixed=fixed: fixed[name]), fixed
+
+    def sample(self, trial: Any) -> ArchSpec:
+        """Optuna define-by-run: suggest every decision on ``trial``, return the spec. Does no
+        training and no costing; `violations` tells whether the result is feasible."""
+        choose: Choose = lambda name, values: trial.suggest_categorical(name, values)  # noqa: E731
+        dims = self._choose_dims(choose)
+        genes: dict = {}
+        for unit in self.units(dims):
+            genes.update(self._walk_unit(unit, choose))
+        return self._build(dims, genes)
+
+    def random_spec(self, rng: random.Random) -> ArchSpec:
+        """A uniformly random decision at every step (for examples and tests)."""
+        return self.sample(_RandomTrial(rng))
+
+    def params_for(self, spec: ArchSpec) -> dict[str, Any] | None:
+        """The parameters that produce ``spec`` in this space, or None if it lies outside."""
+        for dims, dim_params in self._dims_with_params():
+            if dims != spec.dims:
+                continue
+            params, genes = dict(dim_params), {}
+            for unit in self.units(dims):
+                match = self._match_unit(unit, spec)
+                if match is None:
+                    return None
+                params.update(match[0])
+                genes.update(match[1])
+            if self._build(dims, genes) == spec:
+                return params
+        return None
+
+    def _match_unit(self, unit: Unit, spec: ArchSpec) -> tuple[dict, dict] | None:
+        l, skip = unit.layer, unit.kind == "skip"
+        groups, params = unit.groups, {}
+        if skip:
+            default = Gene((l,))
+            n = sum(1 for g in groups if spec.layers[l][g] != GroupGenes(default, default))
+            params[f"{unit.prefix}.n_skip"] = n
+            groups = groups[len(groups) - n:]
+            if not groups:
+                return params, {}
+
+        def find(stream: str, name: str, options: list[tuple[dict, Gene]]
+                 ) -> tuple[dict, Gene] | None:
+            return next(((_named(p, f"{unit.prefix}.{name}"), gene) for p, gene in options
+                         if all(spec.gene(l, g, s) in (gene, canonical_gene(
+                             gene, l, lambda src, g=g, s=s: spec.gene(src, g, s))) for g in groups
+                                for s in (("k", "v") if stream == "kv" else (stream,)))), None)
+
+        found: dict[str, tuple[dict, Gene] | None] = {}
+        if unit.streams == ("kv",):
+            found["kv"] = find("kv", "kv", self.variants(l, skip, False))
+        elif unit.streams == ("k", "v"):
+            found["k"] = k = find("k", "k", self.variants(l, skip, False))
+            if k is not None and k[1].combine == "concat":
+                modes = self._modes(k[1].sources, l)
+                found["v"] = find("v", "v", [({"x_mode": m} if len(modes) > 1 else {},
+                                              dataclasses.replace(k[1], mode=m)) for m in modes])
+            else:
+                found["v"] = find("v", "v", self.variants(l, skip, True))
+        else:
+            s = unit.streams[0]
+            found[s] = find(s, s, self.variants(l, skip, True))
+        if any(f is None for f in found.values()):
+            return None
+        genes = {}
+        for stream, (p, gene) in found.items():
+            params.update(p)
+            for g in groups:
+                for s in (("k", "v") if stream == "kv" else (stream,)):
+                    genes[l, g, s] = gene
+        return params, genes
+
+    # ------------------------------------------------------------------ constraints and costs
+    def violations(self, spec: ArchSpec) -> dict[str, tuple[int, int]]:
+        """Constraints ``spec`` breaks: {cost name: (its value, the limit)}."""
+        costs = estimate(spec)
+        out = {}
+        for name, limit in self.config.constraints.model_dump().items():
+            metric = name.removeprefix("max_")
+            if limit is not None and costs[metric] > limit:
+                out[metric] = (costs[metric], limit)
+        return out
+
+    def cost_range(self) -> dict[str, tuple[int, int]]:
+        """Exact min and max of params, KV-cache bytes/token and training FLOPs/token over the
+        whole space: these costs add up over genes, so each unit's cheapest and dearest
+        outcomes bound the total, and the bound is reached."""
+        out: dict[str, tuple[int, int]] = {}
+        for dims in self.dims_choices:
+            base = self._build(dims, {})
+            base_cost = estimate(base)
+            units = self.units(dims)
+            e_norm = 0 if base.uses_embedding or not any(
+                EMB in self.pool(u.layer) for u in units) else dims.d_model
+            for i, metric in enumerate(ADDITIVE_COSTS):
+                lo = hi = 0.0
+                for unit in units:
+                    lo += self._unit_extreme(dims, base, unit, i, min)
+                    hi += self._unit_extreme(dims, base, unit, i, max)
+                scale = {"kv_cache_bytes_per_token": dims.group_kv_dim * BYTES_PER_ELEMENT,
+                         "params": 1, "train_flops_per_token": 6}[metric]
+                a = base_cost[metric] + int(round(lo * scale))
+                b = base_cost[metric] + int(round(hi * scale)) + (
+                    e_norm if metric == "params" else 0)
+                old = out.get(metric, (a, b))
+                out[metric] = (min(old[0], a), max(old[1], b))
+        return out
+
+    def _unit_extreme(self, dims: Dims, base: ArchSpec, unit: Unit, index: int,
+                      pick: Callable[[Any], float]) -> float:
+        """The smallest (``pick=min``) or largest change of one additive cost a unit makes."""
+        g = unit.groups[0]
+
+        def delta(stream: str, gene: Gene) -> float:
+            old = base.gene(unit.layer, g, stream)
+            return (gene_costs(dims, unit.layer, stream, gene)[index]
+                    - gene_costs(dims, unit.layer, stream, old)[index])
+
+        per_group = self._fold_unit(unit, delta, operator.add, pick)
+        if unit.kind == "gene":
+            return per_group * len(unit.groups)
+        return pick([0.0, per_group * len(unit.groups)])  # linear in the skip count
+
+    def _check_constraints(self) -> None:
+        ranges = self.cost_range()
+        for name, limit in self.config.constraints.model_dump().items():
+            metric = name.removeprefix("max_")
+            if limit is None or metric not in ranges:
+                continue  # decode bytes are not additive: checked per architecture only
+            smallest = ranges[metric][0]
+            if smallest > limit:
+                raise self._error(("constraints", name), f"no architecture in the space meets "
+                                  f"it: the smallest {metric} is {smallest:,}, the limit "
+                                  f"{limit:,}")
+
+
+# ---------------------------------------------------------------------- helpers
+def suggest_arch(trial: Any, space: SearchSpace) -> ArchSpec:
+    """Module-level define-by-run entry point (picklable with functools.partial)."""
+    return space.sample(trial)
+
+
+def _named(params: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Variant parameters (``x_src``, ...) renamed for a unit (``L3.g1.kv_src``, ...)."""
+    return {prefix + name[1:]: value for name, value in params.items()}
+
+
+def _pick(choose: Choose, name: str, values: list[Any]) -> Any:
+    return values[0] if len(values) == 1 else choose(name, values)
+
+
+class _Path:
+    """A `Choose` that follows a prefix of recorded choices, then takes first values and
+    queues every untaken sibling as a new prefix."""
+
+    def __init__(self, prefix: list[Any], queue: list[list[Any]]):
+        self.prefix, self.queue = prefix, queue
+        self.taken: list[Any] = []
+        self.params: dict[str, Any] = {}
+
+    def __call__(self, name: str, values: list[Any]) -> Any:
+        i = len(self.taken)
+        if i < len(self.prefix):
+            value = self.prefix[i]
+        else:
+            value = values[0]
+            self.queue.extend(self.taken + [v] for v in reversed(values[1:]))
+        self.taken.append(value)
+        self.params[name] = value
+        return value
+
+
+def _replay(walk: Callable[[Choose], dict]) -> Iterator[tuple[dict[str, Any], dict]]:
+    """All outcomes of a decision procedure, in order: rerun it along every path of choices."""
+    queue: list[list[Any]] = [[]]
+    while queue:
+        path = _Path(queue.pop(), queue)
+        genes = walk(path)
+        yield path.params, genes
+
+
+def _index_set(value: Any, count: int, what: str) -> list[int]:
+    if value == "all":
+        return list(range(count))
+    if isinstance(value, str) and "-" in value:
+        lo, _, hi = value.partition("-")
+        if not (lo.strip().isdigit() and hi.strip().isdigit()):
+            raise ValueError(f"expected 'all', a number, a list or a range 'a-b', got {value!r}")
+        items = list(range(int(lo), int(hi) + 1))
+    elif isinstance(value, int):
+        items = [value]
+    elif isinstance(value, list) and value:
+        items = value
+    else:
+        raise ValueError(f"expected 'all', a number, a non-empty list or a range 'a-b', "
+                         f"got {value!r}")
+    bad = [i for i in items if not 0 <= i < count]
+    if bad:
+        raise ValueError(f"{what} {bad[0]} is out of range 0..{count - 1}")
+    return sorted(set(items))
+
+
+def _gene_rule(gene: Gene) -> dict[str, Any]:
+    rule: dict[str, Any] = {"sources": ["e" if s == EMB else s for s in gene.sources],
+                            "mode": gene.mode, "combine": gene.combine}
+    if gene.combine == "mix":
+        rule.update(weights=list(gene.weights or ()), learned=gene.learned)
+    return rule
+
+
+class _RandomTrial:
+    """The part of optuna.Trial that `sample` uses, drawing uniformly."""
+
+    def __init__(self, rng: random.Random):
+        self.rng, self.params = rng, {}
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        self.params[name] = self.rng.choice(choices)
+        return self.params[name]
