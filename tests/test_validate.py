@@ -119,3 +119,18 @@ def test_validate_never_prints_a_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "malformed YAML" in proc.stderr
+
+
+def test_readme_reference_space_validates(tmp_path):
+    import re
+
+    from sla_nas import presets
+    from sla_nas.validate import describe
+
+    readme = (ROOT / "README.md").read_text()
+    reference = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)
+                     if b.startswith("name: my-search"))
+    presets.get("vanilla", n_layers=6, n_heads=8, n_kv_heads=4).save(tmp_path / "my_arch.yaml")
+    (tmp_path / "space.yaml").write_text(reference)
+    info = describe(tmp_path / "space.yaml")
+    assert info["name"] == "my-search" and info["size"] > 10**15
