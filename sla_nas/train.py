@@ -1,0 +1,243 @@
+"""`train_proxy`: the short, budgeted training that ranks architectures. Runs without Ray.
+
+Read ../shared/FINDINGS.md for why it looks like this:
+
+* **Honest intermediate evaluations.** With the default warmup-stable-decay (WSD) schedule the
+  main run never decays; at every evaluation point t it branches a copy, decays the learning
+  rate linearly to zero over ``cooldown * t`` more steps, evaluates the copy and throws it
+  away. Evaluation i is therefore exactly the result of a complete WSD run of
+  ``t_i * (1 + cooldown)`` steps, and the last one is the run's result: every prefix of a run
+  is a valid shorter run (what multi-fidelity schedulers such as ASHA need). ``cosine`` is
+  available too; its intermediate losses are read mid-schedule and are not honest.
+* **Common random numbers.** Batch ``i`` depends only on (data seed, i), the evaluation set is
+  fixed, and weights start from per-name seeds (`SlaModel.init_weights`), so two architectures
+  trained with the same seed see the same data and share their common initial weights.
+* **Resumable.** With ``checkpoint=DIR`` the full state (model, optimizer, step, history, RNG)
+  is written to ``DIR/state.pt`` at every evaluation and a later call resumes from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .cost import estimate
+from .data import IGNORE, Task
+from .model import SlaModel, build_model
+from .spec import ArchSpec
+
+__all__ = ["Budget", "train_proxy", "evaluate", "STATE_FILE"]
+
+STATE_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long and how a proxy trains. ``tokens`` is the length of the whole run, cooldown
+    included; evaluations happen every ``eval_every`` tokens of the main run (default: four
+    evaluations). Warmup is a fixed number of tokens, so that with WSD evaluation i equals a
+    complete run of ``tokens_i`` tokens with the same warmup."""
+
+    tokens: int = 1_500_000
+    eval_every: int | None = None
+    batch_size: int = 32
+    lr: float = 3e-3
+    schedule: str = "wsd"
+    warmup_tokens: int | None = None  # default: a tenth of the run
+    cooldown: float = 0.2  # WSD: decay steps as a fraction of the branch point
+    min_lr: float = 0.1  # cosine: final learning rate as a fraction of lr
+    weight_decay: float = 0.1
+    clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("wsd", "cosine"):
+            raise ValueError(f"schedule must be 'wsd' or 'cosine', got {self.schedule!r}")
+        if self.tokens < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"tokens, batch_size and lr must be positive, got {self}")
+
+    def plan(self, seq_len: int) -> tuple[int, int, list[int]]:
+        """(main-run steps, warmup steps, main steps at which to evaluate)."""
+        per_step = self.batch_size * seq_len
+        total = max(1, round(self.tokens / per_step))
+        main = max(1, round(total / (1 + self.cooldown))) if self.schedule == "wsd" else total
+        every = (max(1, round(self.eval_every / per_step)) if self.eval_every
+                 else max(1, math.ceil(main / 4)))
+        points = sorted({*range(every, main - every // 2, every), main})
+        warmup = self.warmup_tokens if self.warmup_tokens is not None else self.tokens / 10
+        return main, max(1, round(warmup / per_step)), points
+
+
+def _lr_factor(budget: Budget, step: int, main: int, warmup: int,
+               decay: tuple[int, int] | None = None) -> float:
+    """Learning-rate multiplier at ``step``; ``decay=(start, length)`` for a WSD cooldown."""
+    if decay is not None:  # linear to zero from the factor the branch point had
+        start, length = decay
+        return max(0.0, 1.0 - (step - start + 1) / length) * min(1.0, (start + 1) / warmup)
+    if step < warmup:
+        return (step + 1) / warmup
+    if budget.schedule == "wsd":
+        return 1.0
+    progress = (step - warmup) / max(1, main - warmup)
+    return budget.min_lr + (1 - budget.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _optimizer(model: SlaModel, budget: Budget) -> torch.optim.AdamW:
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    others = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": matrices, "weight_decay": budget.weight_decay},
+                              {"params": others, "weight_decay": 0.0}],
+                             lr=budget.lr, betas=(0.9, 0.95))
+
+
+@torch.no_grad()
+def evaluate(model: SlaModel, task: Task, batch_size: int) -> dict[str, float]:
+    """Mean loss (and accuracy where the task has one) over the fixed held-out set."""
+    total = correct = count = 0.0
+    for x, y in task.val_batches(batch_size):
+        logits, _ = model(x)
+        mask = y != IGNORE
+        total += F.cross_entropy(logits[mask], y[mask], reduction="sum").item()
+        correct += (logits[mask].argmax(-1) == y[mask]).sum().item()
+        count += mask.sum().item()
+    out = {"val_loss": total / count}
+    if task.has_accuracy:
+        out["val_acc"] = correct / count
+    return out
+
+
+class _Run:
+    """The state of one proxy training: model, optimizer, step, history."""
+
+    def __init__(self, spec: ArchSpec, task: Task, budget: Budget, seed: int):
+        if spec.dims.vocab_size < task.vocab_size:
+            raise ValueError(f"the model's vocab_size {spec.dims.vocab_size} is smaller than "
+                             f"task {task.name}'s {task.vocab_size}")
+        if spec.dims.seq_len < task.seq_len:
+            raise ValueError(f"the model's seq_len {spec.dims.seq_len} is shorter than task "
+                             f"{task.name}'s {task.seq_len}")
+        self.spec, self.task, self.budget, self.seed = spec, task, budget, seed
+        self.model = build_model(spec, seed)
+        self.opt = _optimizer(self.model, budget)
+        self.main, self.warmup, self.points = budget.plan(task.seq_len)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self.tokens_trained = 0
+        self.last_loss = math.nan  # the last finite training loss
+
+    def train_steps(self, model: SlaModel, opt: torch.optim.Optimizer, start: int, stop: int,
+                    decay: tuple[int, int] | None = None) -> float | None:
+        """Train steps [start, stop); the mean loss, or None if a loss was not finite."""
+        losses = []
+        for step in range(start, stop):
+            factor = _lr_factor(self.budget, step, self.main, self.warmup, decay)
+            for group in opt.param_groups:
+                group["lr"] = self.budget.lr * factor
+            x, y = self.task.batch(self.seed, step, self.budget.batch_size)
+            _, loss = model(x, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                return None
+            self.last_loss = value
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.budget.clip)
+            opt.step()
+            losses.append(value)
+            self.tokens_trained += x.numel()
+        return sum(losses) / max(1, len(losses))
+
+    def branch_eval(self) -> dict[str, float] | None:
+        """Evaluate what a complete run ending at the current step would give."""
+        if self.budget.schedule != "wsd":
+            return evaluate(self.model, self.task, self.budget.batch_size)
+        length = max(1, round(self.budget.cooldown * self.step))
+        model = copy.deepcopy(self.model)
+        opt = _optimizer(model, self.budget)
+        opt.load_state_dict(copy.deepcopy(self.opt.state_dict()))
+        if self.train_steps(model, opt, self.step, self.step + length,
+                            decay=(self.step, length)) is None:
+            return None
+        metrics = evaluate(model, self.task, self.budget.batch_size)
+        metrics["cooldown_steps"] = length
+        return metrics
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "step": self.step, "history": self.history, "seed": self.seed,
+                "spec_key": self.spec.key, "train_seconds": self.train_seconds,
+                "tokens_trained": self.tokens_trained, "torch_rng": torch.get_rng_state(),
+                "budget": dataclasses.asdict(self.budget)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        if state["spec_key"] != self.spec.key or state["seed"] != self.seed or \
+                state["budget"] != dataclasses.asdict(self.budget):
+            raise ValueError("the checkpoint belongs to another architecture, seed or budget "
+                             f"(spec {state['spec_key']}, seed {state['seed']})")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.history = state["step"], state["history"]
+        self.train_seconds, self.tokens_trained = state["train_seconds"], state["tokens_trained"]
+        torch.set_rng_state(state["torch_rng"])
+
+
+def _save(state: dict[str, Any], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{STATE_FILE}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, directory / STATE_FILE)  # atomic: a crash never leaves half a state
+
+
+def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
+                report: Callable[[dict[str, Any]], None] | None = None,
+                checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Train ``spec`` on ``task`` for ``budget``; ``report`` gets every evaluation's metrics
+    ``{tokens, train_loss, val_loss, val_acc (where the task has one), tokens_per_s, ...}``.
+
+    Returns the last evaluation's metrics with ``status`` (``ok`` or ``diverged``: a loss was
+    not finite; the metrics are then the last finite ones), the cost model's figures, the
+    evaluation history and the task's provenance. ``tokens`` is the length of the complete
+    run each evaluation stands for."""
+    run = _Run(spec, task, budget, seed)
+    directory = Path(checkpoint) if checkpoint is not None else None
+    if directory is not None and (directory / STATE_FILE).exists():
+        run.load(torch.load(directory / STATE_FILE, weights_only=True))
+    status = "ok"
+    per_step = budget.batch_size * task.seq_len
+    for point in run.points:
+        if point <= run.step:
+            continue  # evaluated before the checkpoint
+        started = time.perf_counter()
+        train_loss = run.train_steps(run.model, run.opt, run.step, point)
+        run.train_seconds += time.perf_counter() - started
+        run.step = point
+        metrics = run.branch_eval() if train_loss is not None else None
+        if metrics is None:
+            status = "diverged"
+            break
+        cooldown = metrics.pop("cooldown_steps", 0)
+        metrics.update(tokens=(point + cooldown) * per_step, train_loss=train_loss,
+                       tokens_per_s=point * per_step / max(run.train_seconds, 1e-9),
+                       step=point, tokens_trained=run.tokens_trained)
+        run.history.append(metrics)
+        if directory is not None:
+            _save(run.state(), directory)
+        if report is not None:
+            report(dict(metrics))
+    result: dict[str, Any] = dict(run.history[-1]) if run.history else {
+        "tokens": 0, "train_loss": run.last_loss, "val_loss": math.nan}
+    result.update(status=status, seed=seed, key=spec.key, history=run.history,
+                  task=task.info | {"name": task.name}, budget=dataclasses.asdict(budget),
+                  **estimate(spec))
+    return result
