@@ -55,6 +55,52 @@ def _cmd_validate(args: argparse.Namespace) -> None:
         print_description(info)
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .data import make_task
+    from .train import Budget, train_proxy
+
+    dims = {k: getattr(args, k) for k in _DIM_FLAGS if getattr(args, k) is not None}
+    spec = load_arch(args.arch, **dims)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = make_task(args.task, spec.dims.seq_len, corpus=args.corpus, n_pairs=args.n_pairs,
+                     vocab_size=spec.dims.vocab_size if args.task == "mqar" else 256)
+    budget = Budget(tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
+                    schedule=args.schedule, eval_every=args.eval_every)
+    main_steps = budget.plan(task.seq_len)[0]
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+               TimeRemainingColumn()]
+    with Progress(*columns, transient=True, disable=args.quiet) as bar:
+        job = bar.add_task(f"train {spec.key}", total=main_steps, info="")
+        started = [0.0, 0]
+
+        def on_step(step: int, loss: float) -> None:
+            import time
+
+            if not started[0]:
+                started[0], started[1] = time.perf_counter(), step - 1
+            rate = (step - started[1]) * budget.batch_size * task.seq_len / max(
+                time.perf_counter() - started[0], 1e-9)
+            bar.update(job, completed=step, info=f"loss {loss:.3f}  {rate:,.0f} tok/s")
+
+        def report(metrics: dict) -> None:
+            bar.console.print(f"  tokens {metrics['tokens']:>10,}  val_loss "
+                              f"{metrics['val_loss']:.4f}" + (
+                                  f"  val_acc {metrics['val_acc']:.3f}"
+                                  if "val_acc" in metrics else ""))
+
+        result = train_proxy(spec, task, budget, seed=args.seed, report=report,
+                             checkpoint=args.out, on_step=on_step)
+    summary = {k: v for k, v in result.items() if k != "history"}
+    if args.out is not None:
+        Path(args.out, "metrics.json").write_text(json.dumps(result, indent=2))
+        spec.save(Path(args.out, "arch.yaml"))
+    print(json.dumps(summary, indent=2))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sla-nas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +114,29 @@ def _parser() -> argparse.ArgumentParser:
                           help=f"preset dimension (default {getattr(Dims.create(), name)})")
     show.add_argument("--json", action="store_true", help="print the spec and costs as JSON")
     show.set_defaults(func=_cmd_show)
+
+    train = sub.add_parser("train", help="train one architecture on a proxy task",
+                           description="Train a preset or spec file with train_proxy and print "
+                           "a JSON summary; --out DIR keeps the state (a rerun resumes), the "
+                           "final weights (model.pt), metrics.json and arch.yaml.")
+    train.add_argument("arch", help="a preset name or an ARCH.yaml / .json spec file")
+    train.add_argument("--task", choices=["bytes-lm", "mqar"], default="bytes-lm")
+    train.add_argument("--tokens", type=int, default=1_500_000,
+                       help="length of the run, cooldown included (default 1,500,000)")
+    train.add_argument("--seed", type=int, default=0, help="data order and weight seed")
+    train.add_argument("--out", type=Path, help="folder for state, weights and metrics")
+    train.add_argument("--corpus", help="bytes-lm: a text file or folder instead of the stdlib")
+    train.add_argument("--n-pairs", type=int, default=8, help="mqar: key-value pairs")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--schedule", choices=["wsd", "cosine"], default="wsd")
+    train.add_argument("--eval-every", type=int, help="tokens between evaluations")
+    train.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name in _DIM_FLAGS:
+        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int,
+                           help=argparse.SUPPRESS)
+    train.set_defaults(func=_cmd_train)
 
     validate = sub.add_parser("validate", help="check a search-space file and summarise it",
                               description="Check SPACE.yaml without running anything: print "

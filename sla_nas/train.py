@@ -36,9 +36,10 @@ from .data import IGNORE, Task
 from .model import SlaModel, build_model
 from .spec import ArchSpec
 
-__all__ = ["Budget", "train_proxy", "evaluate", "STATE_FILE"]
+__all__ = ["Budget", "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE"]
 
 STATE_FILE = "state.pt"
+MODEL_FILE = "model.pt"
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ class _Run:
         self.train_seconds = 0.0
         self.tokens_trained = 0
         self.last_loss = math.nan  # the last finite training loss
+        self.evaluated_model: SlaModel | None = None  # the model the last evaluation scored
+        self.on_step: Callable[[int, float], None] | None = None
 
     def train_steps(self, model: SlaModel, opt: torch.optim.Optimizer, start: int, stop: int,
                     decay: tuple[int, int] | None = None) -> float | None:
@@ -155,11 +158,14 @@ class _Run:
             opt.step()
             losses.append(value)
             self.tokens_trained += x.numel()
+            if self.on_step is not None and decay is None:
+                self.on_step(step + 1, value)
         return sum(losses) / max(1, len(losses))
 
     def branch_eval(self) -> dict[str, float] | None:
         """Evaluate what a complete run ending at the current step would give."""
         if self.budget.schedule != "wsd":
+            self.evaluated_model = self.model
             return evaluate(self.model, self.task, self.budget.batch_size)
         length = max(1, round(self.budget.cooldown * self.step))
         model = copy.deepcopy(self.model)
@@ -170,6 +176,7 @@ class _Run:
             return None
         metrics = evaluate(model, self.task, self.budget.batch_size)
         metrics["cooldown_steps"] = length
+        self.evaluated_model = model
         return metrics
 
     # ---------------------------------------------------------------- state
@@ -201,15 +208,20 @@ def _save(state: dict[str, Any], directory: Path) -> None:
 
 def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
                 report: Callable[[dict[str, Any]], None] | None = None,
-                checkpoint: str | Path | None = None) -> dict[str, Any]:
+                checkpoint: str | Path | None = None,
+                on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train ``spec`` on ``task`` for ``budget``; ``report`` gets every evaluation's metrics
-    ``{tokens, train_loss, val_loss, val_acc (where the task has one), tokens_per_s, ...}``.
+    ``{tokens, train_loss, val_loss, val_acc (where the task has one), tokens_per_s, ...}``,
+    ``on_step`` (for progress bars) the main run's step count and loss after every step.
 
     Returns the last evaluation's metrics with ``status`` (``ok`` or ``diverged``: a loss was
     not finite; the metrics are then the last finite ones), the cost model's figures, the
     evaluation history and the task's provenance. ``tokens`` is the length of the complete
-    run each evaluation stands for."""
+    run each evaluation stands for. With ``checkpoint=DIR`` the run resumes from
+    ``DIR/state.pt`` if present, saves it at every evaluation, and at the end writes the
+    evaluated (cooled-down) weights to ``DIR/model.pt`` (a plain state dict)."""
     run = _Run(spec, task, budget, seed)
+    run.on_step = on_step
     directory = Path(checkpoint) if checkpoint is not None else None
     if directory is not None and (directory / STATE_FILE).exists():
         run.load(torch.load(directory / STATE_FILE, weights_only=True))
@@ -235,6 +247,10 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
             _save(run.state(), directory)
         if report is not None:
             report(dict(metrics))
+    if directory is not None and status == "ok" and run.evaluated_model is not None:
+        tmp = directory / ".model.pt.tmp"
+        torch.save(run.evaluated_model.state_dict(), tmp)
+        os.replace(tmp, directory / MODEL_FILE)
     result: dict[str, Any] = dict(run.history[-1]) if run.history else {
         "tokens": 0, "train_loss": run.last_loss, "val_loss": math.nan}
     result.update(status=status, seed=seed, key=spec.key, history=run.history,

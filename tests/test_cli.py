@@ -72,3 +72,32 @@ def test_labels():
     shortcut = presets.get("last-layer-shortcut")
     assert cell_label(shortcut, 3, 1) == "0+2+·"
     assert cell_label(presets.get("sla-reproject"), 3, 3) == "1"
+
+
+def test_train_writes_summary_weights_and_resumes(tmp_path, capsys):
+    import torch
+
+    from sla_nas import ArchSpec, build_model
+
+    out = tmp_path / "run"
+    argv = ["train", "cla2", "--tokens", "6000", "--d-model", "32", "--seq-len", "32",
+            "--batch-size", "8", "--out", str(out), "--quiet", "--threads", "1"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and len(metrics["history"]) == 4
+    spec = ArchSpec.load(out / "arch.yaml")
+    assert spec == presets.get("cla2", d_model=32, seq_len=32)
+    model = build_model(spec)
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    assert main(argv) == 0  # a rerun resumes from the saved state: same result, no training
+    assert json.loads((out / "metrics.json").read_text())["val_loss"] == metrics["val_loss"]
+
+
+def test_train_prints_json_summary(tmp_path, capsys):
+    assert main(["train", "vanilla", "--tokens", "3000", "--d-model", "32", "--seq-len", "32",
+                 "--batch-size", "8", "--quiet", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{\n"):])
+    assert summary["status"] == "ok" and summary["key"] == presets.get(
+        "vanilla", d_model=32, seq_len=32).key
+    assert "history" not in summary and "val_loss" in summary
