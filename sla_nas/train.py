@@ -51,6 +51,7 @@ class Budget:
 
     tokens: int = 1_500_000
     eval_every: int | None = None
+    eval_at: tuple[int, ...] | None = None  # or: evaluate as complete runs of these lengths
     batch_size: int = 32
     lr: float = 3e-3
     schedule: str = "wsd"
@@ -71,9 +72,14 @@ class Budget:
         per_step = self.batch_size * seq_len
         total = max(1, round(self.tokens / per_step))
         main = max(1, round(total / (1 + self.cooldown))) if self.schedule == "wsd" else total
-        every = (max(1, round(self.eval_every / per_step)) if self.eval_every
-                 else max(1, math.ceil(main / 4)))
-        points = sorted({*range(every, main - every // 2, every), main})
+        if self.eval_at:  # main steps whose cooled-down branch is a run of that length
+            stretch = 1 + self.cooldown if self.schedule == "wsd" else 1
+            points = sorted({min(main, max(1, round(t / per_step / stretch)))
+                             for t in self.eval_at} | {main})
+        else:
+            every = (max(1, round(self.eval_every / per_step)) if self.eval_every
+                     else max(1, math.ceil(main / 4)))
+            points = sorted({*range(every, main - every // 2, every), main})
         warmup = self.warmup_tokens if self.warmup_tokens is not None else self.tokens / 10
         return main, max(1, round(warmup / per_step)), points
 

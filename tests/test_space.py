@@ -8,7 +8,7 @@ import pytest
 
 from sla_nas import presets
 from sla_nas.cost import estimate
-from sla_nas.space import SearchSpace, SpaceError
+from sla_nas.space import SearchSpace, SpaceError, suggest_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -189,3 +189,16 @@ constraints:
                        r": no architecture in the space meets it: the smallest "
                        r"kv_cache_bytes_per_token is 2,048, the limit 100"):
         SearchSpace.from_yaml(path)
+
+
+def test_space_and_define_by_run_function_pickle():
+    import functools
+    import pickle
+
+    space = SearchSpace.from_yaml(ROOT / "search_spaces" / "kv_sharing.yaml")
+    define_by_run = functools.partial(suggest_arch, space=space)
+    clone = pickle.loads(pickle.dumps(define_by_run))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    trial = study.ask()
+    spec = clone(trial)
+    assert space.sample(optuna.trial.FixedTrial(trial.params)) == spec
