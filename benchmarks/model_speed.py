@@ -18,12 +18,16 @@ Targets (reported as PASS/FAIL here, never checked in timed unit tests):
   ``last-layer-shortcut`` is checked against the same bound for information.
 
 Measurement on a noisy shared machine: every model is built and warmed up first, then the
-run goes in rounds; each round times every case for a few steps (in a rotated order, with a
-matmul-peak sample in between) and a case's time is the median of its per-round means, so
-drift hits all cases alike.
+run goes in rounds; each round times every case for ``steps`` steps (in a rotated order, with
+a matmul-peak sample in between) and a case's time is the median of its per-round means, so
+drift hits all cases alike. A run that would overrun its time budget (about 5 minutes, 1 with
+``--quick``) stops after the round in progress, never before 3 rounds. Contention (other
+processes on the cores) only slows steps down: when vanilla's median step is well above its
+fastest, the report says so; the ``best x`` column (fastest step / vanilla's fastest) is then
+the steadier reading.
 
-    python benchmarks/model_speed.py [--quick] [--json PATH] [--strict]
-    python benchmarks/model_speed.py --profile vanilla,sla-reproject [--profile-steps 3]
+    python benchmarks/model_speed.py [--quick] [--json PATH] [--strict] [--only a,b]
+    python benchmarks/model_speed.py --profile vanilla,value-residual [--profile-steps 3]
 """
 
 from __future__ import annotations
@@ -63,9 +67,12 @@ MATMUL_SHAPES = [(BATCH * DIMS["seq_len"], DIMS["d_model"], 4 * DIMS["d_model"])
                  (2048, 2048, 2048)]
 
 MODES = {  # warmup steps per case, rounds, timed steps per case and round
-    "full": dict(warmup=2, rounds=6, steps=3),
-    "quick": dict(warmup=1, rounds=3, steps=1),
+    "full": dict(warmup=2, rounds=12, steps=1, budget_s=280),
+    "quick": dict(warmup=1, rounds=3, steps=1, budget_s=55),
 }
+MIN_ROUNDS = 3  # a contended run stops at its time budget, but never below this
+NOISY_SPREAD = 1.25  # vanilla's median / best step time above this: the run was contended
+NOISY_OTHERS = 0.10  # ... or other processes used more than this share of the CPUs
 
 
 @dataclass
@@ -82,6 +89,10 @@ class Case:
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
+
+    @property
+    def best(self) -> float:
+        return min(self.samples)
 
 
 def make_cases(selected: list[str] | None = None) -> list[Case]:
@@ -151,6 +162,32 @@ def measure_peak(peaks: dict[str, float], repeats: int) -> None:
 
 
 # ----------------------------------------------------------------------------- run
+def _loadavg() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def _cpu_snapshot() -> tuple[float, float, float] | None:
+    """(CPU seconds all processes were busy or stolen, this process's CPU seconds, wall time);
+    None where /proc/stat is missing."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...
+    busy = sum(fields[:3]) + sum(fields[5:8])
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.perf_counter()
+
+
+def _others_share(start, end) -> float | None:
+    """Share of the machine's CPU capacity that other processes (or the hypervisor) used."""
+    if start is None or end is None:
+        return None
+    busy, own, wall = (b - a for a, b in zip(start, end))
+    return max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
+
+
 def run(mode: str, selected: list[str] | None, log) -> dict:
     cfg = MODES[mode]
     cases = make_cases(selected)
@@ -158,6 +195,8 @@ def run(mode: str, selected: list[str] | None, log) -> dict:
     tokens = idx.numel()
     peaks: dict[str, float] = {}
     t0 = time.perf_counter()
+    load_start = _loadavg()
+    cpu_start = _cpu_snapshot()
 
     log(f"model_speed ({mode}): {len(cases)} cases, batch {BATCH} x seq {DIMS['seq_len']}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; warmup "
@@ -169,16 +208,26 @@ def run(mode: str, selected: list[str] | None, log) -> dict:
             train_step(case, idx, targets)
     log(f"  built and warmed up in {time.perf_counter() - t0:.0f}s")
 
+    rounds = 0
     for r in range(cfg["rounds"]):
+        round_start = time.perf_counter()
         gc.collect()
         shift = r % len(cases)  # rotate so no case is always first after the peak sample
         for case in cases[shift:] + cases[:shift]:
             case.samples.append(time_steps(case, idx, targets, cfg["steps"]))
         measure_peak(peaks, repeats=3)
         base = next(c for c in cases if c.name == BASELINE)
-        log(f"  round {r + 1}/{cfg['rounds']}: vanilla {base.samples[-1] * 1e3:.0f} ms, "
-            f"peak {max(peaks.values()):.0f} GFLOP/s, {time.perf_counter() - t0:.0f}s")
+        rounds = r + 1
+        now = time.perf_counter()
+        log(f"  round {rounds}/{cfg['rounds']}: vanilla {base.samples[-1] * 1e3:.0f} ms, "
+            f"peak {max(peaks.values()):.0f} GFLOP/s, {now - t0:.0f}s")
+        if rounds >= MIN_ROUNDS and rounds < cfg["rounds"] and \
+                now - t0 + (now - round_start) > cfg["budget_s"]:
+            log(f"  stopping after {rounds} rounds: the next would pass the "
+                f"{cfg['budget_s']}s budget (a slow or contended machine)")
+            break
 
+    others = _others_share(cpu_start, _cpu_snapshot())
     peak = max(peaks.values())
     base = next(c for c in cases if c.name == BASELINE)
     rows = []
@@ -188,11 +237,13 @@ def run(mode: str, selected: list[str] | None, log) -> dict:
         step_ratio = t / base.median
         flops_ratio = case.flops_per_token / base.flops_per_token
         paired = statistics.median(s / b for s, b in zip(case.samples, base.samples))
+        best_ratio = case.best / base.best
         rows.append({
             "name": case.name, "kind": case.kind, "max_sources": case.max_sources,
             "train_flops_per_token": case.flops_per_token, "step_s": t,
             "step_s_samples": case.samples, "step_ratio": step_ratio,
-            "step_ratio_paired": paired, "flops_ratio": flops_ratio,
+            "step_ratio_paired": paired, "step_ratio_best": best_ratio,
+            "step_s_best": case.best, "flops_ratio": flops_ratio,
             "vs_flops": step_ratio / flops_ratio, "gflops": gflops,
             "peak_fraction": gflops / peak,
         })
@@ -201,13 +252,16 @@ def run(mode: str, selected: list[str] | None, log) -> dict:
     for row in rows:
         row["targets"] = [c for c in checks if c["case"] == row["name"]]
     return {
-        "benchmark": "model_speed", "mode": mode, "config": cfg,
+        "benchmark": "model_speed", "mode": mode, "config": cfg, "rounds_done": rounds,
         "dims": DIMS, "batch": BATCH, "tokens_per_step": tokens, "dtype": "float32",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None},
+                    "loadavg_start": load_start, "loadavg_end": _loadavg()},
         "matmul_peak_gflops": peak, "matmul_gflops": peaks,
         "elapsed_s": time.perf_counter() - t0,
+        "vanilla_spread": base.median / base.best,
+        "others_cpu_share": others,
+        "noisy": base.median / base.best > NOISY_SPREAD or (others or 0.0) > NOISY_OTHERS,
         "cases": rows, "targets": checks,
         "passed": all(c["passed"] for c in checks if c["required"]),
     }
@@ -240,7 +294,8 @@ def print_report(result: dict) -> None:
     shapes = ", ".join(f"{k}: {v:.0f}" for k, v in result["matmul_gflops"].items())
     print(f"\nmatmul peak {peak:.1f} GFLOP/s (best of {shapes})")
     head = (f"{'case':<24}{'kind':<9}{'GFLOP/tok':>10}{'step ms':>9}{'x van':>7}"
-            f"{'paired':>8}{'flops x':>8}{'t/flops':>8}{'GFLOP/s':>9}{'% peak':>8}  target")
+            f"{'paired':>8}{'best x':>8}{'flops x':>8}{'t/flops':>8}{'GFLOP/s':>9}"
+            f"{'% peak':>8}  target")
     print(head)
     print("-" * len(head))
     for row in result["cases"]:
@@ -249,12 +304,13 @@ def print_report(result: dict) -> None:
         kind = row["kind"] + (f"{row['max_sources']}" if row["kind"] == "concat" else "")
         print(f"{row['name']:<24}{kind:<9}{row['train_flops_per_token'] / 1e9:>10.4f}"
               f"{row['step_s'] * 1e3:>9.1f}{row['step_ratio']:>7.3f}"
-              f"{row['step_ratio_paired']:>8.3f}{row['flops_ratio']:>8.3f}"
-              f"{row['vs_flops']:>8.3f}{row['gflops']:>9.1f}"
+              f"{row['step_ratio_paired']:>8.3f}{row['step_ratio_best']:>8.3f}"
+              f"{row['flops_ratio']:>8.3f}{row['vs_flops']:>8.3f}{row['gflops']:>9.1f}"
               f"{100 * row['peak_fraction']:>7.1f}%  {marks}")
-    print("\nx van: median step time / vanilla's; paired: median over rounds of the same-round "
-          "ratio;\nflops x: cost-model FLOPs / vanilla's; t/flops: x van / flops x. "
-          "* = informational, not a target.")
+    print("\nstep ms: median over rounds; x van: that / vanilla's (the targets use it); paired: "
+          "median over rounds\nof the same-round ratio; best x: fastest step / vanilla's "
+          "fastest; flops x: cost-model FLOPs /\nvanilla's; t/flops: x van / flops x; "
+          "% peak: GFLOP/s / matmul peak. * = informational.")
     print("\ntargets:")
     for c in result["targets"]:
         flag = "PASS" if c["passed"] else "FAIL"
@@ -263,6 +319,14 @@ def print_report(result: dict) -> None:
     failed = [c for c in result["targets"] if c["required"] and not c["passed"]]
     print(f"\n{'ALL TARGETS PASS' if not failed else f'{len(failed)} TARGET(S) FAIL'} "
           f"({result['elapsed_s']:.0f}s)")
+    others = result["others_cpu_share"]
+    busy = "unknown" if others is None else f"{100 * others:.0f}%"
+    print(f"other processes used {busy} of the CPUs during the run; vanilla's median step is "
+          f"{result['vanilla_spread']:.2f}x its fastest")
+    if result["noisy"]:
+        print("WARNING: contended run: other processes shared the cores, so step times, ratios "
+              "and the peak\nfraction are unreliable. Rerun on an idle machine (or read the "
+              "'best x' column).")
 
 
 # ----------------------------------------------------------------------------- profile

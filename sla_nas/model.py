@@ -163,8 +163,10 @@ class Attention(nn.Module):
         return h[key]
 
     def _job_weight(self, rows: list[tuple[str, int, int]]) -> torch.Tensor:
-        parts = [(self.wq.weight if p == "q" else getattr(self, f"w{p}"))[a:b]
-                 for p, a, b in rows]
+        parts = []
+        for p, a, b in rows:  # a whole parameter is used as is: a slice costs a backward copy
+            w = self.wq.weight if p == "q" else getattr(self, f"w{p}")
+            parts.append(w if (a, b) == (0, w.shape[0]) else w[a:b])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _token_sets(self, s: str, g: int, outs: list[torch.Tensor], produced: dict
@@ -185,19 +187,19 @@ class Attention(nn.Module):
     def _heads(self, group_sets: list[list[torch.Tensor | _Piece]], outs: list[torch.Tensor],
                B: int, T: int, n: int) -> torch.Tensor:
         """(B, kv heads of these groups, n*T, Dh): groups side by side, token sets stacked."""
-        if n == 1:
+        per_set = []
+        for i in range(n):  # token set i of every group, side by side
             merged: list[torch.Tensor | _Piece] = []
-            for (item,) in group_sets:  # re-join adjacent column ranges of one projection
-                last = merged[-1] if merged else None
+            for ts in group_sets:  # re-join adjacent column ranges of one projection
+                item, last = ts[i], merged[-1] if merged else None
                 if isinstance(item, _Piece) and isinstance(last, _Piece) and \
                         last.job == item.job and last.end == item.start:
                     merged[-1] = _Piece(item.job, last.start, item.end)
                 else:
                     merged.append(item)
             parts = [_take(t, outs) for t in merged]
-        else:
-            parts = [torch.cat([_take(t, outs) for t in ts], 1) for ts in group_sets]
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+            per_set.append(parts[0] if len(parts) == 1 else torch.cat(parts, -1))
+        x = per_set[0] if n == 1 else torch.cat(per_set, 1)  # (B, n*T, heads * Dh)
         return x.view(B, n * T, -1, self.dims.head_dim).transpose(1, 2)
 
     def _q_rows(self, groups: list[int]) -> torch.Tensor:
