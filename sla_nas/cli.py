@@ -34,8 +34,7 @@ def load_arch(name_or_path: str, **dims: int) -> ArchSpec:
 def _cmd_show(args: argparse.Namespace) -> None:
     from .show import render
 
-    dims = {k: getattr(args, k) for k in _DIM_FLAGS if getattr(args, k) is not None}
-    spec = load_arch(args.arch, **dims)
+    spec = _arch_from_args(args)
     if args.json:
         from .cost import estimate
 
@@ -62,8 +61,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .data import make_task
     from .train import Budget, train_proxy
 
-    dims = {k: getattr(args, k) for k in _DIM_FLAGS if getattr(args, k) is not None}
-    spec = load_arch(args.arch, **dims)
+    spec = _arch_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     task = make_task(args.task, spec.dims.seq_len, corpus=args.corpus, n_pairs=args.n_pairs,
@@ -101,6 +99,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _add_arch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("arch", help="a preset name or an ARCH.yaml / .json spec file")
+    for name in _DIM_FLAGS:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int,
+                            help=f"preset dimension (default {getattr(Dims.create(), name)})")
+
+
+def _arch_from_args(args: argparse.Namespace) -> ArchSpec:
+    dims = {k: getattr(args, k) for k in _DIM_FLAGS if getattr(args, k) is not None}
+    return load_arch(args.arch, **dims)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sla-nas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,10 +118,7 @@ def _parser() -> argparse.ArgumentParser:
                           description="Print the connectivity (layers x head groups, K and V "
                           "sources) and the costs of a preset or a spec file. Presets: "
                           + ", ".join(presets.names()))
-    show.add_argument("arch", help="a preset name or an ARCH.yaml / .json spec file")
-    for name in _DIM_FLAGS:
-        show.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int,
-                          help=f"preset dimension (default {getattr(Dims.create(), name)})")
+    _add_arch_arguments(show)
     show.add_argument("--json", action="store_true", help="print the spec and costs as JSON")
     show.set_defaults(func=_cmd_show)
 
@@ -119,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
                            description="Train a preset or spec file with train_proxy and print "
                            "a JSON summary; --out DIR keeps the state (a rerun resumes), the "
                            "final weights (model.pt), metrics.json and arch.yaml.")
-    train.add_argument("arch", help="a preset name or an ARCH.yaml / .json spec file")
+    _add_arch_arguments(train)
     train.add_argument("--task", choices=["bytes-lm", "mqar"], default="bytes-lm")
     train.add_argument("--tokens", type=int, default=1_500_000,
                        help="length of the run, cooldown included (default 1,500,000)")
@@ -133,9 +140,6 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, help="tokens between evaluations")
     train.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    for name in _DIM_FLAGS:
-        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int,
-                           help=argparse.SUPPRESS)
     train.set_defaults(func=_cmd_train)
 
     validate = sub.add_parser("validate", help="check a search-space file and summarise it",
