@@ -118,7 +118,9 @@ class Attention(nn.Module):
         qpg = self.dims.q_heads_per_group
         order = [g * qpg + i for _, groups in self.buckets for g in groups for i in range(qpg)]
         self.single_bucket = len(self.buckets) == 1
-        self.register_buffer("q_index", torch.tensor(order), persistent=False)
+        for n, groups in self.buckets:  # the query heads of each bucket's groups
+            self.register_buffer(f"q_rows_{n}", torch.tensor(
+                [g * qpg + i for g in groups for i in range(qpg)]), persistent=False)
         self.register_buffer("q_inverse", torch.argsort(torch.tensor(order)), persistent=False)
 
     # --------------------------------------------------------------- forward
@@ -138,7 +140,7 @@ class Attention(nn.Module):
         ys = []
         for n, groups in self.buckets:
             k, v = (self._heads([sets[s, g] for g in groups], outs, B, T, n) for s in "kv")
-            qb = q if self.single_bucket else q.index_select(1, self._q_rows(groups))
+            qb = q if self.single_bucket else q.index_select(1, getattr(self, f"q_rows_{n}"))
             if rope is not None:
                 qb, k = _apply_rope(qb, *rope), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
             gqa = qb.shape[1] != k.shape[1]
@@ -201,11 +203,6 @@ class Attention(nn.Module):
             per_set.append(parts[0] if len(parts) == 1 else torch.cat(parts, -1))
         x = per_set[0] if n == 1 else torch.cat(per_set, 1)  # (B, n*T, heads * Dh)
         return x.view(B, n * T, -1, self.dims.head_dim).transpose(1, 2)
-
-    def _q_rows(self, groups: list[int]) -> torch.Tensor:
-        qpg = self.dims.q_heads_per_group
-        return torch.tensor([g * qpg + i for g in groups for i in range(qpg)],
-                            device=self.q_index.device)
 
 
 def _take(item: torch.Tensor | _Piece, outs: list[torch.Tensor]) -> torch.Tensor:
