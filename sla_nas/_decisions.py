@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .spec import EMB, Gene
+from .spec import EMB
 
 Choose = Callable[[str, list[Any]], Any]
 
@@ -74,14 +74,6 @@ def _index_set(value: Any, count: int, what: str) -> list[int]:
     if bad:
         raise ValueError(f"{what} {bad[0]} is out of range 0..{count - 1}")
     return sorted(set(items))
-
-
-def _gene_rule(gene: Gene) -> dict[str, Any]:
-    rule: dict[str, Any] = {"sources": ["e" if s == EMB else s for s in gene.sources],
-                            "mode": gene.mode, "combine": gene.combine}
-    if gene.combine == "mix":
-        rule.update(weights=list(gene.weights or ()), learned=gene.learned)
-    return rule
 
 
 class _RandomTrial:

@@ -73,16 +73,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
                TimeRemainingColumn()]
     with Progress(*columns, transient=True, disable=args.quiet) as bar:
         job = bar.add_task(f"train {spec.key}", total=main_steps, info="")
-        started = [0.0, 0]
+        tokens_per_step = budget.batch_size * task.seq_len
 
         def on_step(step: int, loss: float) -> None:
-            import time
-
-            if not started[0]:
-                started[0], started[1] = time.perf_counter(), step - 1
-            rate = (step - started[1]) * budget.batch_size * task.seq_len / max(
-                time.perf_counter() - started[0], 1e-9)
-            bar.update(job, completed=step, info=f"loss {loss:.3f}  {rate:,.0f} tok/s")
+            rate = bar.tasks[job].speed or 0.0  # rich's own moving estimate, in steps/s
+            bar.update(job, completed=step, info=f"loss {loss:.3f}  "
+                       f"{rate * tokens_per_step:,.0f} tok/s")
 
         def report(metrics: dict) -> None:
             bar.console.print(f"  tokens {metrics['tokens']:>10,}  val_loss "

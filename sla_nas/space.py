@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import presets
-from ._decisions import Choose, _gene_rule, _index_set, _label, _named, _pick, _RandomTrial, _replay
+from ._decisions import Choose, _index_set, _label, _named, _pick, _RandomTrial, _replay
 from ._schema import SpaceError, SpaceFile, located, parse_space_yaml
 from .cost import BYTES_PER_ELEMENT, estimate, gene_costs
 from .spec import EMB, ArchSpec, Dims, Gene, GroupGenes, canonical_gene, parse_rules
@@ -61,7 +61,8 @@ class SearchSpace:
         if c.sources.layers is not None and any(s < 0 for s in c.sources.layers):
             raise self._error(("connectivity", "sources", "layers"),
                               f"layers are numbered from 0, got {c.sources.layers}")
-        self.dims_choices = self._dims_choices()
+        self._dims_params = self._dims_choices()
+        self.dims_choices = [dims for dims, _ in self._dims_params]
         for dims in self.dims_choices:
             try:  # rejects bad fixed rules early, with their location
                 self._build(dims, {})
@@ -102,19 +103,18 @@ class SearchSpace:
         return out
 
     # ------------------------------------------------------------------ dimensions
-    def _dims_choices(self) -> list[Dims]:
-        raw = self.config.model.model_dump()
-        names = list(raw)
-        values = [v if isinstance(v, list) else [v] for v in raw.values()]
+    def _dims_choices(self) -> list[tuple[Dims, dict[str, Any]]]:
+        """Every combination of the model's dimension choices: (dims, its parameters)."""
+        choices = self._dim_params()
         out = []
-        for combo in itertools.product(*values):
-            kw = {k: v for k, v in zip(names, combo) if v is not None}
+        for combo in itertools.product(*choices.values()):
+            fixed = dict(zip(choices, combo))
             try:
-                out.append(Dims.create(**kw))
+                out.append((self._choose_dims(lambda name, values, f=fixed: f[name]), fixed))
             except ValueError as err:
                 field = str(err).split(":")[0].removeprefix("dims.")
-                combo_text = ", ".join(f"{k}={v}" for k, v in kw.items()
-                                       if isinstance(raw[k], list))
+                combo_text = ", ".join(f"{k.removeprefix('model.')}={v}"
+                                       for k, v in fixed.items())
                 raise self._error(("model", field), f"{str(err).split(': ', 1)[-1]}"
                                   + (f" (for the choice {combo_text})" if combo_text else "")
                                   ) from None
@@ -253,9 +253,7 @@ class SearchSpace:
 
     def _build(self, dims: Dims, assigned: dict[tuple[int, int, str], Gene]) -> ArchSpec:
         genes = {**assigned, **self._fixed(dims)}
-        rules = [{"layers": [l], "groups": [g], s: _gene_rule(gene)}
-                 for (l, g, s), gene in sorted(genes.items())]
-        return ArchSpec.create(dims, rules)
+        return ArchSpec.from_genes(dims, sorted(genes.items()))
 
     def _memo(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         if key not in self._cache:
@@ -317,7 +315,7 @@ class SearchSpace:
     def enumerate(self, limit: int | None = None) -> Iterator[tuple[dict[str, Any], ArchSpec]]:
         """Every point as (params, spec), in a fixed order; stops after ``limit`` if given."""
         produced = 0
-        for dims, dim_params in self._dims_with_params():
+        for dims, dim_params in self._dims_params:
             units = self.units(dims)
             for combo in itertools.product(*(self.leaves(u) for u in units)):
                 params = dict(dim_params)
@@ -329,12 +327,6 @@ class SearchSpace:
                 produced += 1
                 if limit is not None and produced >= limit:
                     return
-
-    def _dims_with_params(self) -> Iterator[tuple[Dims, dict[str, Any]]]:
-        choices = self._dim_params()
-        for combo in itertools.product(*choices.values()):
-            fixed = dict(zip(choices, combo))
-            yield self._choose_dims(lambda name, values, fixed=fixed: fixed[name]), fixed
 
     def sample(self, trial: Any) -> ArchSpec:
         """Optuna define-by-run: suggest every decision on ``trial``, return the spec. Does no
@@ -352,7 +344,7 @@ class SearchSpace:
 
     def params_for(self, spec: ArchSpec) -> dict[str, Any] | None:
         """The parameters that produce ``spec`` in this space, or None if it lies outside."""
-        for dims, dim_params in self._dims_with_params():
+        for dims, dim_params in self._dims_params:
             if dims != spec.dims:
                 continue
             params, genes = dict(dim_params), {}

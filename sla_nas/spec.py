@@ -105,12 +105,18 @@ class ArchSpec:
     def create(cls, dims: Dims, rules: Iterable[Mapping[str, Any]] = ()) -> ArchSpec:
         """Build a canonical spec: every group reads its own layer, except where a rule says
         otherwise (rules use the same compact form as the ``genes`` list of a spec file)."""
-        table = [[GroupGenes(Gene((l,)), Gene((l,))) for _ in range(dims.n_groups)]
-                 for l in range(dims.n_layers)]
-        for (l, g, stream), gene in parse_rules(rules, dims, "genes"):
-            genes = table[l][g]
-            table[l][g] = (dataclasses.replace(genes, k=gene) if stream == "k"
-                           else dataclasses.replace(genes, v=gene))
+        return cls.from_genes(dims, parse_rules(rules, dims, "genes"))
+
+    @classmethod
+    def from_genes(cls, dims: Dims, genes: Iterable[tuple[tuple[int, int, str], Gene]],
+                   base: ArchSpec | None = None) -> ArchSpec:
+        """A canonical spec from ``((layer, group, stream), gene)`` assignments, applied in
+        order on top of ``base`` (default: every group reads its own layer)."""
+        table = ([list(groups) for groups in base.layers] if base is not None else
+                 [[GroupGenes(Gene((l,)), Gene((l,))) for _ in range(dims.n_groups)]
+                  for l in range(dims.n_layers)])
+        for (l, g, stream), gene in genes:
+            table[l][g] = dataclasses.replace(table[l][g], **{stream: gene})
         return cls(dims, _canonicalise(dims, tuple(tuple(row) for row in table)))
 
     @classmethod
@@ -202,10 +208,7 @@ class ArchSpec:
 
     def replace(self, rules: Iterable[Mapping[str, Any]]) -> ArchSpec:
         """This spec with more rules applied on top (returns a new canonical spec)."""
-        table = [list(groups) for groups in self.layers]
-        for (l, g, stream), gene in parse_rules(rules, self.dims, "genes"):
-            table[l][g] = dataclasses.replace(table[l][g], **{stream: gene})
-        return ArchSpec(self.dims, _canonicalise(self.dims, tuple(tuple(r) for r in table)))
+        return ArchSpec.from_genes(self.dims, parse_rules(rules, self.dims, "genes"), self)
 
 
 def _gene_to_dict(gene: Gene) -> dict[str, Any]:

@@ -19,8 +19,8 @@ DISTINCT_LIMIT = 20_000  # spaces up to this many points are enumerated to count
 
 def _summary(spec: Any) -> dict[str, Any]:
     d = spec.dims
-    changed = {f"L{l}": [f"g{g} {cell_label(spec, l, g)}" for g in range(d.n_groups)
-                         if cell_label(spec, l, g) != "·"] for l in range(d.n_layers)}
+    changed = {f"L{l}": [f"g{g} {label}" for g in range(d.n_groups)
+                         if (label := cell_label(spec, l, g)) != "·"] for l in range(d.n_layers)}
     costs = estimate(spec)
     return {"key": spec.key, "kv_cache_bytes_per_token": costs["kv_cache_bytes_per_token"],
             "params": costs["params"], "connectivity": {k: v for k, v in changed.items() if v}}
