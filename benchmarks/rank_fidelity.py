@@ -11,7 +11,9 @@ results of 0.25M, 0.5M, 1M, 2M and 3M-token runs. Reported:
   seed's mean over presets (paired: common random numbers remove the seed's shared shift);
 * the spread between presets at each budget.
 
-    python benchmarks/rank_fidelity.py                 # the full study (about an hour)
+    python benchmarks/rank_fidelity.py                 # 2M-token runs (about an hour)
+    python benchmarks/rank_fidelity.py --longest 6000000 \
+        --evals 250000,500000,1000000,1500000,2000000,3000000   # 1.5M against 4x (~2 h)
     python benchmarks/rank_fidelity.py --quick         # a few minutes, tiny model
 
 Results are appended to --out (JSON lines) as runs finish, so an interrupted study resumes.
@@ -104,6 +106,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model and budgets")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="runs at once (1 thread each)")
+    parser.add_argument("--longest", type=int, help="tokens of the longest run")
+    parser.add_argument("--evals", help="comma-separated shorter budgets read from its branches")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/rank_fidelity.jsonl"))
     args = parser.parse_args()
     if args.quick:
@@ -112,6 +116,10 @@ def main() -> None:
     else:  # the default proxy: d_model 128, 4 layers, seq 128, batch 32 (FINDINGS.md)
         size = dict(d_model=128, n_heads=4, n_layers=4, seq_len=128, batch_size=32)
         longest, evals = 2_000_000, [250_000, 500_000, 1_000_000, 1_500_000]
+    if args.longest:
+        longest = args.longest
+    if args.evals:
+        evals = sorted(int(t) for t in args.evals.split(","))
     seeds = list(range(args.seeds))
     jobs = [dict(size, preset=p, seed=s, tokens=longest, eval_at=evals, threads=1,
                  warmup_tokens=evals[0] // 2)

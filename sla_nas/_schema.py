@@ -7,13 +7,15 @@ was found and what was expected; unknown keys get a "did you mean".
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS"]
+__all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS",
+           "check_run_name"]
 
 COST_METRICS = ("params", "kv_cache_bytes_per_token", "train_flops_per_token",
                 "decode_bytes_per_token")
@@ -126,8 +128,18 @@ class SearchSection(_Strict):
     n_trials: int = Field(default=20, ge=1)
     concurrency: int = Field(default=2, ge=1)
     scheduler: Literal["asha", "fifo", "median"] = "asha"
+    grace_tokens: int | None = Field(default=None, ge=1)
+    reduction_factor: int = Field(default=2, ge=2)
     seed: int = 0
     cpus_per_trial: float = Field(default=1.0, gt=0)
+
+
+def check_run_name(name: str) -> str:
+    """A run name becomes a folder and a study name."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise ValueError("a run name must start with a letter or digit and use only letters, "
+                         "digits, '.', '_' and '-' (at most 100 characters)")
+    return name
 
 
 class SpaceFile(_Strict):
@@ -140,6 +152,8 @@ class SpaceFile(_Strict):
     task: TaskSection = TaskSection()
     budget: BudgetSection = BudgetSection()
     search: SearchSection = SearchSection()
+
+    _name = field_validator("name")(check_run_name)
 
     @field_validator("objectives")
     @classmethod

@@ -95,6 +95,29 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .results import SPEC
+    from .search import SearchOptions, run_search
+    from .show import render
+
+    options = SearchOptions(address=args.address, storage=args.storage, resume=args.resume,
+                            max_failures=args.max_failures, results=args.results,
+                            name=args.name, n_trials=args.n_trials, tokens=args.tokens,
+                            quiet=args.quiet)
+    console = Console(stderr=True, quiet=args.quiet)
+    console.print(f"search {args.space}", highlight=False)
+    outcome = run_search(args.space, options,
+                         log=lambda note: console.print(f"  {note}", highlight=False))
+    if not outcome.winners.empty:
+        render(ArchSpec.from_json(outcome.winners.iloc[0][SPEC]), title="best")
+    print(outcome.verdict)
+    print(f"results: {outcome.paths.root}  (trials.csv, "
+          f"{'pareto/' if len(outcome.objectives) > 1 else 'best.yaml'}, study, tune/)")
+    return 130 if outcome.interrupted else 0
+
+
 def _add_arch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("arch", help="a preset name or an ARCH.yaml / .json spec file")
     for name in _DIM_FLAGS:
@@ -138,6 +161,28 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
 
+    search = sub.add_parser("search", help="search a space with Ray Tune and Optuna",
+                            description="Run the search SPACE.yaml describes: Ray Tune trains "
+                            "proxies of the architectures an Optuna sampler proposes. Embedded "
+                            "by default (a local Ray with this machine's CPUs, an SQLite study "
+                            "in results/<name>/study.db).")
+    search.add_argument("space", type=Path, help="a search-space YAML file")
+    search.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, "
+                        "else a local Ray started for this search)")
+    search.add_argument("--storage", help="an Optuna storage URL, e.g. "
+                        "postgresql://user@host/db (default: results/<name>/study.db)")
+    search.add_argument("--resume", action="store_true",
+                        help="continue the run results/<name> after an interruption")
+    search.add_argument("--max-failures", type=int, default=0,
+                        help="retries of a failed trial from its last checkpoint (default 0)")
+    search.add_argument("--results", type=Path, default=Path("results"),
+                        help="folder that holds run folders (default: results)")
+    search.add_argument("--name", help="run name (default: the space's name)")
+    search.add_argument("--n-trials", type=int, help="override search.n_trials")
+    search.add_argument("--tokens", type=int, help="override budget.tokens")
+    search.add_argument("--quiet", action="store_true", help="print only the result")
+    search.set_defaults(func=_cmd_search)
+
     validate = sub.add_parser("validate", help="check a search-space file and summarise it",
                               description="Check SPACE.yaml without running anything: print "
                               "its size, distinct architectures, cost range, seeds and three "
@@ -151,11 +196,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except ValueError as err:
         print(f"sla-nas {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ __all__ = ["Budget", "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE"]
 
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
+CURVE_POINTS = 64  # the training-loss curve keeps about this many window means
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ class _Run:
         self.main, self.warmup, self.points = budget.plan(task.seq_len)
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.curve: list[list[float]] = []  # [main-run tokens, mean training loss] per window
+        self.curve_every = max(1, self.main // CURVE_POINTS)
+        self._window: list[float] = []
         self.train_seconds = 0.0
         self.tokens_trained = 0
         self.last_loss = math.nan  # the last finite training loss
@@ -164,8 +168,14 @@ class _Run:
             opt.step()
             losses.append(value)
             self.tokens_trained += x.numel()
-            if self.on_step is not None and decay is None:
-                self.on_step(step + 1, value)
+            if decay is None:
+                self._window.append(value)
+                if (step + 1) % self.curve_every == 0:
+                    mean = sum(self._window) / len(self._window)
+                    self.curve.append([(step + 1) * x.numel(), mean])
+                    self._window = []
+                if self.on_step is not None:
+                    self.on_step(step + 1, value)
         return sum(losses) / max(1, len(losses))
 
     def branch_eval(self) -> dict[str, float] | None:
@@ -188,7 +198,8 @@ class _Run:
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "step": self.step, "history": self.history, "seed": self.seed,
+                "step": self.step, "history": self.history, "curve": self.curve,
+                "window": self._window, "seed": self.seed,
                 "spec_key": self.spec.key, "train_seconds": self.train_seconds,
                 "tokens_trained": self.tokens_trained, "torch_rng": torch.get_rng_state(),
                 "budget": dataclasses.asdict(self.budget)}
@@ -201,15 +212,16 @@ class _Run:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step, self.history = state["step"], state["history"]
+        self.curve, self._window = state["curve"], state["window"]
         self.train_seconds, self.tokens_trained = state["train_seconds"], state["tokens_trained"]
         torch.set_rng_state(state["torch_rng"])
 
 
-def _save(state: dict[str, Any], directory: Path) -> None:
+def _save(state: dict[str, Any], directory: Path, name: str = STATE_FILE) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{STATE_FILE}.tmp"
+    tmp = directory / f".{name}.tmp"
     torch.save(state, tmp)
-    os.replace(tmp, directory / STATE_FILE)  # atomic: a crash never leaves half a state
+    os.replace(tmp, directory / name)  # atomic: a crash never leaves half a file
 
 
 def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
@@ -217,15 +229,18 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
                 checkpoint: str | Path | None = None,
                 on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train ``spec`` on ``task`` for ``budget``; ``report`` gets every evaluation's metrics
-    ``{tokens, train_loss, val_loss, val_acc (where the task has one), tokens_per_s, ...}``,
-    ``on_step`` (for progress bars) the main run's step count and loss after every step.
+    ``{tokens, train_loss, val_loss, val_acc (where the task has one), tokens_per_s, ...}``
+    plus ``history`` (every evaluation so far) and ``curve`` (the main run's training loss,
+    window means: ``[[tokens, loss], ...]``); ``on_step`` (for progress bars) gets the main
+    run's step count and loss after every step.
 
     Returns the last evaluation's metrics with ``status`` (``ok`` or ``diverged``: a loss was
     not finite; the metrics are then the last finite ones), the cost model's figures, the
-    evaluation history and the task's provenance. ``tokens`` is the length of the complete
-    run each evaluation stands for. With ``checkpoint=DIR`` the run resumes from
-    ``DIR/state.pt`` if present, saves it at every evaluation, and at the end writes the
-    evaluated (cooled-down) weights to ``DIR/model.pt`` (a plain state dict)."""
+    evaluation history, the training-loss curve and the task's provenance. ``tokens`` is the
+    length of the complete run each evaluation stands for. With ``checkpoint=DIR`` the run
+    resumes from ``DIR/state.pt`` if present and, at every evaluation, saves it and the
+    evaluated (cooled-down) weights, ``DIR/model.pt`` (a plain state dict), before calling
+    ``report``: each checkpoint holds the weights of a complete shorter run."""
     run = _Run(spec, task, budget, seed)
     run.on_step = on_step
     directory = Path(checkpoint) if checkpoint is not None else None
@@ -251,15 +266,12 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
         run.history.append(metrics)
         if directory is not None:
             _save(run.state(), directory)
+            _save(run.evaluated_model.state_dict(), directory, MODEL_FILE)
         if report is not None:
-            report(dict(metrics))
-    if directory is not None and status == "ok" and run.evaluated_model is not None:
-        tmp = directory / ".model.pt.tmp"
-        torch.save(run.evaluated_model.state_dict(), tmp)
-        os.replace(tmp, directory / MODEL_FILE)
+            report(dict(metrics, history=list(run.history), curve=list(run.curve)))
     result: dict[str, Any] = dict(run.history[-1]) if run.history else {
         "tokens": 0, "train_loss": run.last_loss, "val_loss": math.nan}
-    result.update(status=status, seed=seed, key=spec.key, history=run.history,
+    result.update(status=status, seed=seed, key=spec.key, history=run.history, curve=run.curve,
                   task=task.info | {"name": task.name}, budget=dataclasses.asdict(budget),
                   **estimate(spec))
     return result

@@ -1,0 +1,106 @@
+"""The function Ray Tune runs for one trial: `train_proxy` with Tune's reporting and checkpoints.
+
+Every honest evaluation is reported with a checkpoint (the resumable state and the evaluated
+weights), so a trial interrupted by a crash, a retry or a killed driver continues where it
+stopped. The last checkpoint of a finished trial keeps only the weights and ``final.json``
+(the final result): a finished trial restarted after a driver restart reports it again and
+trains nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..cost import estimate
+from ..spec import ArchSpec, Dims
+from ..train import STATE_FILE, Budget
+
+__all__ = ["TrialSetup", "run_trial", "trial_dirname", "ARCH", "NUMBER", "TRAIN_SEED",
+           "BUDGET_TOKENS", "FINAL_FILE"]
+
+ARCH, NUMBER, TRAIN_SEED = "arch", "number", "train_seed"  # keys of a trial's config
+BUDGET_TOKENS = "budget_tokens"  # the nominal run length an evaluation stands for (rungs)
+FINAL_FILE = "final.json"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a search shares: the task, the budget and its evaluation points."""
+
+    task: str
+    corpus: str | None
+    n_pairs: int
+    budget: Budget
+    threads: int
+
+    def make_task(self, dims: Dims) -> Any:
+        from ..data import make_task
+
+        return make_task(self.task, dims.seq_len, corpus=self.corpus, n_pairs=self.n_pairs,
+                         vocab_size=dims.vocab_size if self.task == "mqar" else 256)
+
+    def nominal(self, seq_len: int) -> dict[int, int]:
+        """Main-run step of each evaluation -> the run length it was planned as."""
+        points = self.budget.plan(seq_len)[2]
+        planned = sorted({*(self.budget.eval_at or ()), self.budget.tokens})
+        assert len(points) == len(planned), (points, planned)  # distinct lengths, distinct steps
+        return dict(zip(points, planned))
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune trial folders are named by Optuna trial number and architecture."""
+    return f"trial-{trial.config[NUMBER]:04d}-{ArchSpec.from_json(trial.config[ARCH]).key}"
+
+
+def _encoded(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Lists travel as JSON text: Tune's loggers expect scalars."""
+    return {k: json.dumps(v) if k in ("history", "curve") else v for k, v in metrics.items()}
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Train ``config[ARCH]`` with ``config[TRAIN_SEED]`` and report every evaluation."""
+    import ray
+    import torch
+    from ray import tune
+
+    from ..train import train_proxy
+
+    spec = ArchSpec.from_json(config[ARCH])
+    torch.set_num_threads(setup.threads)
+    work = Path(tempfile.mkdtemp(prefix=f"sla-nas-{spec.key}-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(str(work))
+            if (work / FINAL_FILE).exists():  # finished before a driver restart
+                tune.report(json.loads((work / FINAL_FILE).read_text()))
+                return
+        base = {"arch_key": spec.key, "node_id": ray.get_runtime_context().get_node_id(),
+                NUMBER: config[NUMBER], **estimate(spec)}
+        nominal = setup.nominal(spec.dims.seq_len)
+        reported = []
+
+        def report(metrics: dict[str, Any]) -> None:
+            out = {**base, **_encoded(metrics), BUDGET_TOKENS: nominal[metrics["step"]],
+                   "status": "running"}
+            if out[BUDGET_TOKENS] >= setup.budget.tokens:  # the last evaluation
+                out["status"] = "ok"
+                (work / STATE_FILE).unlink(missing_ok=True)  # a finished trial needs weights only
+                (work / FINAL_FILE).write_text(json.dumps(out))
+            reported.append(out)
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+        result = train_proxy(spec, setup.make_task(spec.dims), setup.budget,
+                             seed=config[TRAIN_SEED], report=report, checkpoint=work)
+        if result["status"] != "ok":  # diverged: the last finite metrics (NaN if none), no
+            last = reported[-1] if reported else {BUDGET_TOKENS: 0}  # checkpoint
+            tune.report({**base, **_encoded({k: v for k, v in result.items()
+                                             if k not in ("task", "budget")}),
+                         BUDGET_TOKENS: last[BUDGET_TOKENS], "status": result["status"]})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

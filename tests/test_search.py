@@ -1,0 +1,281 @@
+"""The search on a real local Ray (one per module): seeds first, the tables, infeasible and
+duplicate architectures never trained, ASHA stops told to Optuna as PRUNED, failures,
+divergence, retries from checkpoints, several objectives, grid."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+import torch
+import yaml
+from ray import cloudpickle
+from search_helpers import DIMS, write_space
+
+from sla_nas import ArchSpec, presets
+from sla_nas.data import make_task
+from sla_nas.results import (
+    CURVE,
+    HISTORY,
+    KEY,
+    NODE_ID,
+    REUSED_FROM,
+    SEED_PRESET,
+    SPEC,
+    STATE,
+    STATUS,
+    TOKENS,
+    TRIAL,
+    WALL_SECONDS,
+    load_results,
+)
+from sla_nas.search import SearchOptions, run_search
+from sla_nas.search._trainable import run_trial
+from sla_nas.train import Budget, train_proxy
+
+pytestmark = pytest.mark.slow
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the wrappers below run in Ray
+FAIL_KEY = ""  # set by a test before the search; captured when the trainable is pickled
+MARKER = ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)  # as the embedded search does
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE"):
+        os.environ.pop(name, None)
+
+
+def search(tmp_path: Path, name: str, trainable=None, options: dict | None = None, **sections):
+    space = write_space(tmp_path, name, **sections)
+    return run_search(space, SearchOptions(results=tmp_path / "results", quiet=True,
+                                           **(options or {})), trainable=trainable)
+
+
+def study_of(outcome) -> optuna.Study:
+    return optuna.load_study(study_name=outcome.paths.root.name,
+                             storage=outcome.paths.sqlite_url())
+
+
+def tune_folders(outcome) -> list[str]:
+    return sorted(p.name for p in outcome.paths.tune.glob("trial-*"))
+
+
+def direct_val_loss(name: str, tokens: int = 6000) -> float:
+    """The same proxy training outside Ray (one thread, seed 0)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spec = presets.get(name, **DIMS)
+        return train_proxy(spec, make_task("bytes-lm", 16),
+                           Budget(tokens=tokens, eval_at=(tokens,), batch_size=8))["val_loss"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_seeds_come_first_and_every_trial_is_recorded(tmp_path):
+    outcome = search(tmp_path, "basic")
+    paths = outcome.paths
+    table = load_results(paths.root)
+    assert list(table[TRIAL]) == list(range(len(table)))
+    assert list(table[SEED_PRESET][:2]) == ["vanilla", "cla2"]
+    assert list(table[KEY][:2]) == [presets.get(n, **DIMS).key for n in ("vanilla", "cla2")]
+    assert set(table[STATUS]) <= {"ok", "duplicate"} and (table[STATE] == "COMPLETE").all()
+    frame = table[table[STATUS] == "ok"]
+    assert len(frame) == 4 and frame[KEY].nunique() == 4  # n_trials trained, once each
+    # the search trains exactly the proxy: the same loss as a direct run
+    assert frame[frame[SEED_PRESET] == "vanilla"]["val_loss"].item() == \
+        direct_val_loss("vanilla")
+    assert frame[NODE_ID].notna().all() and (frame[WALL_SECONDS] > 0).all()
+    assert (frame[TOKENS] == 6016).all()  # 39 main + 8 cooldown steps of 8 x 16 tokens
+    for _, row in frame.iterrows():
+        assert ArchSpec.from_json(row[SPEC]).key == row[KEY]
+        history = json.loads(row[HISTORY])
+        assert history[-1]["val_loss"] == row["val_loss"]
+        assert len(json.loads(row[CURVE])) > 10
+    csv = pd.read_csv(paths.trials_csv)
+    assert list(csv[KEY]) == list(table[KEY]) and list(csv[STATUS]) == list(table[STATUS])
+    best = frame.loc[frame["val_loss"].idxmin()]
+    assert ArchSpec.load(paths.best).key == best[KEY]
+    assert outcome.winners.iloc[0][KEY] == best[KEY]
+    assert paths.space.read_text() == (tmp_path / "basic.yaml").read_text()
+    info = json.loads(paths.run_info.read_text())
+    assert set(info["versions"]) == {"sla_nas", "torch", "ray", "optuna", "python"}
+    assert study_of(outcome).study_name == "basic"
+    assert len(tune_folders(outcome)) == 4
+    assert "vanilla" in outcome.verdict
+    assert outcome.notes == ["FIFO: every trial trains to the full budget"]
+
+
+def test_a_new_run_never_continues_an_old_one(tmp_path):
+    search(tmp_path, "again", search={"n_trials": 1})
+    with pytest.raises(ValueError, match="already holds a run; add --resume"):
+        search(tmp_path, "again", search={"n_trials": 1})
+    with pytest.raises(ValueError, match="nothing to resume"):
+        search(tmp_path, "fresh", options={"resume": True})
+
+
+def test_infeasible_samples_are_told_and_never_trained(tmp_path):
+    outcome = search(tmp_path, "constrained", search={"n_trials": 3},
+                     constraints={"max_kv_cache_bytes_per_token": 160})
+    frame = outcome.frame
+    vanilla = frame[frame[SEED_PRESET] == "vanilla"].iloc[0]
+    assert vanilla[STATUS] == "infeasible" and vanilla[STATE] == "COMPLETE"
+    assert vanilla["message"] == "kv_cache_bytes_per_token 192 > 160"
+    trial = study_of(outcome).trials[int(vanilla[TRIAL])]
+    assert trial.values == [math.inf] and trial.constraints == {
+        "kv_cache_bytes_per_token": pytest.approx(32 / 160)}
+    trained = frame[frame[STATUS] == "ok"]
+    assert len(trained) == 3 and (trained["kv_cache_bytes_per_token"] <= 160).all()
+    assert tune_folders(outcome) == sorted(f"trial-{n:04d}-{k}" for n, k in
+                                           zip(trained[TRIAL], trained[KEY]))
+    assert "vanilla seed was not evaluated" in outcome.verdict
+
+
+def test_duplicates_reuse_results_and_a_spent_space_ends_the_search(tmp_path):
+    # two architectures: layer 2, group 1 reads its own layer or reuses layer 1's K/V
+    outcome = search(tmp_path, "spent", seeds=["vanilla"],
+                     connectivity={"layers": [2], "groups": [1], "modes": ["reuse"]},
+                     search={"n_trials": 4})
+    frame = outcome.frame
+    trained = frame[frame[STATUS] == "ok"]
+    assert len(trained) == 2 and trained[KEY].nunique() == 2
+    assert len(tune_folders(outcome)) == 2  # each architecture trained once
+    dups = frame[frame[STATUS] == "duplicate"]
+    assert len(dups) >= 200
+    source = trained.set_index(KEY)
+    for _, row in dups.iterrows():
+        assert row["val_loss"] == source.loc[row[KEY], "val_loss"]
+        assert row[REUSED_FROM] == source.loc[row[KEY], TRIAL]
+    assert "the space is spent" in outcome.notes[-1]
+
+
+def test_asha_stops_are_pruned_in_optuna_with_their_rung_value(tmp_path):
+    outcome = search(tmp_path, "asha", seeds=[],
+                     search={"n_trials": 8, "scheduler": "asha", "grace_tokens": 3000,
+                             "concurrency": 1})
+    assert outcome.plan.rungs == (3000,) and outcome.plan.eval_at == (3000, 6000)
+    frame = outcome.frame
+    pruned = frame[frame[STATUS] == "pruned"]
+    assert len(pruned) >= 1 and set(frame[STATUS]) == {"ok", "pruned"}
+    study = study_of(outcome)
+    for _, row in pruned.iterrows():
+        trial = study.trials[int(row[TRIAL])]
+        assert trial.state == optuna.trial.TrialState.PRUNED
+        assert trial.intermediate_values == {3000: row["val_loss"]}
+        assert row[TOKENS] < 6000
+    for _, row in frame[frame[STATUS] == "ok"].iterrows():
+        assert study.trials[int(row[TRIAL])].state == optuna.trial.TrialState.COMPLETE
+        assert set(study.trials[int(row[TRIAL])].intermediate_values) == {3000, 6000}
+
+
+def raise_for_one_key(config, setup):
+    if ArchSpec.from_json(config["arch"]).key == FAIL_KEY:
+        raise RuntimeError("injected failure for this architecture")
+    run_trial(config, setup)
+
+
+def test_a_failing_trial_does_not_stop_the_search(tmp_path):
+    global FAIL_KEY
+    FAIL_KEY = presets.get("cla2", **DIMS).key
+    outcome = search(tmp_path, "failing", trainable=raise_for_one_key)
+    frame = outcome.frame
+    failed = frame[frame[KEY] == FAIL_KEY].iloc[0]
+    assert failed[STATUS] == "error" and failed[STATE] == "FAIL"
+    assert "injected failure for this architecture" in failed["message"]
+    others = frame[frame[KEY] != FAIL_KEY]
+    assert set(others[STATUS]) <= {"ok", "duplicate"} and (others[STATUS] == "ok").sum() == 3
+
+
+def fail_once_after_first_evaluation(config, setup):
+    from ray import tune
+
+    if ArchSpec.from_json(config["arch"]).key != FAIL_KEY or Path(MARKER).exists():
+        return run_trial(config, setup)
+    report = tune.report
+
+    def report_then_die(metrics, checkpoint=None):
+        report(metrics, checkpoint=checkpoint)
+        Path(MARKER).touch()
+        raise RuntimeError("injected failure after the first evaluation")
+
+    tune.report = report_then_die
+    try:
+        run_trial(config, setup)
+    finally:
+        tune.report = report
+
+
+def test_max_failures_retries_from_the_checkpoint(tmp_path):
+    global FAIL_KEY, MARKER
+    FAIL_KEY, MARKER = presets.get("vanilla", **DIMS).key, str(tmp_path / "failed-once")
+    outcome = search(tmp_path, "retry", trainable=fail_once_after_first_evaluation,
+                     budget={"eval_every": 3000}, options={"max_failures": 1})
+    assert Path(MARKER).exists()
+    vanilla = outcome.frame[outcome.frame[KEY] == FAIL_KEY].iloc[0]
+    assert vanilla[STATUS] == "ok"
+    folder = outcome.paths.tune / f"trial-{vanilla[TRIAL]:04d}-{FAIL_KEY}"
+    assert (folder / "error.txt").read_text().count("Failure #") == 1
+    # resumed from the checkpoint of its first evaluation: the uninterrupted result
+    history = json.loads(vanilla[HISTORY])
+    assert [h["tokens"] for h in history] == [3072, 6016]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = train_proxy(presets.get("vanilla", **DIMS), make_task("bytes-lm", 16),
+                            Budget(tokens=6000, eval_at=(3000, 6000), batch_size=8))
+    finally:
+        torch.set_num_threads(threads)
+    assert [h["val_loss"] for h in history] == [h["val_loss"] for h in whole["history"]]
+
+
+def test_divergence_is_recorded_and_the_search_goes_on(tmp_path):
+    outcome = search(tmp_path, "diverging", seeds=["vanilla"], search={"n_trials": 2},
+                     budget={"lr": 1.0e4})
+    frame = outcome.frame
+    assert list(frame[STATUS]) == ["diverged", "diverged"]
+    assert (frame[STATE] == "FAIL").all()
+    assert frame["message"].str.startswith("diverged (a non-finite training loss)").all()
+    assert outcome.winners.empty and not outcome.paths.best.exists()
+    assert outcome.verdict.startswith("no trial finished its full budget")
+
+
+def test_two_objectives_leave_a_pareto_folder(tmp_path):
+    outcome = search(tmp_path, "pareto", search={"n_trials": 5, "sampler": "nsga2"},
+                     objectives=[{"metric": "val_loss", "mode": "min"},
+                                 {"metric": "kv_cache_bytes_per_token", "mode": "min"}])
+    front = outcome.winners
+    files = sorted(p.name for p in outcome.paths.pareto.glob("*.yaml"))
+    assert files == sorted(f"rank-{i}-{k}.yaml" for i, k in enumerate(front[KEY], 1))
+    ok = outcome.frame[outcome.frame[STATUS] == "ok"]
+    for _, row in ok.iterrows():  # nothing outside the front dominates a front member
+        dominated = ((ok["val_loss"] <= row["val_loss"]) &
+                     (ok["kv_cache_bytes_per_token"] <= row["kv_cache_bytes_per_token"]) &
+                     ((ok["val_loss"] < row["val_loss"]) |
+                      (ok["kv_cache_bytes_per_token"] < row["kv_cache_bytes_per_token"])))
+        assert dominated.any() != (row[KEY] in set(front[KEY]))
+    assert not outcome.paths.best.exists()
+
+
+def test_grid_trains_every_distinct_architecture_once(tmp_path):
+    outcome = search(tmp_path, "grid", seeds=["vanilla"],
+                     connectivity={"layers": [2], "groups": [1], "modes": ["reproject",
+                                                                           "reuse"]},
+                     search={"n_trials": 10, "sampler": "grid"})
+    frame = outcome.frame
+    assert list(frame[STATUS]) == ["ok", "ok", "ok"] and frame[KEY].nunique() == 3
+    assert yaml.safe_load(outcome.paths.space.read_text())["search"]["sampler"] == "grid"
