@@ -26,7 +26,8 @@ __all__ = ["RunPaths", "trials_frame", "ERROR_ATTR", "write_tables", "load_resul
            "pareto_mask",
            "finished_ok", "valid_run_name", "TRIAL", "TUNE_ID", "KEY", "STATUS", "STATE",
            "MESSAGE", "REUSED_FROM", "SEED", "SEED_PRESET", "TOKENS", "TOKENS_TRAINED",
-           "WALL_SECONDS", "NODE_ID", "SPEC", "HISTORY", "CURVE", "STARTED", "FINISHED",
+           "WALL_SECONDS", "NODE_ID", "SPEC", "CHECKPOINT", "HISTORY", "CURVE", "STARTED",
+           "FINISHED",
            "PARAM_PREFIX", "TRAINED_METRICS", "STATUSES", "TRAINED_STATUSES",
            "winners", "verdict", "valid_key"]
 
@@ -45,6 +46,7 @@ TOKENS_TRAINED = "tokens_trained"  # optimizer steps x batch tokens, cooldowns i
 WALL_SECONDS = "wall_seconds"
 NODE_ID = "node_id"  # the Ray node that ran it
 SPEC = "spec_json"
+CHECKPOINT = "checkpoint"  # the trial's last Tune checkpoint (model.pt inside), run-relative
 HISTORY = "history_json"  # honest evaluations: [{tokens, val_loss, ...}, ...]
 CURVE = "curve_json"  # running training loss: [[tokens, loss], ...]
 STARTED, FINISHED = "started", "finished"
@@ -164,6 +166,7 @@ def trials_frame(study: Any) -> pd.DataFrame:
             row[metric] = a.get(metric)
         row.update({TOKENS: a.get(TOKENS), TOKENS_TRAINED: a.get(TOKENS_TRAINED),
                      WALL_SECONDS: a.get(WALL_SECONDS), NODE_ID: a.get(NODE_ID),
+                     CHECKPOINT: a.get("checkpoint"),
                      STARTED: t.datetime_start, FINISHED: t.datetime_complete,
                      SPEC: a.get("spec"), HISTORY: _json_or_none(a.get("history")),
                      CURVE: _json_or_none(a.get("curve"))})

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,3 +18,51 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment of a command a user runs: no Ray settings, a throw-away home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUNE_"))}
+    return env | {"HOME": str(home), "PYTHONUNBUFFERED": "1"}
+
+
+def run_cli(args: list[str], cwd: Path, home: Path, timeout: float = 600
+            ) -> subprocess.CompletedProcess:
+    """``python run_search.py ...`` (or any sla-nas CLI call) in a fresh process."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=clean_env(home),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _finished_run(factory: pytest.TempPathFactory, name: str, **sections) -> Path:
+    from search_helpers import write_space
+
+    folder = factory.mktemp(name)
+    space = write_space(folder, name, **sections)
+    done = run_cli([str(REPO / "run_search.py"), str(space), "--results",
+                    str(folder / "results"), "--quiet"], cwd=folder, home=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder / "results" / name
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A real search run folder (one objective): seeds vanilla and cla2, ASHA with a rung at
+    half the budget (some trials pruned), a KV constraint that excludes some samples, and
+    the duplicates TPE proposes. Shared by the tests that read run folders: do not modify."""
+    return _finished_run(tmp_path_factory, "finished",
+                         search={"n_trials": 10, "scheduler": "asha", "grace_tokens": 3000,
+                                 "concurrency": 2},
+                         budget={"eval_every": 2000},
+                         constraints={"max_kv_cache_bytes_per_token": 176})
+
+
+@pytest.fixture(scope="session")
+def finished_pareto_run(tmp_path_factory) -> Path:
+    """A real search run folder with two objectives (val_loss, KV cache): a Pareto set."""
+    return _finished_run(tmp_path_factory, "pareto",
+                         search={"n_trials": 8, "sampler": "nsga2"},
+                         objectives=[{"metric": "val_loss", "mode": "min"},
+                                     {"metric": "kv_cache_bytes_per_token", "mode": "min"}])
