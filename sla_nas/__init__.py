@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .spec import EMB, ArchSpec, Dims, Gene, GroupGenes
 
-__all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "build_model", "presets", "cost"]
+__all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "build_model", "load_exported",
+           "presets", "cost"]
 __version__ = "0.1.0"
 
 
@@ -13,6 +14,10 @@ def __getattr__(name: str):  # torch is imported only when the model is asked fo
         from .model import build_model
 
         return build_model
+    if name == "load_exported":
+        from .export import load_exported
+
+        return load_exported
     if name in ("presets", "cost"):
         import importlib
 

@@ -323,7 +323,9 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
             run_config=tune.RunConfig(
                 name=TUNE_NAME, storage_path=str(paths.root.resolve()), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # one checkpoint per trial: Tune then snapshots the experiment whenever a
+                # trial checkpoints, so a restarted driver never points at a deleted one
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[SearchProgress(paths, name, n_trials, objectives, options.quiet)]))
     with _quiet_tune():
         grid = tuner.fit()

@@ -179,8 +179,11 @@ class SearchProgress(Callback):
         """Record why the trial failed (Tune wrote it to the trial's error file; the searcher,
         told first, cannot see it), then as for any ended trial."""
         self.refresh_table()  # opens the study
-        message = _last_error(trial.error_file)
-        self._study.set_user_attr(f"{ERROR_ATTR}{trial.config[NUMBER]}", message)
+        number = trial.config[NUMBER]
+        told = self._study.get_trials(deepcopy=False)[number].user_attrs.get(STATUS)
+        if told == "error":  # not a finished trial failing to restart after a driver restart
+            message = _last_error(trial.error_file)
+            self._study.set_user_attr(f"{ERROR_ATTR}{number}", message)
         self.on_trial_complete(iteration, trials, trial)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -21,7 +21,6 @@ import functools
 import json
 import math
 import pickle
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -221,7 +220,6 @@ class SpaceSearch(OptunaSearch):
             if result.get("checkpoint_dir_name"):
                 attrs["checkpoint"] = f"tune/{self._dirname(ot_trial)}/" \
                                       f"{result['checkpoint_dir_name']}"
-                self._drop_old_checkpoints(ot_trial, result["checkpoint_dir_name"])
         if error:  # why: recorded by SearchProgress.on_trial_error, which Tune calls next
             attrs[MESSAGE] = "the trial raised an exception"
             return "error", TrialState.FAIL, None, attrs
@@ -236,14 +234,6 @@ class SpaceSearch(OptunaSearch):
             attrs[MESSAGE] = f"stopped by {self.scheduler} at {result[BUDGET_TOKENS]:,} tokens"
             return "pruned", TrialState.PRUNED, None, attrs
         return "ok", TrialState.COMPLETE, [float(result[m]) for m, _ in self.objectives], attrs
-
-    def _drop_old_checkpoints(self, ot_trial: optuna.Trial, last: str) -> None:
-        """An ended trial needs only its last checkpoint (its evaluated weights); the one Tune
-        keeps before it holds a whole optimizer state."""
-        folder = self.tune_dir / self._dirname(ot_trial)
-        for old in folder.glob("checkpoint_*"):
-            if old.name != last and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
 
     def _dirname(self, ot_trial: optuna.Trial) -> str:
         return f"trial-{ot_trial.number:04d}-{ot_trial.user_attrs[KEY]}"

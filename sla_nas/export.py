@@ -1,0 +1,456 @@
+"""Export the winners of a search as standalone model definitions (DESIGN.md section 5).
+
+``export_run(RUN_DIR)`` (``sla-nas export``) writes, for the best architectures of a finished
+run (the best ``top`` by the first objective, or the Pareto set of several objectives),
+``<out>/rank-N-<key>/`` with ``arch.yaml`` (the spec), ``model.py`` (a PyTorch module generated
+for this architecture that needs neither sla-nas nor anything but torch), ``weights.pt`` (the
+trial's evaluated weights, or weights retrained for ``retrain_tokens``), ``metrics.json``,
+``README.md`` (a model card) and, with ``onnx=True``, ``model.onnx`` checked with onnxruntime.
+`load_exported` reads such a folder back as an `SlaModel` and its `ArchSpec`.
+
+A run folder is data from elsewhere: keys are validated before they name a folder, the spec of
+every row must hash to its key, checkpoints must lie inside the run folder, nothing is
+unpickled (``weights_only=True``, ``yaml.safe_load``) and every path written is resolved and
+checked to lie inside the export folder. This module imports neither Ray nor plotting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+import torch
+
+from . import _standalone
+from ._export_docs import WEIGHTS_FILE, WEIGHTS_FORMAT, Provenance, model_card, model_py
+from ._schema import SpaceFile, parse_space_yaml
+from .cost import estimate
+from .model import SlaModel, build_model
+from .results import (
+    CHECKPOINT,
+    KEY,
+    SEED,
+    SEED_PRESET,
+    SPEC,
+    STATUS,
+    TOKENS,
+    TRAINED_METRICS,
+    TRIAL,
+    WALL_SECONDS,
+    RunPaths,
+    load_results,
+    ranked,
+    valid_key,
+    winners,
+)
+from .spec import ArchSpec
+from .train import MODEL_FILE, Budget, train_proxy
+
+__all__ = ["export_run", "load_exported", "select_winners", "Exported", "LoadedModel",
+           "WEIGHTS_FILE", "WEIGHTS_FORMAT", "ONNX_ATOL", "ONNX_RTOL"]
+
+ONNX_ATOL, ONNX_RTOL = 1e-5, 1e-4  # onnxruntime logits against PyTorch's (numpy allclose)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One exported winner: its folder and where its weights come from."""
+
+    rank: int
+    key: str
+    trial: int
+    folder: Path
+    weights: str  # "checkpoint" (the trial's evaluated weights) or "retrained"
+    metrics: dict[str, float]  # the search metrics of its trial
+
+
+class LoadedModel(NamedTuple):
+    """What `load_exported` returns: ``model, spec = load_exported(folder)``."""
+
+    model: SlaModel
+    spec: ArchSpec
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What export reads from a run folder."""
+
+    paths: RunPaths
+    config: SpaceFile
+    info: dict[str, Any]  # run.json: versions, start, space file ({} if missing)
+    frame: pd.DataFrame
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> _Run:
+        paths = RunPaths(Path(run_dir))
+        frame = load_results(paths.root)
+        if not paths.space.is_file():
+            raise ValueError(f"{paths.root}: no space.yaml: not a run folder of sla-nas search")
+        config, _ = parse_space_yaml(paths.space)
+        info = json.loads(paths.run_info.read_text()) if paths.run_info.is_file() else {}
+        return cls(paths, config, info if isinstance(info, dict) else {}, frame)
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        return [(o.metric, o.mode) for o in self.config.objectives]
+
+
+# ---------------------------------------------------------------------- choosing
+def select_winners(frame: pd.DataFrame, objectives: list[tuple[str, str]],
+                   top: int | None = None) -> pd.DataFrame:
+    """The rows to export, best first by the first objective: the best ``top`` (default 1)
+    fully trained architectures, or with several objectives the Pareto set (its first ``top``
+    if given). One row per architecture."""
+    if top is not None and top < 1:
+        raise ValueError(f"--top must be >= 1, got {top}")
+    metric, mode = objectives[0]
+    chosen = ranked(frame, metric, mode) if len(objectives) == 1 else winners(frame, objectives)
+    chosen = chosen.drop_duplicates(subset=[KEY], keep="first")
+    if chosen.empty:
+        counts = frame[STATUS].value_counts().to_dict() if STATUS in frame else {}
+        raise ValueError(f"no trial finished its full budget (status 'ok'), so there is no "
+                         f"winner to export; trial statuses: {counts}")
+    return chosen.head(top if top is not None else 1 if len(objectives) == 1 else len(chosen))
+
+
+def _spec_of(row: pd.Series) -> ArchSpec:
+    """The row's spec, refused unless it hashes to the row's (validated) key."""
+    trial = row[TRIAL]
+    key = valid_key(row[KEY])
+    try:
+        spec = ArchSpec.from_json(row[SPEC])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"trial {trial}: its spec cannot be read: {err}") from None
+    if spec.key != key:
+        raise ValueError(f"trial {trial}: the trials table names architecture {key}, but its "
+                         f"spec is architecture {spec.key}; the table was edited or damaged")
+    return spec
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    """Drop missing values (NaN is not JSON) and turn numpy scalars into Python numbers."""
+    out = {}
+    for k, v in values.items():
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            continue
+        out[k] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def _search_metrics(row: pd.Series) -> dict[str, float]:
+    return _clean({m: row.get(m) for m in TRAINED_METRICS})
+
+
+def _vanilla(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """The vanilla seed's status and metrics, if the run proposed it."""
+    if SEED_PRESET not in frame:
+        return None
+    rows = frame[frame[SEED_PRESET] == "vanilla"]
+    if rows.empty:
+        return None
+    ok = rows[rows[STATUS] == "ok"]
+    row = (ok if not ok.empty else rows).iloc[0]
+    return {"status": row[STATUS], "trial": int(row[TRIAL]), "metrics": _search_metrics(row)}
+
+
+# ---------------------------------------------------------------------- weights
+def _read_state_dict(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path}: cannot be read as weights without unpickling code "
+                         f"(weights_only=True): {str(err).splitlines()[0]}") from None
+
+
+def _load_checked(model: SlaModel, state: Any, source: Path, key: str) -> None:
+    """Load ``state`` into ``model`` strictly, naming the first tensor that does not fit."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{source}: expected a state dict, got {type(state).__name__}")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f"{source}: its tensors do not fit architecture {key}: missing "
+                         f"{missing[:4]}, unexpected {unexpected[:4]}")
+    for name, tensor in expected.items():
+        found = state[name]
+        if not isinstance(found, torch.Tensor) or found.shape != tensor.shape:
+            shape = tuple(found.shape) if isinstance(found, torch.Tensor) else type(found)
+            raise ValueError(f"{source}: tensor {name} has shape {shape}, architecture {key} "
+                             f"needs {tuple(tensor.shape)}")
+    model.load_state_dict(state)
+
+
+def _checkpoint(run: _Run, row: pd.Series) -> Path | None:
+    """The trial's evaluated weights (``<checkpoint>/model.pt``), if present in the run."""
+    value = row.get(CHECKPOINT)
+    if not isinstance(value, str) or not value:
+        return None
+    root = run.paths.root.resolve()
+    path = (run.paths.root / value / MODEL_FILE).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"trial {row[TRIAL]}: its checkpoint {value!r} lies outside the run "
+                         f"folder {run.paths.root}; refusing to read it")
+    return path if path.is_file() else None
+
+
+def _corpus(run: _Run) -> str | None:
+    """The task's corpus: as written if absolute, else relative to the space file as run."""
+    corpus = run.config.task.corpus
+    if corpus is None or Path(corpus).is_absolute():
+        return corpus
+    space_file = Path(run.info.get("space_file", run.paths.space))
+    candidates = [space_file.parent / corpus, run.paths.root / corpus]
+    for path in candidates:
+        if path.exists():
+            return str(path.resolve())
+    raise ValueError(f"the run's task reads corpus {corpus!r}, relative to its space file "
+                     f"{space_file}; not found at {', '.join(map(str, candidates))}. Run "
+                     f"export from the folder the search ran in")
+
+
+def _retrain(run: _Run, spec: ArchSpec, seed: int, tokens: int,
+             log: Callable[[str], None]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train ``spec`` for ``tokens`` with the run's task, batch size, learning rate and
+    schedule; the weights of the final (cooled-down) evaluation and its metrics."""
+    from .data import make_task
+
+    task_cfg, budget_cfg = run.config.task, run.config.budget
+    task = make_task(task_cfg.name, spec.dims.seq_len, corpus=_corpus(run),
+                     n_pairs=task_cfg.n_pairs,
+                     vocab_size=spec.dims.vocab_size if task_cfg.name == "mqar" else 256)
+    budget = Budget(tokens=tokens, eval_at=(tokens,), batch_size=budget_cfg.batch_size,
+                    lr=budget_cfg.lr, schedule=budget_cfg.schedule)
+    log(f"retraining {spec.key} for {tokens:,} tokens on {task.name} (seed {seed})")
+    with tempfile.TemporaryDirectory(prefix="sla-nas-retrain-") as work:
+        result = train_proxy(spec, task, budget, seed=seed, checkpoint=work)
+        if result["status"] != "ok":
+            raise ValueError(f"retraining {spec.key} for {tokens:,} tokens diverged (a "
+                             f"non-finite loss); try another --retrain-tokens")
+        state = _read_state_dict(Path(work) / MODEL_FILE)
+    metrics = _clean({k: result.get(k) for k in (*TRAINED_METRICS, "tokens")})
+    return state, {"source": "retrained", "tokens": tokens, "seed": seed, "task": task.name,
+                   "metrics": metrics}
+
+
+def _weights(run: _Run, row: pd.Series, spec: ArchSpec, retrain_tokens: int | None,
+             log: Callable[[str], None]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The winner's weights (checked against its spec) and a record of where they come from."""
+    seed = int(row[SEED]) if pd.notna(row.get(SEED)) else 0
+    if retrain_tokens is not None:
+        state, record = _retrain(run, spec, seed, retrain_tokens, log)
+        source = Path(f"<retrained {spec.key}>")
+    else:
+        path = _checkpoint(run, row)
+        if path is None:
+            raise ValueError(f"trial {row[TRIAL]} ({spec.key}): no checkpoint with its weights "
+                             f"in {run.paths.root} (was tune/ removed?); add --retrain-tokens N "
+                             f"to train it again")
+        state, source = _read_state_dict(path), path
+        record = {"source": "checkpoint",
+                  "checkpoint": str(path.relative_to(run.paths.root.resolve()))}
+    model = build_model(spec)
+    _load_checked(model, state, source, spec.key)
+    return model.state_dict(), record
+
+
+def _weights_sentence(row: pd.Series, record: dict[str, Any]) -> str:
+    if record["source"] == "checkpoint":
+        return (f"the weights the search evaluated: trial {row[TRIAL]}'s last checkpoint "
+                f"({record['checkpoint']})")
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items() if k != "tokens")
+    return (f"retrained by sla-nas export for {record['tokens']:,} tokens on the run's task "
+            f"{record['task']} (seed {record['seed']}; {metrics}), not the search's weights")
+
+
+# ---------------------------------------------------------------------- writing
+def _out_root(paths: RunPaths, out: str | Path | None) -> Path:
+    if out is None:
+        if paths.exported.is_symlink():
+            raise ValueError(f"{paths.exported} is a symlink; pass --out DIR to choose where to "
+                             f"export")
+        out = paths.exported
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out.resolve()
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path``, refused if it resolves (through any symlink) outside ``root``."""
+    resolved = path.resolve()
+    if resolved != root and not resolved.is_relative_to(root):
+        raise ValueError(f"refusing to write {path}: it resolves to {resolved}, outside the "
+                         f"export folder {root}")
+    return resolved
+
+
+def _write(root: Path, path: Path, data: str | bytes) -> None:
+    target = _inside(root, path)
+    if isinstance(data, str):
+        target.write_text(data, encoding="utf-8")
+    else:
+        target.write_bytes(data)
+
+
+def _standalone_model(spec: ArchSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The template model (the code of every model.py) with this architecture's table."""
+    sa = _standalone
+    table = tuple(tuple((sa.Gene(*dataclasses.astuple(genes.k)),
+                         sa.Gene(*dataclasses.astuple(genes.v))) for genes in groups)
+                  for groups in spec.layers)
+    model = sa.Model(sa.Dims(**dataclasses.asdict(spec.dims)), table)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _write_onnx(root: Path, path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
+    """``model.onnx`` (input ``idx`` (batch, seq) int64, output ``logits``), checked with
+    onnxruntime against PyTorch at two shapes; the largest difference."""
+    try:
+        import numpy as np
+        import onnxruntime
+    except ImportError:
+        raise ValueError("--onnx needs onnx, onnxscript and onnxruntime: pip install "
+                         "onnx onnxscript onnxruntime") from None
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module):
+            super().__init__()
+            self.model = model
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.model(idx)[0]
+
+    d = spec.dims
+    wrapped = Logits(_standalone_model(spec, state))
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randint(0, d.vocab_size, (2, d.seq_len), generator=gen)
+    seq = torch.export.Dim("seq", min=1, max=d.seq_len) if d.seq_len > 1 else None
+    dynamic = {"idx": {0: torch.export.Dim("batch", min=1), **({1: seq} if seq else {})}}
+    target = _inside(root, path)
+    torch.onnx.export(wrapped, (example,), str(target), dynamo=True, verbose=False,
+                      input_names=["idx"], output_names=["logits"], dynamic_shapes=dynamic,
+                      external_data=False)
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    reference = build_model(spec)
+    reference.load_state_dict(state)
+    worst = 0.0
+    for shape in ((2, d.seq_len), (3, max(1, d.seq_len // 2))):
+        idx = torch.randint(0, d.vocab_size, shape, generator=gen)
+        with torch.no_grad():
+            expected = reference(idx)[0].numpy()
+        got = session.run(None, {"idx": idx.numpy()})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+        if not np.allclose(got, expected, atol=ONNX_ATOL, rtol=ONNX_RTOL):
+            raise ValueError(f"{path}: onnxruntime's logits differ from PyTorch's by up to "
+                             f"{worst:.3g} at input shape {shape} (allowed: atol {ONNX_ATOL}, "
+                             f"rtol {ONNX_RTOL}); the ONNX file is not trustworthy")
+    return worst
+
+
+def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.Tensor],
+                  prov: Provenance, metrics: dict[str, Any], onnx: bool) -> Path:
+    """Write the folder ``root/name`` from scratch (a temporary folder renamed into place)."""
+    target = root / name
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ValueError(f"{target} exists and is not a folder (a symlink or a file); remove "
+                         f"it or choose another --out")
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        _write(root, work / "arch.yaml", spec.to_yaml())
+        _write(root, work / "model.py", model_py(spec, prov))
+        weights = _inside(root, work / WEIGHTS_FILE)
+        torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key, "state_dict": state},
+                   weights)
+        if onnx:
+            metrics["onnx_max_abs_diff"] = _write_onnx(root, work / "model.onnx", spec, state)
+        _write(root, work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        _write(root, work / "README.md", model_card(spec, prov, name))
+        if target.exists():
+            shutil.rmtree(_inside(root, target))  # an earlier export of the same winner
+        os.replace(work, _inside(root, target))
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target
+
+
+def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | None = None,
+               retrain_tokens: int | None = None, onnx: bool = False,
+               log: Callable[[str], None] | None = None) -> list[Exported]:
+    """Export the winners of the run in ``run_dir`` to ``out`` (default ``run_dir/exported``):
+    one ``rank-N-<key>/`` folder each (see the module docstring); an earlier export of the same
+    rank and architecture is replaced. Winners: the best ``top`` (default 1) by the objective,
+    or the Pareto set of several objectives. Weights come from each trial's checkpoint, or with
+    ``retrain_tokens`` from a new training of that length with the run's task and budget
+    settings and the trial's seed. ``log`` gets one line per step."""
+    log = log or (lambda note: None)
+    if retrain_tokens is not None and retrain_tokens < 1:
+        raise ValueError(f"--retrain-tokens must be >= 1, got {retrain_tokens}")
+    run = _Run.read(run_dir)
+    chosen = select_winners(run.frame, run.objectives, top)
+    specs = [_spec_of(row) for _, row in chosen.iterrows()]  # refuse a bad table up front
+    root = _out_root(run.paths, out)
+    vanilla = _vanilla(run.frame)
+    exported = []
+    for rank, ((_, row), spec) in enumerate(zip(chosen.iterrows(), specs), 1):
+        state, record = _weights(run, row, spec, retrain_tokens, log)
+        search = _search_metrics(row)
+        prov = Provenance(
+            run=run.paths.root.resolve().name, space_file=str(run.info.get("space_file",
+                                                                          "space.yaml")),
+            started=str(run.info.get("started", "unknown")), search_seed=run.config.search.seed,
+            objectives=run.objectives, task=run.config.task.name,
+            budget_tokens=int(row[TOKENS]) if pd.notna(row.get(TOKENS))
+            else run.config.budget.tokens,
+            trial=int(row[TRIAL]), status=str(row[STATUS]),
+            train_seed=int(row[SEED]) if pd.notna(row.get(SEED)) else 0, rank=rank,
+            weights=_weights_sentence(row, record), metrics=search, vanilla=vanilla,
+            versions={str(k): str(v) for k, v in run.info.get("versions", {}).items()})
+        metrics = {"key": spec.key, "rank": rank, "run": prov.run, "trial": prov.trial,
+                   "status": prov.status, "train_seed": prov.train_seed,
+                   "objectives": [list(o) for o in run.objectives], "metrics": search,
+                   "costs": estimate(spec),
+                   "vanilla_costs": estimate(ArchSpec.create(spec.dims)),
+                   **_clean({"tokens": row.get(TOKENS), "wall_seconds": row.get(WALL_SECONDS)}),
+                   "weights": record, "vanilla_seed": vanilla}
+        folder = _write_winner(root, f"rank-{rank}-{valid_key(spec.key)}", spec, state, prov,
+                               metrics, onnx)
+        log(f"rank {rank}: {spec.key} (trial {prov.trial}, {record['source']}) -> {folder}")
+        exported.append(Exported(rank, spec.key, prov.trial, folder, record["source"], search))
+    return exported
+
+
+# ---------------------------------------------------------------------- loading
+def load_exported(folder: str | Path) -> LoadedModel:
+    """The model of an export folder with its weights, and its spec; refuses a folder whose
+    ``arch.yaml`` and ``weights.pt`` describe different architectures."""
+    folder = Path(folder)
+    arch, weights = folder / "arch.yaml", folder / WEIGHTS_FILE
+    for path in (arch, weights):
+        if not path.is_file():
+            raise ValueError(f"{folder}: no {path.name}; expected a folder written by sla-nas "
+                             f"export (exported/rank-N-<key>/)")
+    spec = ArchSpec.load(arch)
+    data = _read_state_dict(weights)
+    if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{weights}: not an sla-nas weights file (expected a dict with "
+                         f"format {WEIGHTS_FORMAT!r})")
+    found = data.get("spec_key")
+    if found != spec.key:
+        raise ValueError(f"{weights} holds the weights of architecture {found!r}, but {arch} "
+                         f"describes architecture {spec.key!r}: the two files come from "
+                         f"different exports")
+    model = build_model(spec)
+    _load_checked(model, data.get("state_dict"), weights, spec.key)
+    return LoadedModel(model, spec)

@@ -1,0 +1,550 @@
+"""A run folder -> ``report.html``: one self-contained file that opens anywhere, offline.
+
+``build_report(RUN_DIR)`` (``sla-nas report RUN_DIR``) reads the trials table (`load_results`,
+which works on a running search too) and the objectives of ``space.yaml``, and writes a summary
+sentence, the best value over the trials, the loss against the costs, the connectivity of the
+top architectures, which choices matter, the learning curves and a sortable table. Optuna's
+visualization style: the ``_get_..._info`` functions of `sla_nas._report_data` compute the
+numbers, the ``plot_...`` functions here draw them. This is the only module that imports
+plotly; plotly.js is inlined once, so the page fetches nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from . import _report_data as _data
+from ._report_data import CellInfo
+from .results import RunPaths, load_results
+
+__all__ = ["load_results", "build_report", "plot_history", "plot_pareto", "plot_connectivity",
+           "plot_importances", "plot_marginal", "plot_learning_curves", "table_html"]
+
+STATUS_COLORS = {"ok": "#2ca02c", "pruned": "#ff7f0e", "infeasible": "#7f7f7f",
+                 "duplicate": "#17becf", "diverged": "#d62728", "error": "#8c1a1a",
+                 "running": "#1f77b4", "waiting": "#aec7e8", "abandoned": "#3b3b3b"}
+OWN_COLOR, EMBEDDING_COLOR = "#ececec", "#e07b39"
+BORDERS = {"concat": "thick", "mix": "dotted"}
+UNITS = {"kv_cache_bytes_per_token": "KV cache bytes/token", "params": "parameters",
+         "train_flops_per_token": "training FLOPs/token", "decode_bytes_per_token":
+         "decode bytes/token", "tokens_per_s": "training tokens/s"}
+SHORT = {"kv_cache_bytes_per_token": "KV B/tok", "train_flops_per_token": "FLOPs/tok",
+         "decode_bytes_per_token": "decode B/tok", "tokens_per_s": "tok/s"}
+_TEMPLATE = "plotly_white"
+
+
+def _status_color(status: str) -> str:
+    return STATUS_COLORS.get(status, "#9467bd")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    if isinstance(value, int) or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+# ---------------------------------------------------------------------- best so far
+def plot_history(info: _data.HistoryInfo) -> go.Figure:
+    """Top: each trial's objective value and the running best (a step line over the fully
+    trained trials); values beyond ``info.y_range`` sit on its edge as triangles (the value in
+    the hover). Bottom: every trial's status, so trials without a value are seen too."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2],
+                        vertical_spacing=0.04)
+    lo, hi = info.y_range or (-math.inf, math.inf)
+    for group in info.groups:
+        color = _status_color(group.status)
+        points = [(t, v, n) for t, v, n in zip(group.trials, group.values, group.notes)
+                  if v is not None]
+        if points:
+            hollow = "-open" if group.status != "ok" else ""
+            ys = [min(max(v, lo), hi) for _, v, _ in points]
+            symbols = [f"circle{hollow}" if y == v else f"triangle-{'up' if v > y else 'down'}"
+                       f"{hollow}" for y, (_, v, _) in zip(ys, points)]
+            fig.add_trace(go.Scatter(
+                x=[t for t, _, _ in points], y=ys, mode="markers", cliponaxis=False,
+                name=group.status + (" (at its last rung)" if group.status == "pruned" else ""),
+                legendgroup=group.status, hovertemplate="%{hovertext}<extra></extra>",
+                hovertext=[f"{n}<br>{info.metric} {v:.4f}" for _, v, n in points],
+                marker={"color": color, "size": 9, "symbol": symbols,
+                        "line": {"width": 2 if hollow else 0}}), row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=list(group.trials), y=[group.status] * len(group.trials), mode="markers",
+            name=group.status, legendgroup=group.status, showlegend=not points,
+            hovertext=list(group.notes), hovertemplate="%{hovertext}<extra></extra>",
+            marker={"color": color, "symbol": "line-ns-open", "size": 12,
+                    "line": {"width": 2, "color": color}}), row=2, col=1)
+    if info.best_trials:
+        last = max(t for g in info.groups for t in g.trials)
+        fig.add_trace(go.Scatter(
+            x=[*info.best_trials, last], y=[*info.best_values, info.best_values[-1]],
+            mode="lines", line={"shape": "hv", "color": "#222", "width": 2},
+            name=f"best so far ({info.mode})", hoverinfo="skip"), row=1, col=1)
+    fig.update_yaxes(title_text=info.metric, row=1, col=1, range=info.y_range)
+    fig.update_yaxes(type="category", row=2, col=1, showgrid=False)
+    fig.update_xaxes(title_text="trial (proposal order)", row=2, col=1)
+    fig.update_layout(template=_TEMPLATE, height=460, margin={"t": 30, "b": 50},
+                      legend={"orientation": "h", "y": 1.08})
+    return fig
+
+
+# ---------------------------------------------------------------------- pareto
+def plot_pareto(infos: Sequence[_data.ParetoInfo]) -> go.Figure:
+    """The loss against each cost, side by side; the front of each plane as a step line, the
+    run's winners as stars and the seed presets labelled by name."""
+    fig = make_subplots(rows=1, cols=len(infos), shared_yaxes=True, horizontal_spacing=0.05)
+    for col, info in enumerate(infos, start=1):
+        hover = [f"trial {t} · {k}" + (f" · seed {s}" if s else "")
+                 for t, k, s in zip(info.trials, info.keys, info.seeds)]
+        front = sorted((x, y) for x, y, f in zip(info.x, info.y, info.front) if f)
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in front], y=[y for _, y in front], mode="lines",
+            name="front of this plane", legendgroup="front", showlegend=col == 1,
+            line={"shape": "hv" if info.x_mode == "min" else "vh", "color": "#1f4e8c"},
+            hoverinfo="skip"), row=1, col=col)
+        layers = [("fully trained", range(len(info.x)), {"color": "#8fa8c8", "size": 8}),
+                  ("on the front", [i for i, f in enumerate(info.front) if f],
+                   {"color": "#1f4e8c", "size": 9}),
+                  ("the run's winner(s)", [i for i, w in enumerate(info.winner) if w],
+                   {"symbol": "star", "size": 16, "color": "#f2b701",
+                    "line": {"width": 1, "color": "#333"}}),
+                  ("seed presets", [i for i, s in enumerate(info.seeds) if s],
+                   {"symbol": "diamond-open", "size": 13, "color": "#c0392b",
+                    "line": {"width": 2}})]
+        for name, index, marker in layers:
+            fig.add_trace(go.Scatter(
+                x=[info.x[i] for i in index], y=[info.y[i] for i in index], name=name,
+                mode="markers+text" if name == "seed presets" else "markers",
+                text=[info.seeds[i] for i in index], textposition="top center",
+                legendgroup=name, showlegend=col == 1, marker=marker,
+                hovertext=[hover[i] for i in index],
+                hovertemplate=f"%{{hovertext}}<br>{info.y_metric} %{{y:.4f}}<br>"
+                              f"{info.x_metric} %{{x:,}}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text=UNITS.get(info.x_metric, info.x_metric), row=1, col=col)
+    fig.update_yaxes(title_text=infos[0].y_metric, row=1, col=1)
+    fig.update_layout(template=_TEMPLATE, height=420, margin={"t": 30},
+                      legend={"orientation": "h", "y": 1.1})
+    return fig
+
+
+# ---------------------------------------------------------------------- connectivity
+_CELL_X = {"k": 0.0, "v": 1.0}
+_GROUP_WIDTH = 2.5  # a group's K and V columns, then a gap
+
+
+def _reach_colors(max_reach: int) -> dict[int, str]:
+    """Colours by how far back a stream reads: one scale for every picture of the figure."""
+    ramp = sample_colorscale("Viridis", [0.15 + 0.7 * (r - 1) / max(max_reach - 1, 1)
+                                         for r in range(1, max_reach + 1)])
+    return {0: OWN_COLOR, **dict(zip(range(1, max_reach + 1), ramp))}
+
+
+def _is_dark(color: str) -> bool:
+    if color.startswith("#"):
+        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    else:  # "rgb(r, g, b)"
+        r, g, b = (float(v) for v in color[color.index("(") + 1:-1].split(",")[:3])
+    return 0.299 * r + 0.587 * g + 0.114 * b < 140
+
+
+def _fill(cell: CellInfo, reach_colors: dict[int, str]) -> str:
+    return EMBEDDING_COLOR if cell.embedding else reach_colors[cell.reach]
+
+
+def _describe(cell: CellInfo) -> str:
+    names = ["e" if s == -1 else ("own" if s == cell.layer else f"L{s}") for s in cell.sources]
+    return (f"layer {cell.layer}, group {cell.group}, {cell.stream.upper()}: {cell.label}<br>"
+            f"{cell.mode} · {cell.combine} of {', '.join(names)}")
+
+
+def _cell_box(cell: CellInfo) -> tuple[float, float, float, float]:
+    x0 = cell.group * _GROUP_WIDTH + _CELL_X[cell.stream] + 0.04
+    return x0, x0 + 0.92, cell.layer - 0.44, cell.layer + 0.44
+
+
+def plot_connectivity(info: _data.ConnectivityInfo, per_row: int | None = None) -> go.Figure:
+    """Small multiples, one per architecture: rows are layers (0 at the top, as `sla-nas show`
+    prints them), columns the head groups split into their K and V streams. Colour: how far
+    back the stream reads (grey: its own layer); hatched: ``reuse`` (the source's K/V, no own
+    weights, nothing cached); thick border: ``concat``, dotted: ``mix``. The text is the
+    `sla-nas show` label. One colour scale and one legend for all, so winners compare."""
+    groups = max(a.n_groups for a in info.archs)
+    cols = min(per_row or max(1, min(5, 12 // groups)), len(info.archs))
+    rows = math.ceil(len(info.archs) / cols)
+    height = rows * (44 * max(a.n_layers for a in info.archs) + 120) + 60
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.03,
+                        subplot_titles=[_arch_title(a) for a in info.archs],
+                        vertical_spacing=min(0.3, 95 / height))
+    colors, legend = _reach_colors(info.max_reach), set()
+    for i, arch in enumerate(info.archs):
+        row, col = i // cols + 1, i % cols + 1
+        _draw_arch(fig, arch, colors, legend, row, col)
+        fig.update_xaxes(tickvals=[g * _GROUP_WIDTH + _CELL_X[s] + 0.5
+                                   for g in range(arch.n_groups) for s in "kv"],
+                         ticktext=[f"g{g} {s.upper()}" for g in range(arch.n_groups)
+                                   for s in "kv"], showgrid=False, zeroline=False,
+                         range=[-0.1, arch.n_groups * _GROUP_WIDTH - 0.4], row=row, col=col)
+        fig.update_yaxes(tickvals=list(range(arch.n_layers)), autorange="reversed",
+                         ticktext=[f"L{l}" for l in range(arch.n_layers)], showgrid=False,
+                         zeroline=False, row=row, col=col)
+    fig.update_layout(template=_TEMPLATE, height=height, margin={"t": 110, "b": 20},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1 + 60 / height},
+                      hoverlabel={"align": "left"})
+    fig.update_annotations(font_size=11)
+    return fig
+
+
+def _arch_title(arch: _data.ArchInfo) -> str:
+    values = " · ".join(f"{SHORT.get(m, m)} {_fmt(v)}" for m, v in arch.values.items()
+                        if v is not None)
+    return (f"{'★ ' if arch.winner else ''}#{arch.rank} {arch.key}"
+            f"{f' ({arch.seed})' if arch.seed else ''}<br>"
+            f"<span style='font-size:10px'>{values}</span>")
+
+
+def _outlines(boxes: Sequence[tuple[float, float, float, float]]) -> dict[str, list]:
+    """Closed rectangles separated by gaps: one trace draws (and fills) them all."""
+    return {"x": [x for x0, x1, _, _ in boxes for x in (x0, x1, x1, x0, x0, None)],
+            "y": [y for _, _, y0, y1 in boxes for y in (y0, y0, y1, y1, y0, None)]}
+
+
+def _draw_arch(fig: go.Figure, arch: _data.ArchInfo, colors: dict[int, str], legend: set[str],
+               row: int, col: int) -> None:
+    """Fills by where the stream reads, then hatching (reuse) and borders (concat, mix) on top:
+    one trace per kind, so a legend click toggles that kind in every picture."""
+    layers: dict[tuple[str, str], list[CellInfo]] = {}
+    for cell in arch.cells:
+        layers.setdefault((cell.where, _fill(cell, colors)), []).append(cell)
+        if cell.mode == "reuse":
+            ink = "#ffffff" if _is_dark(_fill(cell, colors)) else "#333333"
+            layers.setdefault(("reuse (hatched)", ink), []).append(cell)
+        if cell.combine != "select":
+            layers.setdefault((f"{cell.combine} ({BORDERS[cell.combine]} border)", "#222222"),
+                              []).append(cell)
+    for (name, color), cells in sorted(layers.items(), key=lambda kv: _legend_order(kv[0][0])):
+        style: dict[str, Any] = {"fill": "toself", "fillcolor": color, "line": {"width": 0}}
+        if name.startswith("reuse"):
+            style = {"fill": "toself", "fillcolor": "rgba(0,0,0,0)", "line": {"width": 0},
+                     "fillpattern": {"shape": "/", "fgcolor": color, "size": 7,
+                                     "solidity": 0.25, "bgcolor": "rgba(0,0,0,0)"}}
+        elif name.startswith(tuple(BORDERS)):
+            style = {"line": {"width": 3, "color": color,
+                              "dash": "dot" if name.startswith("mix") else "solid"}}
+        fig.add_trace(go.Scatter(**_outlines([_cell_box(c) for c in cells]), mode="lines",
+                                 name=name, legendgroup=name, showlegend=name not in legend,
+                                 hoverinfo="skip", **style), row=row, col=col)
+        legend.add(name)
+    boxes = [_cell_box(c) for c in arch.cells]
+    fig.add_trace(go.Scatter(
+        x=[(b[0] + b[1]) / 2 for b in boxes], y=[(b[2] + b[3]) / 2 for b in boxes],
+        mode="text", showlegend=False,  # long labels shortened: the hover has them whole
+        text=[c.label if len(c.label) <= 7 else c.label[:6] + "…" for c in arch.cells],
+        textfont={"size": 12 if arch.n_groups < 4 else 10,
+                  "color": ["#ffffff" if _is_dark(_fill(c, colors)) else "#111111"
+                            for c in arch.cells]},
+        hovertext=[_describe(c) for c in arch.cells],
+        hovertemplate=f"#{arch.rank} {arch.key}<br>%{{hovertext}}<extra></extra>"),
+        row=row, col=col)
+
+
+def _legend_order(name: str) -> tuple[int, int, str]:
+    """Own layer, 1 back, 2 back, ..., embedding, then reuse, concat, mix."""
+    first = name.split()[0]
+    if first.isdigit():
+        return (1, int(first), name)
+    return ({"own": 0, "embedding": 2, "reuse": 3, "concat": 4}.get(first, 5), 0, name)
+
+
+# ---------------------------------------------------------------------- which choices matter
+def plot_importances(info: _data.ImportanceInfo, top: int = 20) -> go.Figure:
+    names, values = list(info.params[:top])[::-1], list(info.importances[:top])[::-1]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color="#4c78a8",
+                           text=[f"{v:.3f}" for v in values], textposition="outside",
+                           cliponaxis=False, hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_layout(template=_TEMPLATE, height=140 + 22 * len(names), margin={"t": 40},
+                      title={"text": "parameter importance", "font": {"size": 14}},
+                      xaxis_title=f"importance for {info.metric} (PED-ANOVA, top "
+                                  f"{info.target_quantile:.0%})")
+    return fig
+
+
+def plot_marginal(info: _data.MarginalInfo, max_rows: int = 40) -> go.Figure | None:
+    """Per decision and choice made by at least `MIN_CHOICE_TRIALS` trials: their mean
+    objective minus the mean of all, green when better, red when worse, with one standard
+    error; the decisions of largest spread, as many as fit ``max_rows`` bars. None when no
+    decision has two such choices."""
+    counted = [r for r in info.rows if r.count >= _data.MIN_CHOICE_TRIALS]
+    rows: list[_data.MarginalRow] = []
+    for param in dict.fromkeys(r.param for r in counted):
+        choices = [r for r in counted if r.param == param]
+        if len(choices) > 1 and (not rows or len(rows) + len(choices) <= max_rows):
+            rows += choices
+    if not rows:
+        return None
+    rows.reverse()  # plotly draws the first bar at the bottom
+    sign = 1 if info.mode == "min" else -1
+    fig = go.Figure(go.Bar(
+        x=[r.delta for r in rows], y=[f"{r.param} = {r.value}" for r in rows], orientation="h",
+        marker_color=["#2ca02c" if sign * r.delta < 0 else "#d62728" for r in rows],
+        error_x={"type": "data", "array": [r.std / math.sqrt(r.count) if r.count > 1 else 0
+                                           for r in rows], "color": "#555", "thickness": 1},
+        text=[f"n={r.count}" for r in rows], textposition="outside", cliponaxis=False,
+        customdata=[[r.mean, r.count] for r in rows],
+        hovertemplate=(f"%{{y}}<br>mean {info.metric} %{{customdata[0]:.4f}} over "
+                       f"%{{customdata[1]}} trials<br>%{{x:+.4f}} against all<extra></extra>")))
+    fig.update_layout(template=_TEMPLATE, height=140 + 20 * len(rows), margin={"t": 40},
+                      title={"text": "marginal effect of each choice", "font": {"size": 14}},
+                      xaxis_title=f"mean {info.metric} minus the mean of all "
+                                  f"{info.n_trials} ({info.overall_mean:.4f})")
+    return fig
+
+
+# ---------------------------------------------------------------------- learning curves
+def _joined(curves: Sequence[_data.CurveInfo], x: str, y: str, **style: Any) -> go.Scatter:
+    """Many curves as one trace with gaps between them (hundreds of trials stay fast)."""
+    xs, ys, notes = [], [], []
+    for c in curves:
+        xs += [*getattr(c, x), None]
+        ys += [*getattr(c, y), None]
+        notes += [f"trial {c.trial} · {c.key} · {c.status}"] * len(getattr(c, x)) + [None]
+    return go.Scatter(x=xs, y=ys, hovertext=notes, **style,
+                      hovertemplate="%{hovertext}<br>%{x:,} tokens: %{y:.4f}<extra></extra>")
+
+
+def plot_learning_curves(info: _data.CurvesInfo) -> go.Figure:
+    """The honest evaluations of every trained trial against the run length they stand for;
+    a trial stopped early ends with a cross. The running training loss is off until clicked
+    in the legend (on when every trial has a single evaluation: then it is the only curve)."""
+    fig = go.Figure()
+    train_visible = True if all(len(c.tokens) <= 1 for c in info.curves) else "legendonly"
+    for status in dict.fromkeys(c.status for c in info.curves):
+        color = _status_color(status)
+        evaluated = [c for c in info.curves if c.status == status and c.tokens]
+        if evaluated:
+            fig.add_trace(_joined(evaluated, "tokens", "values", mode="lines+markers",
+                                  name=f"{info.metric}: {status}", legendgroup=status,
+                                  line={"color": color, "width": 1.5}, marker={"size": 5},
+                                  opacity=0.75))
+        if evaluated and status != "ok":
+            fig.add_trace(go.Scatter(
+                x=[c.tokens[-1] for c in evaluated], y=[c.values[-1] for c in evaluated],
+                mode="markers", name=f"{status} here", legendgroup=status,
+                marker={"symbol": "x", "size": 11, "color": color},
+                hovertext=[f"trial {c.trial} · {c.key}: {status} at {c.tokens[-1]:,} tokens"
+                           for c in evaluated], hovertemplate="%{hovertext}<extra></extra>"))
+        trained = [c for c in info.curves if c.status == status and c.train_tokens]
+        if trained:
+            fig.add_trace(_joined(trained, "train_tokens", "train_loss", mode="lines",
+                                  name=f"training loss: {status}", visible=train_visible,
+                                  line={"color": color, "width": 1, "dash": "dot"},
+                                  opacity=0.5))
+    best = [c for c in info.curves if c.trial in info.winners and c.tokens]
+    if best:
+        fig.add_trace(_joined(best, "tokens", "values", mode="lines", name="the run's winner(s)",
+                              line={"color": "#111", "width": 3}))
+    fig.update_layout(template=_TEMPLATE, height=420, margin={"t": 30},
+                      xaxis_title="run length (tokens) the evaluation stands for",
+                      yaxis_title=info.metric, legend={"orientation": "h", "y": 1.1})
+    return fig
+
+
+# ---------------------------------------------------------------------- table
+def table_html(info: _data.TableInfo) -> str:
+    """An HTML table whose header cells sort it (`_SORT_JS`): numeric columns as numbers."""
+    numeric = [all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool)
+                   for r in info.rows if r[i] is not None) for i in range(len(info.columns))]
+    head = "".join(f"<th data-num='{int(n)}' title='click to sort'>{html.escape(c)}</th>"
+                   for c, n in zip(info.columns, numeric))
+    body = "".join("<tr>" + "".join(_cell(v, n) for v, n in zip(row, numeric)) + "</tr>"
+                   for row in info.rows)
+    return (f"<div class='scroll'><table class='sortable'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def _cell(value: Any, numeric: bool) -> str:
+    if isinstance(value, bool):
+        key, text = int(value), "★" if value else ""
+    else:
+        key = "" if value is None else value
+        text = _fmt(value) if numeric else str(key)
+    return f"<td data-sort='{html.escape(str(key))}'>{html.escape(text)}</td>"
+
+
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach((th, col) => th.onclick = () => {
+  const body = th.closest('table').tBodies[0], asc = th.dataset.order !== 'asc';
+  th.parentNode.querySelectorAll('th').forEach(h => delete h.dataset.order);
+  th.dataset.order = asc ? 'asc' : 'desc';
+  const cmp = (x, y) => (x === '' || y === '') ? (x === '') - (y === '') :
+    (asc ? 1 : -1) * (th.dataset.num === '1' ? x - y : x.localeCompare(y));
+  Array.from(body.rows).sort((a, b) => cmp(a.cells[col].dataset.sort,
+    b.cells[col].dataset.sort)).forEach(r => body.appendChild(r));
+});
+"""
+_DRAW_JS = """
+document.querySelectorAll('div.figure').forEach(div => {
+  const fig = JSON.parse(document.getElementById(div.id + '-data').textContent);
+  Plotly.newPlot(div, fig.data, fig.layout, {responsive: true, displaylogo: false});
+});
+"""
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:0 24px 40px;
+color:#222} h1{margin:24px 0 4px;font-size:1.6em}
+h2{margin:34px 0 4px;border-bottom:1px solid #ddd} nav a{margin-right:12px}
+.verdict{font-size:1.15em;background:#f4f7fb;border-left:4px solid #1f4e8c;padding:10px 14px}
+.read{color:#555;margin:4px 0 8px;max-width:110ch} .note{color:#8a5a00;font-style:italic}
+.meta span{margin-right:14px;color:#444} .counts span{display:inline-block;margin:2px 6px 2px 0;
+padding:1px 8px;border-radius:10px;color:#fff;font-size:.9em}
+.scroll{overflow-x:auto} .pair{display:flex;gap:16px;flex-wrap:wrap}
+.pair>div{flex:1 1 560px;min-width:0}
+table.sortable{border-collapse:collapse;font-size:.88em}
+table.sortable th{cursor:pointer;background:#f0f0f0}
+table.sortable th[data-order=asc]::after{content:' ▲'}
+table.sortable th[data-order=desc]::after{content:' ▼'}
+table.sortable td,table.sortable th{padding:4px 8px;border-bottom:1px solid #e4e4e4;
+text-align:right;white-space:nowrap}
+"""
+
+
+# ---------------------------------------------------------------------- the page
+class _Page:
+    """The sections as HTML and the figures as JSON, in page order."""
+
+    def __init__(self) -> None:
+        self.sections: list[str] = []
+        self.figures: list[str] = []
+
+    def section(self, anchor: str, title: str, read: str, *parts: str) -> None:
+        """``read`` says how to read the section; several parts sit side by side."""
+        body = parts[0] if len(parts) == 1 else (
+            "<div class='pair'>" + "".join(f"<div>{p}</div>" for p in parts) + "</div>")
+        self.sections.append(f"<section id='{anchor}'><h2>{html.escape(title)}</h2>"
+                             f"<p class='read'>{read}</p>{body}</section>")
+
+    def figure(self, fig: go.Figure | None, note: str) -> str:
+        """The figure's placeholder div, or ``note`` when there is nothing to draw."""
+        if fig is None:
+            return f"<p class='note'>{html.escape(note)}</p>"
+        self.figures.append(fig.to_json())
+        return f"<div id='fig-{len(self.figures) - 1}' class='figure'></div>"
+
+    def scripts(self) -> str:
+        # a "</" in some label must not end the <script> element
+        return "".join(f"<script type='application/json' id='fig-{i}-data'>"
+                       f"{spec.replace('</', '<' + chr(92) + '/')}</script>"
+                       for i, spec in enumerate(self.figures))
+
+
+def _header(info: _data.SummaryInfo) -> str:
+    objectives = ", ".join(f"{m} ({mode})" for m, mode in info.objectives)
+    counts = "".join(f"<span style='background:{_status_color(s)}'>{html.escape(s)} {n}</span>"
+                     for s, n in info.counts.items())
+    meta = [f"space <b>{html.escape(info.space)}</b>", f"objectives <b>{objectives}</b>",
+            f"{info.n_trials} trials", *([f"started {html.escape(info.started)}"]
+                                         if info.started else []),
+            f"report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"]
+    nav = " ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
+        ("history", "best so far"), ("pareto", "loss against cost"),
+        ("connectivity", "connectivity"), ("choices", "which choices matter"),
+        ("curves", "learning curves"), ("top", "top architectures")))
+    sentence = info.verdict[:1].upper() + info.verdict[1:]
+    return (f"<h1>sla-nas report: {html.escape(info.run)}</h1>"
+            f"<p class='meta'>{''.join(f'<span>{m}</span>' for m in meta)}</p>"
+            f"<p class='counts'>{counts}</p><p class='verdict'>{html.escape(sentence)}.</p>"
+            f"<nav>{nav}</nav>")
+
+
+_UNTRAINED = "no architecture has been trained to the full budget yet"
+
+
+def _sections(page: _Page, frame: Any, objectives: _data.Objectives, top: int) -> None:
+    history = _data._get_history_info(frame, objectives)
+    page.section("history", "Best so far", (
+        f"Each trial's {history.metric} in the order the sampler proposed them; the black step "
+        f"is the best fully trained value so far. Pruned trials are drawn at their last "
+        f"evaluation (a shorter run: not comparable). The strip below shows every trial's "
+        f"status, including those without a value."),
+        page.figure(plot_history(history) if len(frame) else None, "no trials yet"))
+    panes = [_data._get_pareto_info(frame, objectives, metric, mode)
+             for metric, mode in _data.pareto_axes(objectives)]
+    page.section("pareto", "Loss against cost", (
+        "Fully trained architectures. The dark step line is the front of each plane (nothing "
+        "is both cheaper and better); stars are the run's winners (its best, or its Pareto "
+        "set over all objectives); open diamonds are the seed presets, named."),
+        page.figure(plot_pareto(panes) if panes[0].trials else None, _UNTRAINED))
+    connectivity = _data._get_connectivity_info(frame, objectives, top)
+    page.section("connectivity", f"Connectivity of the top {len(connectivity.archs)}", (
+        "Rows are layers (0 at the top, as <code>sla-nas show</code> prints), columns the head "
+        "groups split into their K and V streams. Grey: the stream reads its own layer; "
+        "colour: how many layers back it reads (orange: the token embedding). Hatched: "
+        "<i>reuse</i> (the source's K/V: no own weights, nothing cached); plain: "
+        "<i>reproject</i>. Thick border: <i>concat</i>; dotted: <i>mix</i>. Labels as in "
+        "<code>sla-nas show</code>: ↺3 reuses layer 3, 0+· attends over layer 0 and its own, "
+        "⊕ mixes. A legend click hides one kind in all pictures."),
+        page.figure(plot_connectivity(connectivity) if connectivity.archs else None,
+                    _UNTRAINED))
+    importance = _data._get_importance_info(frame, objectives)
+    marginal = _data._get_marginal_info(frame, objectives)
+    page.section("choices", "Which choices matter", (
+        f"Left: Optuna's parameter importances (PED-ANOVA: how much a decision matters to "
+        f"reach the best {importance.target_quantile:.0%} of the {importance.n_trials} fully "
+        f"trained trials, by {importance.metric}). Right: per decision and choice, the mean "
+        f"{marginal.metric} of the trials that made it (at least {_data.MIN_CHOICE_TRIALS}) "
+        f"against the mean of all, with one standard error. Both are observational: the "
+        f"sampler chose the trials."),
+        page.figure(plot_importances(importance) if importance.params else None,
+                    f"Importances: {importance.note}."),
+        page.figure(plot_marginal(marginal), "Marginal effects: no searched decision has two "
+                    f"choices made by {_data.MIN_CHOICE_TRIALS} or more fully trained trials."))
+    curves = _data._get_curves_info(frame, objectives)
+    page.section("curves", "Learning curves", (
+        f"Every trained trial's {curves.metric} at its honest evaluations (each a complete "
+        f"shorter run with its own cooldown). A cross marks where the scheduler stopped a "
+        f"trial (or it failed). The legend switches the running training loss on."),
+        page.figure(plot_learning_curves(curves) if curves.curves else None,
+                    "no trial has reported an evaluation yet"))
+    table = _data._get_table_info(frame, objectives, top)
+    page.section("top", f"Top {len(table.rows)} architectures", (
+        "Winners first (★), then by the primary objective; click a column header to sort. "
+        "Costs are exact (the analytic cost model); tokens is the run length of the last "
+        "evaluation."),
+        table_html(table) if table.rows else page.figure(None, _UNTRAINED))
+
+
+def build_report(run_dir: str | Path, top: int = 10) -> Path:
+    """Write ``RUN_DIR/report.html`` (replaced atomically) and return its path. Works on a
+    finished or a running search: it reads only ``trials.parquet`` (or ``.csv``),
+    ``space.yaml`` and ``run.json``, never the study or Ray's folder."""
+    if top < 1:
+        raise ValueError(f"`top` must be >= 1, got {top=}")
+    paths = RunPaths(Path(run_dir))
+    frame = load_results(paths.root)
+    space, objectives = _data.run_objectives(paths)
+    started = (json.loads(paths.run_info.read_text()).get("started")
+               if paths.run_info.exists() else None)
+    summary = _data._get_summary_info(frame, objectives, paths.root.resolve().name, space,
+                                      started)
+    page = _Page()
+    _sections(page, frame, objectives, top)
+    text = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>sla-nas report: {html.escape(summary.run)}</title><style>{_CSS}</style>"
+            f"<script>{get_plotlyjs()}</script></head><body>{_header(summary)}"
+            f"{''.join(page.sections)}{page.scripts()}<script>{_SORT_JS}{_DRAW_JS}</script>"
+            f"</body></html>")
+    tmp = paths.report.with_name(f".{paths.report.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, paths.report)  # a browser reloading it never sees half a file
+    return paths.report
