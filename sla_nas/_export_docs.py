@@ -92,8 +92,11 @@ def table_block(spec: ArchSpec) -> str:
     for l, groups in enumerate(spec.layers):
         lines.append(f"    (  # layer {l}\n")
         for g, genes in enumerate(groups):
-            lines.append(f"        ({_literal(genes.k)}, {_literal(genes.v)}),  "
-                         f"# group {g}: {_describe(spec, l, g)}\n")
+            k, v = _literal(genes.k), _literal(genes.v)
+            note = f"# group {g}: {_describe(spec, l, g)}"
+            line = f"        ({k}, {v}),  {note}"
+            lines += ([line + "\n"] if len(line) <= 100 else
+                      [f"        {note}\n", f"        ({k},\n", f"         {v}),\n"])
         lines.append("    ),\n")
     lines += [")\n", _END]
     return "".join(lines)
@@ -216,7 +219,7 @@ def _docstring(spec: ArchSpec, prov: Provenance) -> str:
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) or "none recorded"
+    return ", ".join(f"{k} {_number(v)}" for k, v in metrics.items()) or "none recorded"
 
 
 def _versions_text(versions: dict[str, str]) -> str:
@@ -278,9 +281,12 @@ def _result_table(prov: Provenance, vanilla: dict[str, Any]) -> list[str]:
     head = "vanilla seed" if status == "ok" else f"vanilla seed ({status or 'not in the search'})"
     rows = ["| metric | this | " + head + " |", "|---|---:|---:|"]
     for name, value in prov.metrics.items():
-        other = metrics.get(name)
-        rows.append(f"| {name} | {value:.4f} | "
-                    f"{'' if other is None or status != 'ok' else f'{other:.4f}'} |")
+        other = metrics.get(name) if status == "ok" else None
+        rows.append(f"| {name} | {_number(value)} | {'' if other is None else _number(other)} |")
     return rows
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4f}"
 
 

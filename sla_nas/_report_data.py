@@ -62,6 +62,15 @@ def run_objectives(paths: RunPaths) -> tuple[str, Objectives]:
     return (config.name or paths.root.name), [(o.metric, o.mode) for o in config.objectives]
 
 
+def with_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with every column the report reads, empty where a young or older run has
+    none yet (a table written before any trial ended holds only the first few)."""
+    needed = [TRIAL, KEY, STATUS, MESSAGE, SEED, SEED_PRESET, *TRAINED_METRICS, *COSTS, TOKENS,
+              WALL_SECONDS, SPEC, HISTORY, CURVE]
+    missing = [c for c in needed if c not in frame]
+    return frame.assign(**{c: None for c in missing}) if missing else frame
+
+
 def primary_objective(objectives: Objectives) -> tuple[str, str]:
     """The first trained objective (a loss or accuracy): what "better" means in the pictures
     of trials, curves and choices. A search always has one (costs alone need no search)."""

@@ -73,8 +73,8 @@ class Gene(NamedTuple):
 
 # ---- architecture (generated) ----
 SPEC_KEY = "fc5e772d5f91"  # the architecture's sla-nas key; weights.pt must carry the same
-DIMS = Dims(vocab_size=256, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, n_groups=2,
-            d_ff=64, seq_len=16, norm="layernorm", pos="learned", tie_embeddings=True)
+DIMS = Dims(vocab_size=256, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, n_groups=2, d_ff=64,
+            seq_len=16, norm="layernorm", pos="learned", tie_embeddings=True)
 # LAYERS[l][g] = (K gene, V gene) of head group g in layer l
 LAYERS: tuple[tuple[tuple[Gene, Gene], ...], ...] = (
     (  # layer 0

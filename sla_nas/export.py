@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pickle
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -294,12 +295,8 @@ def _inside(root: Path, path: Path) -> Path:
     return resolved
 
 
-def _write(root: Path, path: Path, data: str | bytes) -> None:
-    target = _inside(root, path)
-    if isinstance(data, str):
-        target.write_text(data, encoding="utf-8")
-    else:
-        target.write_bytes(data)
+def _write(root: Path, path: Path, text: str) -> None:
+    _inside(root, path).write_text(text, encoding="utf-8")
 
 
 def _standalone_model(spec: ArchSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -313,38 +310,54 @@ def _standalone_model(spec: ArchSpec, state: dict[str, torch.Tensor]) -> torch.n
     return model.eval()
 
 
+def _require_onnx() -> None:
+    """Fail before any work when --onnx cannot be honoured."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"--onnx needs {', '.join(missing)}: pip install onnx onnxscript "
+                         f"onnxruntime (or sla-nas[onnx])")
+
+
+class _Logits(torch.nn.Module):
+    """The model with one output, the logits: what model.onnx computes."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)[0]
+
+
 def _write_onnx(root: Path, path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
-    """``model.onnx`` (input ``idx`` (batch, seq) int64, output ``logits``), checked with
-    onnxruntime against PyTorch at two shapes; the largest difference."""
-    try:
-        import numpy as np
-        import onnxruntime
-    except ImportError:
-        raise ValueError("--onnx needs onnx, onnxscript and onnxruntime: pip install "
-                         "onnx onnxscript onnxruntime") from None
-
-    class Logits(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module):
-            super().__init__()
-            self.model = model
-
-        def forward(self, idx: torch.Tensor) -> torch.Tensor:
-            return self.model(idx)[0]
-
+    """``model.onnx`` of the standalone model (input ``idx``: (batch, seq <= seq_len) int64;
+    output ``logits``), exported with torch's dynamo exporter; returns `_check_onnx`'s
+    largest difference."""
     d = spec.dims
-    wrapped = Logits(_standalone_model(spec, state))
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randint(0, d.vocab_size, (2, d.seq_len), generator=gen)
-    seq = torch.export.Dim("seq", min=1, max=d.seq_len) if d.seq_len > 1 else None
-    dynamic = {"idx": {0: torch.export.Dim("batch", min=1), **({1: seq} if seq else {})}}
+    example = torch.randint(0, d.vocab_size, (2, d.seq_len),
+                            generator=torch.Generator().manual_seed(0))
+    seq = {1: torch.export.Dim("seq", min=1, max=d.seq_len)} if d.seq_len > 1 else {}
     target = _inside(root, path)
-    torch.onnx.export(wrapped, (example,), str(target), dynamo=True, verbose=False,
-                      input_names=["idx"], output_names=["logits"], dynamic_shapes=dynamic,
+    torch.onnx.export(_Logits(_standalone_model(spec, state)).eval(), (example,), str(target),
+                      dynamo=True, verbose=False, input_names=["idx"], output_names=["logits"],
+                      dynamic_shapes={"idx": {0: torch.export.Dim("batch", min=1), **seq}},
                       external_data=False)
-    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    return _check_onnx(target, spec, state)
+
+
+def _check_onnx(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
+    """onnxruntime's logits against build_model's at a full and a shorter input; raises
+    unless they agree within ONNX_ATOL + ONNX_RTOL * |logits|. The largest difference."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     reference = build_model(spec)
     reference.load_state_dict(state)
-    worst = 0.0
+    d, gen, worst = spec.dims, torch.Generator().manual_seed(1), 0.0
     for shape in ((2, d.seq_len), (3, max(1, d.seq_len // 2))):
         idx = torch.randint(0, d.vocab_size, shape, generator=gen)
         with torch.no_grad():
@@ -365,13 +378,13 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise ValueError(f"{target} exists and is not a folder (a symlink or a file); remove "
                          f"it or choose another --out")
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    work = root / f".{name}.{secrets.token_hex(4)}.tmp"
+    work.mkdir()  # a new folder (never an existing path or symlink), with the user's umask
     try:
         _write(root, work / "arch.yaml", spec.to_yaml())
         _write(root, work / "model.py", model_py(spec, prov))
-        weights = _inside(root, work / WEIGHTS_FILE)
         torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key, "state_dict": state},
-                   weights)
+                   _inside(root, work / WEIGHTS_FILE))
         if onnx:
             metrics["onnx_max_abs_diff"] = _write_onnx(root, work / "model.onnx", spec, state)
         _write(root, work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -385,18 +398,50 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
     return target
 
 
+def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any],
+                vanilla: dict[str, Any] | None) -> Provenance:
+    versions = run.info.get("versions")
+    return Provenance(
+        run=run.paths.root.resolve().name,
+        space_file=str(run.info.get("space_file", "space.yaml")),
+        started=str(run.info.get("started", "unknown")), search_seed=run.config.search.seed,
+        objectives=run.objectives, task=run.config.task.name,
+        budget_tokens=int(row[TOKENS]) if pd.notna(row.get(TOKENS)) else
+        run.config.budget.tokens,
+        trial=int(row[TRIAL]), status=str(row[STATUS]),
+        train_seed=int(row[SEED]) if pd.notna(row.get(SEED)) else 0, rank=rank,
+        weights=_weights_sentence(row, record), metrics=_search_metrics(row), vanilla=vanilla,
+        versions={str(k): str(v) for k, v in versions.items()}
+        if isinstance(versions, dict) else {})
+
+
+def _metrics_file(spec: ArchSpec, row: pd.Series, prov: Provenance,
+                  record: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: the search metrics and costs (with vanilla's), provenance, weights."""
+    return {"key": spec.key, "rank": prov.rank, "run": prov.run, "trial": prov.trial,
+            "status": prov.status, "train_seed": prov.train_seed,
+            "objectives": [{"metric": m, "mode": mode} for m, mode in prov.objectives],
+            "metrics": prov.metrics, "costs": estimate(spec),
+            "vanilla_costs": estimate(ArchSpec.create(spec.dims)),
+            **_clean({"tokens": row.get(TOKENS), "wall_seconds": row.get(WALL_SECONDS)}),
+            "weights": record, "vanilla_seed": prov.vanilla}
+
+
 def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | None = None,
                retrain_tokens: int | None = None, onnx: bool = False,
                log: Callable[[str], None] | None = None) -> list[Exported]:
     """Export the winners of the run in ``run_dir`` to ``out`` (default ``run_dir/exported``):
     one ``rank-N-<key>/`` folder each (see the module docstring); an earlier export of the same
     rank and architecture is replaced. Winners: the best ``top`` (default 1) by the objective,
-    or the Pareto set of several objectives. Weights come from each trial's checkpoint, or with
-    ``retrain_tokens`` from a new training of that length with the run's task and budget
-    settings and the trial's seed. ``log`` gets one line per step."""
+    or the Pareto set of several objectives (its best ``top`` by the first objective, if
+    given). Weights come from each trial's checkpoint, or with ``retrain_tokens`` from a new
+    training of that length with the run's task and budget settings and the trial's seed.
+    ``log`` gets one line per winner (and per retraining)."""
     log = log or (lambda note: None)
     if retrain_tokens is not None and retrain_tokens < 1:
         raise ValueError(f"--retrain-tokens must be >= 1, got {retrain_tokens}")
+    if onnx:
+        _require_onnx()
     run = _Run.read(run_dir)
     chosen = select_winners(run.frame, run.objectives, top)
     specs = [_spec_of(row) for _, row in chosen.iterrows()]  # refuse a bad table up front
@@ -405,29 +450,12 @@ def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | No
     exported = []
     for rank, ((_, row), spec) in enumerate(zip(chosen.iterrows(), specs), 1):
         state, record = _weights(run, row, spec, retrain_tokens, log)
-        search = _search_metrics(row)
-        prov = Provenance(
-            run=run.paths.root.resolve().name, space_file=str(run.info.get("space_file",
-                                                                          "space.yaml")),
-            started=str(run.info.get("started", "unknown")), search_seed=run.config.search.seed,
-            objectives=run.objectives, task=run.config.task.name,
-            budget_tokens=int(row[TOKENS]) if pd.notna(row.get(TOKENS))
-            else run.config.budget.tokens,
-            trial=int(row[TRIAL]), status=str(row[STATUS]),
-            train_seed=int(row[SEED]) if pd.notna(row.get(SEED)) else 0, rank=rank,
-            weights=_weights_sentence(row, record), metrics=search, vanilla=vanilla,
-            versions={str(k): str(v) for k, v in run.info.get("versions", {}).items()})
-        metrics = {"key": spec.key, "rank": rank, "run": prov.run, "trial": prov.trial,
-                   "status": prov.status, "train_seed": prov.train_seed,
-                   "objectives": [list(o) for o in run.objectives], "metrics": search,
-                   "costs": estimate(spec),
-                   "vanilla_costs": estimate(ArchSpec.create(spec.dims)),
-                   **_clean({"tokens": row.get(TOKENS), "wall_seconds": row.get(WALL_SECONDS)}),
-                   "weights": record, "vanilla_seed": vanilla}
+        prov = _provenance(run, row, rank, record, vanilla)
         folder = _write_winner(root, f"rank-{rank}-{valid_key(spec.key)}", spec, state, prov,
-                               metrics, onnx)
+                               _metrics_file(spec, row, prov, record), onnx)
         log(f"rank {rank}: {spec.key} (trial {prov.trial}, {record['source']}) -> {folder}")
-        exported.append(Exported(rank, spec.key, prov.trial, folder, record["source"], search))
+        exported.append(Exported(rank, spec.key, prov.trial, folder, record["source"],
+                                 prov.metrics))
     return exported
 
 

@@ -146,18 +146,13 @@ _GROUP_WIDTH = 2.5  # a group's K and V columns, then a gap
 
 
 def _reach_colors(max_reach: int) -> dict[int, str]:
-    """Colours by how far back a stream reads: one scale for every picture of the figure."""
+    """Colours by how far back a stream reads, one scale for every picture of the figure:
+    Viridis lightened towards white, so the hatching and the labels read on every cell."""
     ramp = sample_colorscale("Viridis", [0.15 + 0.7 * (r - 1) / max(max_reach - 1, 1)
-                                         for r in range(1, max_reach + 1)])
-    return {0: OWN_COLOR, **dict(zip(range(1, max_reach + 1), ramp))}
-
-
-def _is_dark(color: str) -> bool:
-    if color.startswith("#"):
-        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
-    else:  # "rgb(r, g, b)"
-        r, g, b = (float(v) for v in color[color.index("(") + 1:-1].split(",")[:3])
-    return 0.299 * r + 0.587 * g + 0.114 * b < 140
+                                         for r in range(1, max_reach + 1)], colortype="tuple")
+    light = ["rgb({:.0f},{:.0f},{:.0f})".format(*(255 * (0.55 * v + 0.45) for v in c))
+             for c in ramp]
+    return {0: OWN_COLOR, **dict(zip(range(1, max_reach + 1), light))}
 
 
 def _fill(cell: CellInfo, reach_colors: dict[int, str]) -> str:
@@ -225,47 +220,38 @@ def _draw_arch(fig: go.Figure, arch: _data.ArchInfo, colors: dict[int, str], leg
                row: int, col: int) -> None:
     """Fills by where the stream reads, then hatching (reuse) and borders (concat, mix) on top:
     one trace per kind, so a legend click toggles that kind in every picture."""
-    layers: dict[tuple[str, str], list[CellInfo]] = {}
-    for cell in arch.cells:
-        layers.setdefault((cell.where, _fill(cell, colors)), []).append(cell)
-        if cell.mode == "reuse":
-            ink = "#ffffff" if _is_dark(_fill(cell, colors)) else "#333333"
-            layers.setdefault(("reuse (hatched)", ink), []).append(cell)
-        if cell.combine != "select":
-            layers.setdefault((f"{cell.combine} ({BORDERS[cell.combine]} border)", "#222222"),
-                              []).append(cell)
-    for (name, color), cells in sorted(layers.items(), key=lambda kv: _legend_order(kv[0][0])):
+    kinds: dict[tuple[str, int, str], list[CellInfo]] = {}  # (name, legend rank, colour)
+    for c in arch.cells:
+        fill = _fill(c, colors)
+        kinds.setdefault((c.where, 100 if c.embedding else c.reach, fill), []).append(c)
+        if c.mode == "reuse":
+            kinds.setdefault(("reuse (hatched)", 101, "#333"), []).append(c)
+        if c.combine != "select":
+            kinds.setdefault((f"{c.combine} ({BORDERS[c.combine]} border)",
+                              102 + (c.combine == "mix"), "#222"), []).append(c)
+    for (name, rank, color), cells in kinds.items():
         style: dict[str, Any] = {"fill": "toself", "fillcolor": color, "line": {"width": 0}}
-        if name.startswith("reuse"):
-            style = {"fill": "toself", "fillcolor": "rgba(0,0,0,0)", "line": {"width": 0},
-                     "fillpattern": {"shape": "/", "fgcolor": color, "size": 7,
-                                     "solidity": 0.25, "bgcolor": "rgba(0,0,0,0)"}}
-        elif name.startswith(tuple(BORDERS)):
-            style = {"line": {"width": 3, "color": color,
-                              "dash": "dot" if name.startswith("mix") else "solid"}}
+        if rank == 101:
+            style.update(fillcolor="rgba(0,0,0,0)", fillpattern={
+                "shape": "/", "fgcolor": color, "size": 7, "solidity": 0.25,
+                "bgcolor": "rgba(0,0,0,0)"})
+        elif rank >= 102:
+            style = {"line": {"width": 3, "color": color, "dash": "dot" if name[:3] == "mix"
+                              else "solid"}}
         fig.add_trace(go.Scatter(**_outlines([_cell_box(c) for c in cells]), mode="lines",
-                                 name=name, legendgroup=name, showlegend=name not in legend,
-                                 hoverinfo="skip", **style), row=row, col=col)
+                                 name=name, legendgroup=name, legendrank=rank, **style,
+                                 showlegend=name not in legend, hoverinfo="skip"),
+                      row=row, col=col)
         legend.add(name)
     boxes = [_cell_box(c) for c in arch.cells]
     fig.add_trace(go.Scatter(
         x=[(b[0] + b[1]) / 2 for b in boxes], y=[(b[2] + b[3]) / 2 for b in boxes],
         mode="text", showlegend=False,  # long labels shortened: the hover has them whole
         text=[c.label if len(c.label) <= 7 else c.label[:6] + "…" for c in arch.cells],
-        textfont={"size": 12 if arch.n_groups < 4 else 10,
-                  "color": ["#ffffff" if _is_dark(_fill(c, colors)) else "#111111"
-                            for c in arch.cells]},
+        textfont={"size": 12 if arch.n_groups < 4 else 10, "color": "#111"},
         hovertext=[_describe(c) for c in arch.cells],
         hovertemplate=f"#{arch.rank} {arch.key}<br>%{{hovertext}}<extra></extra>"),
         row=row, col=col)
-
-
-def _legend_order(name: str) -> tuple[int, int, str]:
-    """Own layer, 1 back, 2 back, ..., embedding, then reuse, concat, mix."""
-    first = name.split()[0]
-    if first.isdigit():
-        return (1, int(first), name)
-    return ({"own": 0, "embedding": 2, "reuse": 3, "concat": 4}.get(first, 5), 0, name)
 
 
 # ---------------------------------------------------------------------- which choices matter
@@ -297,11 +283,11 @@ def plot_marginal(info: _data.MarginalInfo, max_rows: int = 40) -> go.Figure | N
     rows.reverse()  # plotly draws the first bar at the bottom
     sign = 1 if info.mode == "min" else -1
     fig = go.Figure(go.Bar(
-        x=[r.delta for r in rows], y=[f"{r.param} = {r.value}" for r in rows], orientation="h",
+        x=[r.delta for r in rows], y=[f"{r.param} = {r.value} (n={r.count})" for r in rows],
+        orientation="h",
         marker_color=["#2ca02c" if sign * r.delta < 0 else "#d62728" for r in rows],
         error_x={"type": "data", "array": [r.std / math.sqrt(r.count) if r.count > 1 else 0
                                            for r in rows], "color": "#555", "thickness": 1},
-        text=[f"n={r.count}" for r in rows], textposition="outside", cliponaxis=False,
         customdata=[[r.mean, r.count] for r in rows],
         hovertemplate=(f"%{{y}}<br>mean {info.metric} %{{customdata[0]:.4f}} over "
                        f"%{{customdata[1]}} trials<br>%{{x:+.4f}} against all<extra></extra>")))
@@ -425,6 +411,7 @@ class _Page:
 
     def __init__(self) -> None:
         self.sections: list[str] = []
+        self.nav: list[str] = []
         self.figures: list[str] = []
 
     def section(self, anchor: str, title: str, read: str, *parts: str) -> None:
@@ -433,6 +420,7 @@ class _Page:
             "<div class='pair'>" + "".join(f"<div>{p}</div>" for p in parts) + "</div>")
         self.sections.append(f"<section id='{anchor}'><h2>{html.escape(title)}</h2>"
                              f"<p class='read'>{read}</p>{body}</section>")
+        self.nav.append(f"<a href='#{anchor}'>{html.escape(title)}</a>")
 
     def figure(self, fig: go.Figure | None, note: str) -> str:
         """The figure's placeholder div, or ``note`` when there is nothing to draw."""
@@ -448,7 +436,7 @@ class _Page:
                        for i, spec in enumerate(self.figures))
 
 
-def _header(info: _data.SummaryInfo) -> str:
+def _header(info: _data.SummaryInfo, nav: list[str]) -> str:
     objectives = ", ".join(f"{m} ({mode})" for m, mode in info.objectives)
     counts = "".join(f"<span style='background:{_status_color(s)}'>{html.escape(s)} {n}</span>"
                      for s, n in info.counts.items())
@@ -456,15 +444,11 @@ def _header(info: _data.SummaryInfo) -> str:
             f"{info.n_trials} trials", *([f"started {html.escape(info.started)}"]
                                          if info.started else []),
             f"report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"]
-    nav = " ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
-        ("history", "best so far"), ("pareto", "loss against cost"),
-        ("connectivity", "connectivity"), ("choices", "which choices matter"),
-        ("curves", "learning curves"), ("top", "top architectures")))
     sentence = info.verdict[:1].upper() + info.verdict[1:]
     return (f"<h1>sla-nas report: {html.escape(info.run)}</h1>"
             f"<p class='meta'>{''.join(f'<span>{m}</span>' for m in meta)}</p>"
             f"<p class='counts'>{counts}</p><p class='verdict'>{html.escape(sentence)}.</p>"
-            f"<nav>{nav}</nav>")
+            f"<nav>{' '.join(nav)}</nav>")
 
 
 _UNTRAINED = "no architecture has been trained to the full budget yet"
@@ -531,7 +515,7 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
     if top < 1:
         raise ValueError(f"`top` must be >= 1, got {top=}")
     paths = RunPaths(Path(run_dir))
-    frame = load_results(paths.root)
+    frame = _data.with_columns(load_results(paths.root))
     space, objectives = _data.run_objectives(paths)
     started = (json.loads(paths.run_info.read_text()).get("started")
                if paths.run_info.exists() else None)
@@ -541,7 +525,7 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
     _sections(page, frame, objectives, top)
     text = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>sla-nas report: {html.escape(summary.run)}</title><style>{_CSS}</style>"
-            f"<script>{get_plotlyjs()}</script></head><body>{_header(summary)}"
+            f"<script>{get_plotlyjs()}</script></head><body>{_header(summary, page.nav)}"
             f"{''.join(page.sections)}{page.scripts()}<script>{_SORT_JS}{_DRAW_JS}</script>"
             f"</body></html>")
     tmp = paths.report.with_name(f".{paths.report.name}.tmp")

@@ -64,7 +64,9 @@ STATUSES = {
     "error": "the trial raised an exception",
     "running": "being trained",
     "waiting": "a duplicate of a running trial, waiting for its result",
-    "abandoned": "proposed just before the driver stopped; never trained",
+    "queued": "a seed or grid point waiting to be proposed",
+    "abandoned": "proposed or queued, but never trained (the driver stopped, or the search "
+                 "ended first)",
 }
 
 _KEY = re.compile(r"^[0-9a-f]{12}$")
@@ -158,8 +160,8 @@ def trials_frame(study: Any) -> pd.DataFrame:
             a[MESSAGE] = errors[t.number]
         row: dict[str, Any] = {
             TRIAL: t.number, TUNE_ID: a.get(TUNE_ID), KEY: a.get(KEY),
-            STATUS: a.get(STATUS, "running" if t.state.name == "RUNNING" else
-                          t.state.name.lower()),
+            STATUS: a.get(STATUS, {"RUNNING": "running", "WAITING": "queued"}.get(
+                t.state.name, t.state.name.lower())),
             STATE: t.state.name, MESSAGE: a.get(MESSAGE), REUSED_FROM: a.get(REUSED_FROM),
             SEED: a.get(SEED), SEED_PRESET: a.get(SEED_PRESET)}
         for metric in (*TRAINED_METRICS, *COSTS):

@@ -76,7 +76,7 @@ class Budget:
         if self.eval_at:  # main steps whose cooled-down branch is a run of that length
             stretch = 1 + self.cooldown if self.schedule == "wsd" else 1
             points = sorted({min(main, max(1, round(t / per_step / stretch)))
-                             for t in self.eval_at} | {main})
+                             for t in self.eval_at if t < self.tokens} | {main})
         else:
             every = (max(1, round(self.eval_every / per_step)) if self.eval_every
                      else max(1, math.ceil(main / 4)))

@@ -257,6 +257,12 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
         setup.make_task(dims)
     notes: list[str] = [plan.note]
     seeds = [] if options.resume else _seed_points(space, notes)
+    n_trials = options.n_trials or config.search.n_trials
+    if config.search.sampler != "grid" and len(seeds) > n_trials:
+        notes.append(f"only the first {n_trials} of {len(seeds)} seed architectures fit in "
+                     f"{n_trials} trials: {', '.join(n for n, _ in seeds[n_trials:])} not "
+                     f"evaluated")
+        seeds = seeds[:n_trials]
     for note in notes if log is not None else ():
         log(note)
     started_notes = len(notes)
@@ -335,8 +341,10 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
     planned = options.n_trials or config.n_trials
     trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
     interrupted = unfinished > 0 or (trained < planned and not _spent(frame))
-    if not interrupted:  # e.g. a proposal the ended search never started
-        close_unstarted(study, set(), "proposed, but the search ended before it was trained")
+    if not interrupted:  # a proposal the ended search never started, seeds or grid points
+        close_unstarted(study, set(), "the search ended before it was trained",  # never asked
+                        states=(optuna.trial.TrialState.RUNNING,
+                                optuna.trial.TrialState.WAITING))
         frame = trials_frame(study)
     write_tables(frame, paths)
     return frame, interrupted

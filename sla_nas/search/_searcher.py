@@ -58,11 +58,12 @@ MAX_SKIPS = 200  # proposals in a row that need no training before the space cou
 REUSABLE = ("ok", "pruned", "diverged")  # outcomes a duplicate may reuse (not errors)
 
 
-def close_unstarted(study: optuna.Study, known: set[int], message: str) -> None:
-    """Mark the study's RUNNING trials that no Tune trial holds (ids not in ``known``) FAIL
-    with status ``abandoned``."""
+def close_unstarted(study: optuna.Study, known: set[int], message: str,
+                    states: tuple[TrialState, ...] = (TrialState.RUNNING,)) -> None:
+    """Mark the study's trials in ``states`` (RUNNING: proposed; WAITING: queued) that no Tune
+    trial holds (ids not in ``known``) FAIL with status ``abandoned``."""
     storage = study._storage
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for frozen in study.get_trials(deepcopy=False, states=states):
         if frozen._trial_id not in known:
             storage.set_trial_user_attr(frozen._trial_id, STATUS, "abandoned")
             storage.set_trial_user_attr(frozen._trial_id, MESSAGE, message)

@@ -1,0 +1,478 @@
+"""export: the generated model.py equals build_model in a process without sla-nas; exports of
+real run folders (top K, Pareto), load_exported and its refusals, hostile run folders, ONNX,
+retraining."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from functools import reduce
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from random_specs import features, random_specs
+from reference import randomize_
+
+from sla_nas import _standalone, build_model, load_exported, presets
+from sla_nas._export_docs import (
+    _BEGIN,
+    _END,
+    TEMPLATE,
+    WEIGHTS_FILE,
+    WEIGHTS_FORMAT,
+    Provenance,
+    model_py,
+    table_block,
+)
+from sla_nas.cost import estimate
+from sla_nas.data import make_task
+from sla_nas.export import ONNX_ATOL, export_run
+from sla_nas.results import (
+    CHECKPOINT,
+    KEY,
+    SPEC,
+    STATUS,
+    TRIAL,
+    load_results,
+    ranked,
+    winners,
+)
+from sla_nas.spec import ArchSpec, Dims
+from sla_nas.train import Budget, train_proxy
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(vocab_size=50, d_model=32, n_layers=4, n_heads=4, seq_len=12)
+TINY_GQA = dict(TINY, n_heads=8, n_kv_heads=4, n_groups=2, pos="rope", norm="rmsnorm",
+                tie_embeddings=False)
+PROV = Provenance(run="test", space_file="space.yaml", started="now", search_seed=0,
+                  objectives=[("val_loss", "min")], task="bytes-lm", budget_tokens=1000,
+                  trial=3, status="ok", train_seed=0, rank=1, weights="random test weights",
+                  metrics={"val_loss": 2.5})
+# the costs of vanilla attention at the dims of the run fixtures (vocab 256, d_model 16,
+# 3 layers, 2 heads, seq_len 16)
+RUN_VANILLA_COSTS = {"params": 13680, "kv_cache_bytes_per_token": 192,
+                     "train_flops_per_token": 84768, "decode_bytes_per_token": 29984,
+                     "decode_kv_bytes_per_token": 3072}
+
+# Runs in a fresh interpreter in which sla_nas cannot be imported: for every folder, builds
+# the model model.py defines, loads weights.pt through model.py's own loader, and saves the
+# logits on idx.pt and the weights of Model(seed=3).
+STANDALONE = """
+import sys
+sys.modules["sla_nas"] = None
+try:
+    import sla_nas
+except ImportError:
+    pass
+else:
+    raise SystemExit("sla_nas is importable")
+import importlib.util
+import torch
+torch.set_num_threads(1)
+for i, folder in enumerate(sys.argv[1:]):
+    spec = importlib.util.spec_from_file_location(f"exported_{i}", f"{folder}/model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.Model.from_pretrained(f"{folder}/weights.pt")
+    with torch.no_grad():
+        logits = model(torch.load(f"{folder}/idx.pt", weights_only=True))[0]
+    torch.save(logits, f"{folder}/logits.pt")
+    torch.save(module.Model(seed=3).state_dict(), f"{folder}/init.pt")
+"""
+
+# The ten-line script of the README's Export section (keep the two equal).
+USER_SCRIPT = """\
+import torch
+from model import Model  # model.py from results/quickstart/exported/rank-1-<key>/
+
+model = Model.from_pretrained("weights.pt")  # the search's weights; Model() starts fresh
+data = torch.tensor(list(open("my_text.txt", "rb").read()))  # bytes are the tokens
+opt, T = torch.optim.AdamW(model.parameters(), lr=1e-3), model.dims.seq_len
+for step in range(200):
+    i = torch.randint(len(data) - T, (16, 1)) + torch.arange(T + 1)  # 16 windows of T+1 bytes
+    loss = model(data[i[:, :-1]], data[i[:, 1:]])[1]
+    loss.backward(); opt.step(); opt.zero_grad()
+torch.save(model.state_dict(), "finetuned.pt")
+"""
+
+
+def run_without_sla_nas(code: str, args: list[str], cwd: Path) -> None:
+    """Run ``code`` in a fresh interpreter (one thread: tiny models, a shared machine)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def check_standalone(folders: list[Path], expected: list[torch.Tensor], cwd: Path) -> None:
+    """Every folder's model.py, run without sla-nas, gives ``expected`` logits (atol 1e-6)."""
+    run_without_sla_nas(STANDALONE, [str(f) for f in folders], cwd)
+    for folder, logits in zip(folders, expected):
+        got = torch.load(folder / "logits.pt", weights_only=True)
+        torch.testing.assert_close(got, logits, atol=1e-6, rtol=0, msg=lambda m, f=folder:
+                                   f"{f.name}: {m}")
+
+
+def write_case(folder: Path, spec: ArchSpec, seed: int) -> torch.Tensor:
+    """model.py and weights.pt of ``spec`` with random weights large enough that every path
+    matters, and an input; returns build_model's logits on it."""
+    model = build_model(spec, seed)
+    randomize_(model, seed=seed)
+    folder.mkdir()
+    (folder / "model.py").write_text(model_py(spec, PROV))
+    torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key,
+                "state_dict": model.state_dict()}, folder / WEIGHTS_FILE)
+    gen = torch.Generator().manual_seed(seed)
+    length = max(1, spec.dims.seq_len - seed % 3)  # shorter inputs too
+    idx = torch.randint(0, spec.dims.vocab_size, (2, length), generator=gen)
+    torch.save(idx, folder / "idx.pt")
+    with torch.no_grad():
+        return model(idx)[0]
+
+
+def preset_specs() -> list[ArchSpec]:
+    return [presets.get(name, **dims) for dims in (TINY, TINY_GQA) for name in presets.names()]
+
+
+RANDOM = random_specs(2024, 40, max_d_model=48)
+COVERED = {"concat", "concat_reuse", "mix_fixed", "mix_learned", "mix_reuse", "mix_reproject",
+           "reuse", "reuse_of_concat", "embedding", "k_differs_from_v", "rope", "gqa",
+           "groups_lt_kv_heads", "rmsnorm", "untied"}
+
+
+# ---------------------------------------------------------------------- the standalone model
+def test_random_specs_cover_every_gene_kind():
+    assert COVERED <= reduce(set.union, map(features, RANDOM))
+
+
+@pytest.mark.parametrize("which", ["presets", "random"])
+def test_standalone_model_equals_build_model_without_sla_nas(which, tmp_path):
+    specs = preset_specs() if which == "presets" else RANDOM
+    folders = [tmp_path / f"case-{i}" for i in range(len(specs))]
+    expected = [write_case(folder, spec, i) for i, (folder, spec) in
+                enumerate(zip(folders, specs))]
+    check_standalone(folders, expected, tmp_path)
+    for folder, spec in zip(folders, specs):  # Model(seed) starts where build_model(seed) does
+        init = torch.load(folder / "init.pt", weights_only=True)
+        reference = build_model(spec, seed=3).state_dict()
+        assert init.keys() == reference.keys()
+        assert all(torch.equal(init[k], reference[k]) for k in reference), folder.name
+
+
+def test_generated_model_imports_only_torch_and_the_standard_library(tmp_path):
+    spec = next(s for s in RANDOM if {"concat", "mix_learned"} <= features(s))
+    path = tmp_path / "model.py"
+    path.write_text(model_py(spec, PROV))
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    assert roots - set(sys.stdlib_module_names) == {"torch"}
+    text = path.read_text()
+    assert f'SPEC_KEY = "{spec.key}"' in text
+    assert f"{estimate(spec)['kv_cache_bytes_per_token']:,}" in text  # costs in the docstring
+    pytest.importorskip("ruff")
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config",
+                           str(Path(__file__).parents[1] / "pyproject.toml"), str(path)],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+
+
+def test_template_placeholder_is_a_real_architecture():
+    """The template's own table is what export would generate for its vanilla placeholder."""
+    d = _standalone.DIMS
+    spec = ArchSpec.create(Dims(**d._asdict()))
+    text = TEMPLATE.read_text()
+    assert text[text.index(_BEGIN):text.index(_END) + len(_END)] == table_block(spec)
+    assert _standalone.WEIGHTS_FORMAT == WEIGHTS_FORMAT
+    model, reference = _standalone.Model(seed=1), build_model(spec, seed=1)
+    idx = torch.arange(d.seq_len)[None] % d.vocab_size
+    with torch.no_grad():
+        assert torch.equal(model(idx)[0], reference(idx)[0])
+
+
+def test_standalone_loader_refuses_another_architecture(tmp_path):
+    other = presets.get("cla2", **TINY)
+    path = tmp_path / WEIGHTS_FILE
+    torch.save({"format": WEIGHTS_FORMAT, "spec_key": other.key,
+                "state_dict": build_model(other).state_dict()}, path)
+    with pytest.raises(ValueError, match=f"architecture '{other.key}', this model is "
+                                         f"'{_standalone.SPEC_KEY}'"):
+        _standalone.Model().load_weights(path)
+
+
+def test_export_imports_neither_ray_nor_plotting():
+    code = ("import sys, sla_nas.export; bad = [m for m in ('ray', 'plotly', 'optuna') "
+            "if m in sys.modules]; assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------- exporting real runs
+@pytest.fixture(scope="module")
+def best_two(finished_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported")
+    return export_run(finished_run, top=2, out=out), out
+
+
+def _row(run: Path, key: str) -> pd.Series:
+    frame = load_results(run)
+    return frame[(frame[KEY] == key) & (frame[STATUS] == "ok")].iloc[0]
+
+
+def test_export_top_k(finished_run, best_two):
+    exported, out = best_two
+    best = ranked(load_results(finished_run), "val_loss", "min").drop_duplicates(KEY).head(2)
+    assert [e.key for e in exported] == best[KEY].tolist()
+    assert sorted(p.name for p in out.iterdir()) == [f"rank-{i}-{k}" for i, k in
+                                                     enumerate(best[KEY], 1)]
+    info = json.loads((finished_run / "run.json").read_text())
+    for e in exported:
+        row = _row(finished_run, e.key)
+        spec = ArchSpec.from_json(row[SPEC])
+        assert e.folder == out / f"rank-{e.rank}-{e.key}" and e.trial == row[TRIAL]
+        assert ArchSpec.load(e.folder / "arch.yaml") == spec
+        metrics = json.loads((e.folder / "metrics.json").read_text())
+        assert metrics["metrics"]["val_loss"] == row["val_loss"] == e.metrics["val_loss"]
+        assert metrics["costs"] == estimate(spec)
+        assert metrics["vanilla_costs"] == RUN_VANILLA_COSTS
+        assert metrics["weights"] == {"source": "checkpoint",
+                                      "checkpoint": f"{row[CHECKPOINT]}/model.pt"}
+        assert metrics["vanilla_seed"]["status"] == "infeasible"  # over the run's KV limit
+        saved = torch.load(e.folder / WEIGHTS_FILE, weights_only=True)
+        assert saved["format"] == WEIGHTS_FORMAT and saved["spec_key"] == e.key
+        checkpoint = torch.load(finished_run / row[CHECKPOINT] / "model.pt", weights_only=True)
+        assert saved["state_dict"].keys() == checkpoint.keys()
+        assert all(torch.equal(saved["state_dict"][k], v) for k, v in checkpoint.items())
+        card = (e.folder / "README.md").read_text()
+        for text in (f"Rank {e.rank} of the sla-nas search `finished`", f"trial: {e.trial}",
+                     info["space_file"], f"torch {info['versions']['torch']}",
+                     "| kv_cache_bytes_per_token | ", "vanilla seed (infeasible)"):
+            assert text in card
+        doc = ast.get_docstring(ast.parse((e.folder / "model.py").read_text()))
+        assert f"rank {e.rank} of run 'finished', trial {e.trial}" in doc
+        assert f"ray {info['versions']['ray']}" in doc
+
+
+def test_exported_folders_load(finished_run, best_two):
+    for e in best_two[0]:
+        model, spec = load_exported(e.folder)
+        assert spec.key == e.key
+        reference = build_model(spec)
+        reference.load_state_dict(torch.load(
+            finished_run / _row(finished_run, e.key)[CHECKPOINT] / "model.pt", weights_only=True))
+        idx = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            assert torch.equal(model(idx)[0], reference(idx)[0])
+
+
+def test_exported_folders_run_without_sla_nas(best_two, tmp_path):
+    folders, expected = [], []
+    for e in best_two[0]:
+        folder = tmp_path / e.folder.name
+        shutil.copytree(e.folder, folder)
+        idx = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(e.rank))
+        torch.save(idx, folder / "idx.pt")
+        with torch.no_grad():
+            expected.append(load_exported(folder).model(idx)[0])
+        folders.append(folder)
+    check_standalone(folders, expected, tmp_path)
+
+
+def test_readme_user_script_trains_the_exported_model(best_two, tmp_path):
+    exported = best_two[0][0]
+    for name in ("model.py", WEIGHTS_FILE):
+        shutil.copy(exported.folder / name, tmp_path / name)
+    (tmp_path / "my_text.txt").write_text(Path(__file__).read_text())
+    run_without_sla_nas("import sys; sys.modules['sla_nas'] = None\n" + USER_SCRIPT, [],
+                        tmp_path)
+    model, _ = load_exported(exported.folder)
+    tuned = torch.load(tmp_path / "finetuned.pt", weights_only=True)
+    model.load_state_dict(tuned)  # the fine-tuned weights still fit the architecture
+    before = torch.load(exported.folder / WEIGHTS_FILE, weights_only=True)["state_dict"]
+    assert not torch.equal(tuned["wte.weight"], before["wte.weight"])
+
+
+def test_default_is_the_best_one(finished_run, tmp_path):
+    exported = export_run(finished_run, out=tmp_path)
+    best = ranked(load_results(finished_run), "val_loss", "min").iloc[0]
+    assert [(e.rank, e.key, e.trial) for e in exported] == [(1, best[KEY], best[TRIAL])]
+
+
+def test_pareto_export(finished_pareto_run, tmp_path):
+    exported = export_run(finished_pareto_run, out=tmp_path)
+    frame = load_results(finished_pareto_run)
+    front = winners(frame, [("val_loss", "min"), ("kv_cache_bytes_per_token", "min")])
+    assert [e.key for e in exported] == front[KEY].tolist()
+    assert [e.metrics["val_loss"] for e in exported] == sorted(front["val_loss"])
+    vanilla = json.loads((exported[0].folder / "metrics.json").read_text())["vanilla_seed"]
+    assert vanilla["status"] == "ok" and vanilla["trial"] == 0
+    card = (exported[0].folder / "README.md").read_text()
+    assert "kv_cache_bytes_per_token (min)" in card and "| val_loss |" in card
+    assert [e.key for e in export_run(finished_pareto_run, top=1, out=tmp_path / "one")] == \
+        front[KEY].tolist()[:1]
+
+
+# ---------------------------------------------------------------------- refusals
+def test_load_exported_refuses_weights_of_another_export(best_two, tmp_path):
+    first, second = best_two[0]
+    shutil.copy(first.folder / "arch.yaml", tmp_path / "arch.yaml")
+    shutil.copy(second.folder / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(ValueError, match=f"{WEIGHTS_FILE} holds the weights of architecture "
+                                         f"'{second.key}', but .*arch.yaml describes "
+                                         f"architecture '{first.key}'"):
+        load_exported(tmp_path)
+
+
+@pytest.mark.parametrize("other, message", [
+    ("skipv1former", "tensor blocks.1.attn.wv has shape (16, 32), architecture {key} needs "
+                     "(32, 32)"),
+    ("cla2", "do not fit architecture {key}: missing ['blocks.1.attn.wk', 'blocks.1.attn.wv', "
+             "'blocks.3.attn.wk', 'blocks.3.attn.wv']"),
+])
+def test_load_exported_names_the_tensor_that_does_not_fit(other, message, tmp_path):
+    spec = presets.get("vanilla", **TINY)
+    spec.save(tmp_path / "arch.yaml")
+    torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key,  # a forged key
+                "state_dict": build_model(presets.get(other, **TINY)).state_dict()},
+               tmp_path / WEIGHTS_FILE)
+    with pytest.raises(ValueError) as err:
+        load_exported(tmp_path)
+    assert message.format(key=spec.key) in str(err.value)
+
+
+class _Payload:
+    def __reduce__(self):
+        return os.system, ("touch pwned",)
+
+
+def test_load_exported_never_unpickles(tmp_path):
+    presets.get("vanilla", **TINY).save(tmp_path / "arch.yaml")
+    torch.save({"format": WEIGHTS_FORMAT, "payload": _Payload()}, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(ValueError, match="without unpickling"):
+        load_exported(tmp_path)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    (tmp_path / WEIGHTS_FILE).unlink()
+    with pytest.raises(ValueError, match="no weights.pt; expected a folder written by"):
+        load_exported(tmp_path)
+
+
+# ---------------------------------------------------------------------- hostile run folders
+def _copy_run(run: Path, dest: Path, tune: bool = True) -> Path:
+    shutil.copytree(run, dest, ignore=None if tune else shutil.ignore_patterns("tune"))
+    return dest
+
+
+def _tamper(run: Path, column: str, value: str) -> None:
+    """Set ``column`` of the best trial to ``value`` in the run's tables."""
+    frame = load_results(run)
+    best = ranked(frame, "val_loss", "min").index[0]
+    frame[column] = frame[column].astype(object)
+    frame.loc[best, column] = value
+    frame.to_parquet(run / "trials.parquet", index=False)
+    (run / "trials.csv").unlink()
+
+
+@pytest.mark.parametrize("column, value, message", [
+    (KEY, "../../evil", "'../../evil' is not an architecture key"),
+    (KEY, "0123456789ab", "names architecture 0123456789ab, but its spec is architecture"),
+    (SPEC, '{"version": 1, "dims": "../../evil"}', "its spec cannot be read"),
+    (CHECKPOINT, "../../../evil", "lies outside the run folder"),
+])
+def test_tampered_trials_table_is_refused(finished_run, tmp_path, column, value, message):
+    run = _copy_run(finished_run, tmp_path / "run")
+    _tamper(run, column, value)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        export_run(run, out=out)
+    assert not any(p.name.startswith("rank-") for p in out.glob("**/*"))
+    assert not list(tmp_path.glob("**/evil*"))
+
+
+def test_symlinks_in_out_are_not_followed(finished_run, tmp_path):
+    key = ranked(load_results(finished_run), "val_loss", "min")[KEY].iloc[0]
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "out"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / f"rank-1-{key}").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValueError, match=f"rank-1-{key} exists and is not a folder"):
+        export_run(finished_run, out=out)
+    assert list(elsewhere.iterdir()) == []
+    # a symlinked file inside an earlier export: the folder is replaced, the target untouched
+    (out / f"rank-1-{key}").unlink()
+    (out / f"rank-1-{key}").mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    (out / f"rank-1-{key}" / "model.py").symlink_to(victim)
+    export_run(finished_run, out=out)
+    assert victim.read_text() == "untouched"
+    assert not (out / f"rank-1-{key}" / "model.py").is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == [f"rank-1-{key}"]  # no temporary left
+
+
+def test_default_out_must_not_be_a_symlink(finished_run, tmp_path):
+    run = _copy_run(finished_run, tmp_path / "run")
+    (tmp_path / "elsewhere").mkdir()
+    (run / "exported").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(ValueError, match="exported is a symlink; pass --out"):
+        export_run(run)
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+# ---------------------------------------------------------------------- retraining, ONNX
+def _retrained_weights(spec: ArchSpec, tokens: int, work: Path) -> dict:
+    """What train_proxy gives for the run's task and budget settings (batch 8, lr 3e-3)."""
+    task = make_task("bytes-lm", spec.dims.seq_len, vocab_size=256)
+    train_proxy(spec, task, Budget(tokens=tokens, eval_at=(tokens,), batch_size=8),
+                seed=0, checkpoint=work)
+    return torch.load(work / "model.pt", weights_only=True)
+
+
+@pytest.mark.slow
+def test_retrain_tokens(finished_run, tmp_path):
+    exported = export_run(finished_run, out=tmp_path / "out", retrain_tokens=1024)[0]
+    saved = torch.load(exported.folder / WEIGHTS_FILE, weights_only=True)["state_dict"]
+    spec = ArchSpec.load(exported.folder / "arch.yaml")
+    expected = _retrained_weights(spec, 1024, tmp_path / "direct")
+    assert all(torch.equal(saved[k], v) for k, v in expected.items())
+    record = json.loads((exported.folder / "metrics.json").read_text())["weights"]
+    assert (record["source"], record["tokens"], record["seed"]) == ("retrained", 1024, 0)
+    assert record["metrics"]["tokens"] == 1024  # 7 main steps + 1 cooldown step, 128 tokens each
+    assert "retrained by sla-nas export for 1,024 tokens" in (exported.folder /
+                                                             "README.md").read_text()
+
+
+def test_missing_checkpoint_asks_for_retraining(finished_run, tmp_path):
+    run = _copy_run(finished_run, tmp_path / "run", tune=False)
+    with pytest.raises(ValueError, match="no checkpoint with its weights .* add "
+                                         "--retrain-tokens N"):
+        export_run(run, out=tmp_path / "out")
+    exported = export_run(run, out=tmp_path / "out", retrain_tokens=256)
+    assert [e.weights for e in exported] == ["retrained"]
+
+
+@pytest.mark.slow
+def test_onnx_matches_pytorch(finished_pareto_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    exported = export_run(finished_pareto_run, top=1, out=tmp_path, onnx=True)[0]
+    assert json.loads((exported.folder / "metrics.json").read_text())[
+        "onnx_max_abs_diff"] <= ONNX_ATOL
+    session = ort.InferenceSession(str(exported.folder / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    model, _ = load_exported(exported.folder)
+    for shape in ((1, 16), (4, 7)):  # any batch, any length up to seq_len
+        idx = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            expected = model(idx)[0]
+        got = torch.from_numpy(session.run(None, {"idx": idx.numpy()})[0])
+        torch.testing.assert_close(got, expected, atol=ONNX_ATOL, rtol=1e-4)

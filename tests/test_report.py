@@ -1,0 +1,394 @@
+"""The report: data functions on a small hand-made trials table (exact values), the HTML file
+on real run folders, and the page rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from sla_nas import _report_data as data
+from sla_nas import results as R
+from sla_nas.report import build_report, load_results
+from sla_nas.spec import ArchSpec, Dims
+
+DIMS = Dims.create(vocab_size=256, d_model=16, n_layers=3, n_heads=2, seq_len=16)
+ONE = [("val_loss", "min")]
+TWO = [("val_loss", "min"), ("kv_cache_bytes_per_token", "min")]
+
+
+def _spec(*rules: dict[str, Any]) -> ArchSpec:
+    return ArchSpec.create(DIMS, rules)
+
+
+SPECS = {  # one architecture per trial row below
+    "V": _spec(),
+    "A": _spec({"layers": [1], "groups": [0], "kv": {"sources": [0], "mode": "reuse"}}),
+    "B": _spec({"layers": [2], "groups": [1], "kv": {"sources": [1]}}),
+    "C": _spec({"layers": [2], "kv": {"sources": [0, "l"], "combine": "concat"}}),
+    "D": _spec({"layers": [2], "groups": [0], "kv": {"sources": [0], "mode": "reuse"}}),
+    "E": _spec({"layers": [1], "groups": [1], "k": {"sources": ["e"]}}),
+    "F": _spec({"layers": [2], "groups": [1], "v": {"sources": [0, "l"], "combine": "mix"}}),
+}
+#        trial status       arch  val_loss  kv   params seed       a      b      c
+ROWS = [(0, "ok", "V", 3.00, 192, 1000, "vanilla", "l", "l", None),
+        (1, "ok", "A", 2.90, 160, 990, None, "l-1", "l", "reuse"),
+        (2, "pruned", "B", 4.00, 128, 970, None, "l-1", "l-1", "reproject"),
+        (3, "infeasible", "C", None, 256, 1100, None, "l", "l", None),
+        (4, "ok", "D", 2.95, 128, 980, None, "l-1", "l-1", "reproject"),
+        (5, "duplicate", "A", 2.90, 160, 990, None, "l-1", "l", "reuse"),
+        (6, "ok", "E", 2.80, 160, 1010, None, "l", "l-1", None),
+        (7, "error", "F", None, 160, 1000, None, "l", "l", None)]
+
+
+def _history(final: float, stop: int) -> str:
+    points = [(2000, final + 0.5), (3000, final + 0.2), (6000, final)]
+    return json.dumps([{"tokens": t, "val_loss": v, "train_loss": v + 0.1} for t, v in points
+                       if t <= stop])
+
+
+def synthetic_frame() -> pd.DataFrame:
+    rows = []
+    for trial, status, arch, loss, kv, params, seed, a, b, c in ROWS:
+        trained = status in ("ok", "pruned", "duplicate")
+        stop = 3000 if status == "pruned" else 6000
+        rows.append({
+            R.TRIAL: trial, R.KEY: SPECS[arch].key, R.STATUS: status, R.SEED: 0,
+            R.SEED_PRESET: seed, R.MESSAGE: "boom" if status == "error" else None,
+            R.REUSED_FROM: 1 if status == "duplicate" else None,
+            "val_loss": loss, "kv_cache_bytes_per_token": kv, "params": params,
+            R.TOKENS: stop if trained else None, R.WALL_SECONDS: 10.0 if trained else None,
+            R.SPEC: SPECS[arch].to_json(),
+            R.HISTORY: _history(4.0 if status == "pruned" else loss, stop) if trained else None,
+            R.CURVE: json.dumps([[1000, 5.0], [2000, 4.0]]) if trained else None,
+            "param:a": a, "param:b": b, "param:c": c, "param:d": "l"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return synthetic_frame()
+
+
+# ---------------------------------------------------------------------- data functions
+def test_summary_counts_statuses_in_order_and_says_the_verdict(frame):
+    info = data._get_summary_info(frame, ONE, "run", "space", "2026-01-01")
+    assert info.counts == {"ok": 4, "pruned": 1, "infeasible": 1, "duplicate": 1, "error": 1}
+    assert list(info.counts) == ["ok", "pruned", "infeasible", "duplicate", "error"]
+    assert info.n_trials == 8 and info.objectives == (("val_loss", "min"),)
+    assert info.verdict == R.verdict(frame, ONE)
+    assert info.verdict.startswith(f"the best architecture {SPECS['E'].key} beats the vanilla "
+                                   f"seed by 0.2000 in val_loss")
+
+
+def test_history_groups_every_status_and_runs_the_best_over_full_trials(frame):
+    info = data._get_history_info(frame, ONE)
+    assert (info.metric, info.mode) == ("val_loss", "min")
+    assert [g.status for g in info.groups] == ["ok", "pruned", "infeasible", "duplicate",
+                                               "error"]
+    by = {g.status: g for g in info.groups}
+    assert by["ok"].trials == (0, 1, 4, 6) and by["ok"].values == (3.0, 2.9, 2.95, 2.8)
+    assert by["pruned"].values == (4.0,) and by["infeasible"].values == (None,)
+    assert by["error"].trials == (7,) and by["error"].values == (None,)
+    assert by["ok"].notes[0] == f"trial 0 · {SPECS['V'].key} · seed vanilla"
+    assert by["error"].notes[0] == f"trial 7 · {SPECS['F'].key} · boom"
+    assert info.best_trials == (0, 1, 4, 6)
+    assert info.best_values == (3.0, 2.9, 2.9, 2.8)
+    # the pruned 4.0 lies beyond 3 padded ranges (0.78) of the full values 2.8 .. 3.0
+    assert info.y_range == pytest.approx((2.77, 3.03))
+
+
+def test_history_keeps_every_value_in_view_when_none_lies_far_off(frame):
+    frame.loc[frame[R.STATUS] == "pruned", "val_loss"] = 3.5
+    assert data._get_history_info(frame, ONE).y_range is None
+
+
+def test_history_of_a_maximised_metric_runs_the_maximum(frame):
+    frame["val_acc"] = frame["val_loss"]
+    info = data._get_history_info(frame, [("val_acc", "max")])
+    assert info.best_values == (3.0, 3.0, 3.0, 3.0)
+
+
+def test_pareto_marks_the_front_of_each_plane_the_winner_and_the_seeds(frame):
+    kv = data._get_pareto_info(frame, ONE, "kv_cache_bytes_per_token")
+    assert kv.trials == (0, 1, 4, 6)
+    assert kv.x == (192, 160, 128, 160) and kv.y == (3.0, 2.9, 2.95, 2.8)
+    assert kv.front == (False, False, True, True)
+    assert kv.winner == (False, False, False, True)
+    assert kv.seeds == ("vanilla", None, None, None)
+    assert kv.keys[0] == SPECS["V"].key
+    params = data._get_pareto_info(frame, ONE, "params")
+    assert params.x == (1000, 990, 980, 1010)
+    assert params.front == (False, True, True, True)
+
+
+def test_pareto_winners_of_two_objectives_are_the_runs_pareto_set(frame):
+    assert data.pareto_axes(TWO) == [("kv_cache_bytes_per_token", "min"), ("params", "min")]
+    assert data._get_pareto_info(frame, TWO, "kv_cache_bytes_per_token").winner == (
+        False, False, True, True)
+    assert data.pareto_axes([("val_loss", "min"), ("tokens_per_s", "max")]) == [
+        ("kv_cache_bytes_per_token", "min"), ("params", "min"), ("tokens_per_s", "max")]
+
+
+def test_primary_objective_is_the_first_trained_metric():
+    assert data.primary_objective([("params", "min"), ("val_acc", "max")]) == ("val_acc", "max")
+
+
+def test_arch_cells_describe_every_stream():
+    spec = _spec({"layers": [2], "groups": [1], "kv": {"sources": [0], "mode": "reuse"}},
+                 {"layers": [2], "groups": [0], "kv": {"sources": [0, "l"], "combine": "concat"}},
+                 {"layers": [1], "groups": [0], "k": {"sources": ["e"]}},
+                 {"layers": [1], "groups": [1], "v": {"sources": [0, "l"], "combine": "mix",
+                                                     "mode": "reuse", "learned": True}})
+    cells = {(c.layer, c.group, c.stream): c for c in data.arch_cells(spec)}
+    assert len(cells) == 3 * 2 * 2
+    assert cells[0, 0, "k"] == data.CellInfo(0, 0, "k", "·", (0,), "reproject", "select", 0,
+                                             False, "own layer")
+    assert cells[1, 0, "k"] == data.CellInfo(1, 0, "k", "e", (-1,), "reproject", "select", 2,
+                                             True, "embedding")
+    assert cells[1, 1, "v"] == data.CellInfo(1, 1, "v", "↺0⊕·~", (0, 1), "reuse", "mix", 1,
+                                             False, "1 layer back")
+    assert cells[2, 0, "v"] == data.CellInfo(2, 0, "v", "0+·", (0, 2), "reproject", "concat",
+                                             2, False, "2 layers back")
+    assert cells[2, 1, "k"] == data.CellInfo(2, 1, "k", "↺0", (0,), "reuse", "select", 2,
+                                             False, "2 layers back")
+
+
+def test_connectivity_shows_the_winner_then_the_rest_by_loss(frame):
+    info = data._get_connectivity_info(frame, ONE, top=3)
+    assert [a.trial for a in info.archs] == [6, 1, 4]
+    assert [a.rank for a in info.archs] == [1, 2, 3]
+    assert [a.winner for a in info.archs] == [True, False, False]
+    best = info.archs[0]
+    assert best.key == SPECS["E"].key and best.seed is None
+    assert best.values == {"val_loss": 2.8, "kv_cache_bytes_per_token": 160.0,
+                           "params": 1010.0}
+    assert (best.n_layers, best.n_groups, len(best.cells)) == (3, 2, 12)
+    assert best.cells == data.arch_cells(SPECS["E"])
+    assert info.max_reach == 2  # D's layer 2 reuses layer 0; E's "e" has a colour of its own
+    two = data._get_connectivity_info(frame, TWO, top=10)
+    assert [a.trial for a in two.archs] == [6, 4, 1, 0]  # the Pareto set first
+    assert [a.winner for a in two.archs] == [True, True, False, False]
+
+
+def test_marginal_effects_are_means_against_the_overall_mean(frame):
+    info = data._get_marginal_info(frame, ONE)
+    assert info.n_trials == 4 and info.overall_mean == pytest.approx(2.9125)
+    got = [(r.param, r.value, r.count) for r in info.rows]
+    # b spreads 0.075, a 0.025; c's choices were made once each (spread 0); d never varied
+    assert got == [("b", "l", 2), ("b", "l-1", 2), ("a", "l", 2), ("a", "l-1", 2),
+                   ("c", "reproject", 1), ("c", "reuse", 1)]
+    assert [r.mean for r in info.rows] == pytest.approx([2.95, 2.875, 2.9, 2.925, 2.95, 2.9])
+    assert [r.delta for r in info.rows] == pytest.approx(
+        [0.0375, -0.0375, -0.0125, 0.0125, 0.0375, -0.0125])
+    assert [r.std for r in info.rows[:4]] == pytest.approx(
+        [0.05 * math.sqrt(2), 0.075 * math.sqrt(2), 0.1 * math.sqrt(2), 0.025 * math.sqrt(2)])
+    assert math.isnan(info.rows[4].std)
+
+
+def test_importances_say_why_when_there_are_too_few_trials(frame):
+    info = data._get_importance_info(frame, ONE)
+    assert info.params == () and info.n_trials == 4
+    assert info.note == "only 4 fully trained architectures: importances need at least 6"
+
+
+def _importance_frame() -> pd.DataFrame:
+    """12 fully trained trials: ``x`` decides the loss, ``y`` is balanced and irrelevant."""
+    rows = []
+    for i in range(12):
+        x, y = "ab"[i % 2], "uv"[(i // 2) % 2]
+        rows.append({R.TRIAL: i, R.KEY: f"{i:012x}", R.STATUS: "ok", R.SEED: 0,
+                     R.SEED_PRESET: None, "val_loss": (1.0 if x == "a" else 2.0) + i / 1000,
+                     "param:x": x, "param:y": y, "param:z": "same"})
+    return pd.DataFrame(rows)
+
+
+def test_importances_rank_the_decision_that_decides_the_loss_first():
+    frame = _importance_frame()
+    study = data.study_from_frame(frame, "val_loss", "min")
+    assert len(study.trials) == 12 and study.direction.name == "MINIMIZE"
+    assert study.trials[1].params == {"x": "b", "y": "u", "z": "same"}
+    assert study.trials[1].distributions["x"].choices == ("a", "b")
+    info = data._get_importance_info(frame, ONE)
+    assert info.note == "" and info.n_trials == 12
+    assert info.target_quantile == pytest.approx(5 / 12)
+    assert info.params == ("x", "y")  # z never varied: left out
+    assert sum(info.importances) == pytest.approx(1.0)
+    assert info.importances[0] > 0.9
+
+
+def test_learning_curves_of_trained_trials(frame):
+    info = data._get_curves_info(frame, ONE)
+    # the duplicate reuses trial 1's curve; the error trial reported nothing
+    assert [c.trial for c in info.curves] == [0, 1, 2, 4, 6]
+    pruned = info.curves[2]
+    assert pruned.status == "pruned" and pruned.key == SPECS["B"].key
+    assert pruned.tokens == (2000, 3000) and pruned.values == pytest.approx((4.5, 4.2))
+    assert info.curves[0].tokens == (2000, 3000, 6000)
+    assert info.curves[0].train_tokens == (1000, 2000)
+    assert info.curves[0].train_loss == (5.0, 4.0)
+    assert info.winners == (6,)
+
+
+def test_table_lists_the_top_with_every_metric_and_cost(frame):
+    info = data._get_table_info(frame, ONE, top=2)
+    assert info.columns == ("rank", R.TRIAL, R.KEY, R.SEED_PRESET, "winner", "val_loss",
+                            "params", "kv_cache_bytes_per_token", R.TOKENS, R.WALL_SECONDS)
+    assert info.rows == ((1, 6, SPECS["E"].key, None, True, 2.8, 1010, 160, 6000, 10.0),
+                         (2, 1, SPECS["A"].key, None, False, 2.9, 990, 160, 6000, 10.0))
+
+
+def test_run_objectives_come_from_the_space_file(finished_pareto_run):
+    name, objectives = data.run_objectives(R.RunPaths(finished_pareto_run))
+    assert name == "pareto" and objectives == TWO
+
+
+# ---------------------------------------------------------------------- report.html
+SECTIONS = ("history", "pareto", "connectivity", "choices", "curves", "top")
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    """Run folders of the session fixtures are shared: report into a copy."""
+    target = tmp_path / run.name
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("tune"))
+    return target
+
+
+def _check_self_contained(text: str) -> list[dict[str, Any]]:
+    """No external resource, plotly.js inlined once, every figure's JSON with data."""
+    from plotly.offline import get_plotlyjs
+
+    assert text.count(get_plotlyjs()) == 1
+    text = text.replace(get_plotlyjs(), "")  # its own strings (modebar links) are not loaded
+    assert not re.search(r"<script[^>]*\bsrc=|<link\b|<img\b|<iframe\b", text)
+    assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?(https?:)?//""", text)
+    figures = re.findall(r"<script type='application/json' id='fig-\d+-data'>(.*?)</script>",
+                         text, flags=re.S)
+    assert len(figures) == text.count("class='figure'")
+    specs = [json.loads(f) for f in figures]
+    for spec in specs:
+        assert any(len(t.get("x") or t.get("y") or []) for t in spec["data"])
+    return specs
+
+
+def test_report_of_a_finished_run(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    (run / "study.db").unlink()  # e.g. a study kept in PostgreSQL: the table is enough
+    path = build_report(run)
+    assert path == run / "report.html" and not list(run.glob(".*.tmp"))
+    text = path.read_text()
+    specs = _check_self_contained(text)
+    frame = load_results(run)
+    enough = len(R.finished_ok(frame)) >= data.MIN_IMPORTANCE_TRIALS
+    assert len(specs) == 5 + enough  # every section drew its figures (importances: if enough)
+    for anchor in SECTIONS:
+        assert f"<section id='{anchor}'>" in text
+    assert html.escape(R.verdict(frame, ONE)[1:]) in text
+    best = R.ranked(frame, "val_loss", "min").iloc[0]
+    titles = [a["text"] for a in specs[2]["layout"]["annotations"]]  # connectivity pictures
+    assert titles[0].startswith(f"★ #1 {best[R.KEY]}") and len(titles) == len(
+        R.finished_ok(frame))
+    if (frame[R.STATUS] == "pruned").any():  # ASHA stopped some: marked where
+        assert "pruned here" in text
+    assert "<th data-num='1' title='click to sort'>val_loss</th>" in text
+
+
+def test_report_of_a_pareto_run_names_the_seeds(finished_pareto_run, tmp_path):
+    text = build_report(_copy(finished_pareto_run, tmp_path)).read_text()
+    specs = _check_self_contained(text)
+    pareto = specs[1]
+    seeds = [t for t in pareto["data"] if t["name"] == "seed presets"]
+    assert {name for t in seeds for name in t["text"]} == {"vanilla", "cla2"}
+    assert "kv_cache_bytes_per_token (min)" in text
+
+
+def test_report_of_a_search_that_has_just_started(finished_run, tmp_path):
+    """Nothing trained yet, a CSV table only, holding the few columns a trial has when it is
+    proposed: notes instead of empty figures; and a table with no trial at all."""
+    run = tmp_path / "early"
+    run.mkdir()
+    shutil.copy(finished_run / "space.yaml", run / "space.yaml")
+    pd.DataFrame({R.TRIAL: [0, 1], R.KEY: [SPECS["V"].key, SPECS["V"].key],
+                  R.STATUS: ["running", "waiting"], R.STATE: ["RUNNING", "RUNNING"],
+                  R.MESSAGE: [None, "same architecture as running trial 0"]}
+                 ).to_csv(run / "trials.csv", index=False)
+    text = build_report(run, top=3).read_text()
+    assert len(_check_self_contained(text)) == 1  # the trials by status
+    assert text.count("no architecture has been trained to the full budget yet") == 3
+    assert "no trial has reported an evaluation yet" in text
+    assert "no trial finished its full budget, so there is no best architecture" in text
+    pd.DataFrame(columns=[R.TRIAL, R.KEY, R.STATUS]).to_csv(run / "trials.csv", index=False)
+    text = build_report(run).read_text()
+    assert len(_check_self_contained(text)) == 0 and "no trials yet" in text
+    with pytest.raises(ValueError, match="top"):
+        build_report(run, top=0)
+    with pytest.raises(ValueError, match="no such run folder"):
+        build_report(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------- in a browser
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def _browser_or_skip() -> Any:
+    """Playwright's sync API, driving Debian's Chromium. Skipped when either is missing,
+    unless SLA_NAS_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure."""
+    missing = [] if CHROMIUM.exists() else [f"{CHROMIUM} (apt-get install chromium)"]
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing.append("the playwright package (pip install playwright)")
+        sync_playwright = None
+    if missing:
+        message = "needs " + " and ".join(missing)
+        if os.environ.get("SLA_NAS_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"SLA_NAS_REQUIRE_BROWSER=1 but the browser test {message}")
+        pytest.skip(message)
+    return sync_playwright
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    sync_playwright = _browser_or_skip()
+    path = build_report(_copy(finished_run, tmp_path))
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri())
+            page.wait_for_function(
+                "() => { const f = document.querySelectorAll('div.figure'); return f.length > 0"
+                " && Array.from(f).every(d => d.classList.contains('js-plotly-plot')); }",
+                timeout=30_000)
+            n_figures = page.locator("div.figure").count()
+            points = page.evaluate(
+                "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => "
+                "Math.max(...d.data.map(t => (t.x || t.y || []).length)))")
+            page.click("table.sortable th:nth-child(2)")  # trial, ascending
+            trials = page.eval_on_selector_all("table.sortable tbody tr td:nth-child(2)",
+                                               "cells => cells.map(c => +c.dataset.sort)")
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert [u for u in requests if not u.startswith(("file:", "data:", "blob:"))] == []
+    assert len(points) == n_figures >= 5 and min(points) > 0  # every figure has data
+    assert trials == sorted(trials) and len(trials) > 1
+    assert shot.stat().st_size > 100_000
