@@ -47,6 +47,7 @@ class Provenance:
     weights: str  # where the weights come from, one sentence
     metrics: dict[str, float] = field(default_factory=dict)  # the trial's search metrics
     vanilla: dict[str, Any] | None = None  # the vanilla seed's row: status and metrics
+    seed_preset: str | None = None  # the preset's name if the trial was a seed architecture
     versions: dict[str, str] = field(default_factory=dict)  # of the search (run.json)
 
 
@@ -207,8 +208,9 @@ def _docstring(spec: ArchSpec, prov: Provenance) -> str:
              "",
              f"    run          {prov.run} (started {prov.started}), space file "
              f"{Path(prov.space_file).name}",
-             f"    trial        {prov.trial} (status {prov.status}, train seed "
-             f"{prov.train_seed}, search seed {prov.search_seed})",
+             *("    " + line for line in _paragraphs(
+                 f"trial        {prov.trial} (status {prov.status}, train seed "
+                 f"{prov.train_seed}, search seed {prov.search_seed}){_seed_note(prov)}", 92, 13)),
              *("    " + line for line in _paragraphs(f"weights      {prov.weights}", 92, 13)),
              *("    " + line for line in _paragraphs(
                  "metrics      " + _metrics_text(prov.metrics), 92, 13)),
@@ -216,6 +218,10 @@ def _docstring(spec: ArchSpec, prov: Provenance) -> str:
              f"    exported by  sla-nas {__version__}, python {platform.python_version()}",
              '"""']
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _seed_note(prov: Provenance) -> str:
+    return f"; the seed architecture {prov.seed_preset}" if prov.seed_preset else ""
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
@@ -262,7 +268,8 @@ def model_card(spec: ArchSpec, prov: Provenance, folder_name: str) -> str:
              "## Provenance", "",
              f"- run: `{prov.run}`, started {prov.started}; space file `{prov.space_file}` "
              f"(as run: `space.yaml` in the run folder); search seed {prov.search_seed}",
-             f"- trial: {prov.trial}, status `{prov.status}`, train seed {prov.train_seed}",
+             f"- trial: {prov.trial}, status `{prov.status}`, train seed {prov.train_seed}"
+             f"{_seed_note(prov)}",
              f"- weights (`{WEIGHTS_FILE}`): {prov.weights}",
              f"- search ran with: {_versions_text(prov.versions)}",
              f"- exported by sla-nas {__version__}, python {platform.python_version()}", "",

@@ -25,6 +25,7 @@ from .results import (
     KEY,
     MESSAGE,
     PARAM_PREFIX,
+    SEED,
     SEED_PRESET,
     SPEC,
     STATUS,

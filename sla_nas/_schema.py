@@ -131,6 +131,7 @@ class SearchSection(_Strict):
     grace_tokens: int | None = Field(default=None, ge=1)
     reduction_factor: int = Field(default=2, ge=2)
     seed: int = 0
+    seed_runs: int = Field(default=2, ge=1)
     cpus_per_trial: float = Field(default=1.0, gt=0)
 
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import pickle
 import secrets
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,7 +320,7 @@ def _require_onnx() -> None:
                if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(f"--onnx needs {', '.join(missing)}: pip install onnx onnxscript "
-                         f"onnxruntime (or sla-nas[onnx])")
+                         f"onnxruntime")
 
 
 class _Logits(torch.nn.Module):
@@ -341,10 +343,18 @@ def _write_onnx(root: Path, path: Path, spec: ArchSpec, state: dict[str, torch.T
                             generator=torch.Generator().manual_seed(0))
     seq = {1: torch.export.Dim("seq", min=1, max=d.seq_len)} if d.seq_len > 1 else {}
     target = _inside(root, path)
-    torch.onnx.export(_Logits(_standalone_model(spec, state)).eval(), (example,), str(target),
-                      dynamo=True, verbose=False, input_names=["idx"], output_names=["logits"],
-                      dynamic_shapes={"idx": {0: torch.export.Dim("batch", min=1), **seq}},
-                      external_data=False)
+    quiet = logging.getLogger("torch.onnx")  # notes on operators of packages not installed
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
+            torch.onnx.export(_Logits(_standalone_model(spec, state)).eval(), (example,),
+                              str(target), dynamo=True, verbose=False, input_names=["idx"],
+                              output_names=["logits"], external_data=False, dynamic_shapes={
+                                  "idx": {0: torch.export.Dim("batch", min=1), **seq}})
+    finally:
+        quiet.setLevel(level)
     return _check_onnx(target, spec, state)
 
 
@@ -372,7 +382,8 @@ def _check_onnx(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> f
 
 
 def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.Tensor],
-                  prov: Provenance, metrics: dict[str, Any], onnx: bool) -> Path:
+                  prov: Provenance, metrics: dict[str, Any], onnx: bool,
+                  log: Callable[[str], None]) -> Path:
     """Write the folder ``root/name`` from scratch (a temporary folder renamed into place)."""
     target = root / name
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -386,6 +397,7 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
         torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key, "state_dict": state},
                    _inside(root, work / WEIGHTS_FILE))
         if onnx:
+            log("exporting model.onnx and checking it with onnxruntime")
             metrics["onnx_max_abs_diff"] = _write_onnx(root, work / "model.onnx", spec, state)
         _write(root, work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         _write(root, work / "README.md", model_card(spec, prov, name))
@@ -409,6 +421,7 @@ def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any],
         budget_tokens=int(row[TOKENS]) if pd.notna(row.get(TOKENS)) else
         run.config.budget.tokens,
         trial=int(row[TRIAL]), status=str(row[STATUS]),
+        seed_preset=row[SEED_PRESET] if isinstance(row.get(SEED_PRESET), str) else None,
         train_seed=int(row[SEED]) if pd.notna(row.get(SEED)) else 0, rank=rank,
         weights=_weights_sentence(row, record), metrics=_search_metrics(row), vanilla=vanilla,
         versions={str(k): str(v) for k, v in versions.items()}
@@ -449,11 +462,11 @@ def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | No
     vanilla = _vanilla(run.frame)
     exported = []
     for rank, ((_, row), spec) in enumerate(zip(chosen.iterrows(), specs), 1):
+        log(f"rank {rank}: {spec.key} (trial {row[TRIAL]})")
         state, record = _weights(run, row, spec, retrain_tokens, log)
         prov = _provenance(run, row, rank, record, vanilla)
         folder = _write_winner(root, f"rank-{rank}-{valid_key(spec.key)}", spec, state, prov,
-                               _metrics_file(spec, row, prov, record), onnx)
-        log(f"rank {rank}: {spec.key} (trial {prov.trial}, {record['source']}) -> {folder}")
+                               _metrics_file(spec, row, prov, record), onnx, log)
         exported.append(Exported(rank, spec.key, prov.trial, folder, record["source"],
                                  prov.metrics))
     return exported

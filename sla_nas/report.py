@@ -267,25 +267,22 @@ def plot_importances(info: _data.ImportanceInfo, top: int = 20) -> go.Figure:
     return fig
 
 
-def plot_marginal(info: _data.MarginalInfo, max_rows: int = 40) -> go.Figure | None:
-    """Per decision and choice made by at least `MIN_CHOICE_TRIALS` trials: their mean
-    objective minus the mean of all, green when better, red when worse, with one standard
-    error; the decisions of largest spread, as many as fit ``max_rows`` bars. None when no
-    decision has two such choices."""
-    counted = [r for r in info.rows if r.count >= _data.MIN_CHOICE_TRIALS]
+def plot_marginal(info: _data.MarginalInfo, max_rows: int = 40) -> go.Figure:
+    """Per decision and choice: the mean objective of the trials that made it minus the mean
+    of all, green when better, red when worse, with one standard error; faded when a single
+    trial made it. The decisions of largest spread, as many as fit ``max_rows`` bars."""
     rows: list[_data.MarginalRow] = []
-    for param in dict.fromkeys(r.param for r in counted):
-        choices = [r for r in counted if r.param == param]
-        if len(choices) > 1 and (not rows or len(rows) + len(choices) <= max_rows):
+    for param in dict.fromkeys(r.param for r in info.rows):
+        choices = [r for r in info.rows if r.param == param]
+        if not rows or len(rows) + len(choices) <= max_rows:
             rows += choices
-    if not rows:
-        return None
     rows.reverse()  # plotly draws the first bar at the bottom
     sign = 1 if info.mode == "min" else -1
     fig = go.Figure(go.Bar(
         x=[r.delta for r in rows], y=[f"{r.param} = {r.value} (n={r.count})" for r in rows],
         orientation="h",
-        marker_color=["#2ca02c" if sign * r.delta < 0 else "#d62728" for r in rows],
+        marker={"color": ["#2ca02c" if sign * r.delta < 0 else "#d62728" for r in rows],
+                "opacity": [1.0 if r.count >= _data.MIN_CHOICE_TRIALS else 0.4 for r in rows]},
         error_x={"type": "data", "array": [r.std / math.sqrt(r.count) if r.count > 1 else 0
                                            for r in rows], "color": "#555", "thickness": 1},
         customdata=[[r.mean, r.count] for r in rows],
@@ -316,7 +313,9 @@ def plot_learning_curves(info: _data.CurvesInfo) -> go.Figure:
     in the legend (on when every trial has a single evaluation: then it is the only curve)."""
     fig = go.Figure()
     train_visible = True if all(len(c.tokens) <= 1 for c in info.curves) else "legendonly"
-    for status in dict.fromkeys(c.status for c in info.curves):
+    order = list(STATUS_COLORS)
+    for status in sorted({c.status for c in info.curves}, key=lambda s: (
+            order.index(s) if s in order else len(order), s)):
         color = _status_color(status)
         evaluated = [c for c in info.curves if c.status == status and c.tokens]
         if evaluated:
@@ -339,8 +338,8 @@ def plot_learning_curves(info: _data.CurvesInfo) -> go.Figure:
                                   opacity=0.5))
     best = [c for c in info.curves if c.trial in info.winners and c.tokens]
     if best:
-        fig.add_trace(_joined(best, "tokens", "values", mode="lines", name="the run's winner(s)",
-                              line={"color": "#111", "width": 3}))
+        fig.add_trace(_joined(best, "tokens", "values", mode="lines+markers",
+                              name="the run's winner(s)", line={"color": "#111", "width": 3}))
     fig.update_layout(template=_TEMPLATE, height=420, margin={"t": 30},
                       xaxis_title="run length (tokens) the evaluation stands for",
                       yaxis_title=info.metric, legend={"orientation": "h", "y": 1.1})
@@ -430,10 +429,14 @@ class _Page:
         return f"<div id='fig-{len(self.figures) - 1}' class='figure'></div>"
 
     def scripts(self) -> str:
-        # a "</" in some label must not end the <script> element
-        return "".join(f"<script type='application/json' id='fig-{i}-data'>"
-                       f"{spec.replace('</', '<' + chr(92) + '/')}</script>"
+        """The figures' JSON in data blocks; every "<" escaped (JSON reads it back), so no
+        label can end or confuse the <script> element."""
+        return "".join(f"<script type='application/json' id='fig-{i}-data'>{_lt(spec)}</script>"
                        for i, spec in enumerate(self.figures))
+
+
+def _lt(text: str) -> str:
+    return text.replace("<", "\\u003c")
 
 
 def _header(info: _data.SummaryInfo, nav: list[str]) -> str:
@@ -459,8 +462,9 @@ def _sections(page: _Page, frame: Any, objectives: _data.Objectives, top: int) -
     page.section("history", "Best so far", (
         f"Each trial's {history.metric} in the order the sampler proposed them; the black step "
         f"is the best fully trained value so far. Pruned trials are drawn at their last "
-        f"evaluation (a shorter run: not comparable). The strip below shows every trial's "
-        f"status, including those without a value."),
+        f"evaluation (a shorter run: not comparable); values far off sit on the edge as "
+        f"triangles. The strip below shows every trial's status, including those without a "
+        f"value."),
         page.figure(plot_history(history) if len(frame) else None, "no trials yet"))
     panes = [_data._get_pareto_info(frame, objectives, metric, mode)
              for metric, mode in _data.pareto_axes(objectives)]
@@ -486,13 +490,13 @@ def _sections(page: _Page, frame: Any, objectives: _data.Objectives, top: int) -
         f"Left: Optuna's parameter importances (PED-ANOVA: how much a decision matters to "
         f"reach the best {importance.target_quantile:.0%} of the {importance.n_trials} fully "
         f"trained trials, by {importance.metric}). Right: per decision and choice, the mean "
-        f"{marginal.metric} of the trials that made it (at least {_data.MIN_CHOICE_TRIALS}) "
-        f"against the mean of all, with one standard error. Both are observational: the "
-        f"sampler chose the trials."),
+        f"{marginal.metric} of the trials that made it against the mean of all, with one "
+        f"standard error (faded: one trial). Both are observational: the sampler chose the "
+        f"trials."),
         page.figure(plot_importances(importance) if importance.params else None,
                     f"Importances: {importance.note}."),
-        page.figure(plot_marginal(marginal), "Marginal effects: no searched decision has two "
-                    f"choices made by {_data.MIN_CHOICE_TRIALS} or more fully trained trials."))
+        page.figure(plot_marginal(marginal) if marginal.rows else None, "Marginal effects: no "
+                    "searched decision took two values among the fully trained trials."))
     curves = _data._get_curves_info(frame, objectives)
     page.section("curves", "Learning curves", (
         f"Every trained trial's {curves.metric} at its honest evaluations (each a complete "

@@ -29,7 +29,7 @@ __all__ = ["RunPaths", "trials_frame", "ERROR_ATTR", "write_tables", "load_resul
            "WALL_SECONDS", "NODE_ID", "SPEC", "CHECKPOINT", "HISTORY", "CURVE", "STARTED",
            "FINISHED",
            "PARAM_PREFIX", "TRAINED_METRICS", "STATUSES", "TRAINED_STATUSES",
-           "winners", "verdict", "valid_key"]
+           "winners", "verdict", "valid_key", "search_noise", "N_SEEDS"]
 
 # ---------------------------------------------------------------------- columns
 TRIAL = "trial"  # the Optuna trial number: 0, 1, 2, ... in the order trials were proposed
@@ -50,6 +50,7 @@ CHECKPOINT = "checkpoint"  # the trial's last Tune checkpoint (model.pt inside),
 HISTORY = "history_json"  # honest evaluations: [{tokens, val_loss, ...}, ...]
 CURVE = "curve_json"  # running training loss: [[tokens, loss], ...]
 STARTED, FINISHED = "started", "finished"
+N_SEEDS = "n_seeds"  # ranked(): training seeds an architecture's mean is over
 PARAM_PREFIX = "param:"  # one column per searched decision, e.g. "param:L3.g1.kv_src"
 TRAINED_METRICS = ("val_loss", "val_acc", "train_loss", "tokens_per_s")
 COSTS = (*COST_METRICS, "decode_kv_bytes_per_token")
@@ -220,10 +221,15 @@ def finished_ok(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranked(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    """Fully trained architectures, best first by ``metric``."""
-    ok = finished_ok(frame)
-    ok = ok[np.isfinite(pd.to_numeric(ok[metric], errors="coerce").astype(float))]
-    return ok.sort_values([metric, TRIAL], ascending=[mode == "min", True])
+    """Fully trained architectures, best first by ``metric`` averaged over the training seeds
+    each was trained with (``n_seeds``): one row per architecture, its first trial's row."""
+    ok = finished_ok(frame).copy()
+    ok[metric] = pd.to_numeric(ok[metric], errors="coerce").astype(float)
+    ok = ok[np.isfinite(ok[metric])]
+    first = ok.drop_duplicates(subset=[KEY], keep="first").copy()
+    first[metric] = first[KEY].map(ok.groupby(KEY)[metric].mean())
+    first[N_SEEDS] = first[KEY].map(ok.groupby(KEY)[SEED].nunique())
+    return first.sort_values([metric, TRIAL], ascending=[mode == "min", True])
 
 
 def pareto_mask(values: list[list[float]], modes: list[str]) -> list[bool]:
@@ -258,8 +264,19 @@ def metric_names() -> tuple[str, ...]:
     return METRICS
 
 
+def search_noise(frame: pd.DataFrame, metric: str = "val_loss") -> dict[str, float]:
+    """The search's own estimate of seed noise: the spread of the seed architectures that
+    were trained with several training seeds (``search.seed_runs``); see `stats.seed_noise`."""
+    from .stats import seed_noise
+
+    ok = finished_ok(frame)
+    ok = ok[ok[SEED_PRESET].notna() & pd.to_numeric(ok[metric], errors="coerce").notna()]
+    return seed_noise(ok, KEY, SEED, metric)
+
+
 def verdict(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> str:
-    """One plain sentence: does the best architecture beat the vanilla seed, and by how much."""
+    """One plain sentence: does the best architecture beat the vanilla seed, by how much, and
+    how that compares with the seed noise the search measured."""
     metric, mode = objectives[0]
     ok = ranked(frame, metric, mode)
     if ok.empty:
@@ -274,6 +291,16 @@ def verdict(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> str:
         return (f"no architecture beat the vanilla seed: vanilla is the best "
                 f"({metric} {base[metric]:.4f}) of {len(ok)} fully trained")
     gain = (base[metric] - best[metric]) * (1 if mode == "min" else -1)
-    return (f"the best architecture {best[KEY]} beats the vanilla seed by {gain:.4f} in "
-            f"{metric} ({best[metric]:.4f} against {base[metric]:.4f}), one training seed "
-            f"each: a difference this size may be seed noise until confirmed")
+    text = (f"the best architecture {best[KEY]} beats the vanilla seed by {gain:.4f} in "
+            f"{metric} ({best[metric]:.4f} against {base[metric]:.4f})")
+    noise = search_noise(frame, metric)
+    sigma = noise["paired"] if np.isfinite(noise["paired"]) else noise["unpaired"]
+    if not np.isfinite(sigma) or sigma <= 0:
+        return text + (", one training seed each: a difference this size may be seed noise "
+                       "until confirmed (sla-nas confirm)")
+    kind = "paired " if np.isfinite(noise["paired"]) else ""
+    ratio = gain / sigma
+    judgement = ("within" if ratio < 2 else "above") + " the noise"
+    return (text + f"; the {kind}seed noise measured in this search is {sigma:.4f}, so the "
+            f"gain is {ratio:.1f}x the noise ({judgement}); sla-nas confirm re-trains the "
+            f"winners on fresh paired seeds")

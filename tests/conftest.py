@@ -49,12 +49,13 @@ def _finished_run(factory: pytest.TempPathFactory, name: str, **sections) -> Pat
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
-    """A real search run folder (one objective): seeds vanilla and cla2, ASHA with a rung at
-    half the budget (some trials pruned), a KV constraint that excludes some samples, and
-    the duplicates TPE proposes. Shared by the tests that read run folders: do not modify."""
+    """A real search run folder (one objective): seeds vanilla and cla2 (each at training
+    seeds 0 and 1), ASHA with a rung at half the budget (some trials pruned), a KV constraint
+    that excludes some samples (vanilla among them), and the duplicates TPE proposes. Shared
+    by the tests that read run folders: do not modify."""
     return _finished_run(tmp_path_factory, "finished",
                          search={"n_trials": 10, "scheduler": "asha", "grace_tokens": 3000,
-                                 "concurrency": 2},
+                                 "concurrency": 2, "seed_runs": 2},
                          budget={"eval_every": 2000},
                          constraints={"max_kv_cache_bytes_per_token": 176})
 
@@ -63,6 +64,6 @@ def finished_run(tmp_path_factory) -> Path:
 def finished_pareto_run(tmp_path_factory) -> Path:
     """A real search run folder with two objectives (val_loss, KV cache): a Pareto set."""
     return _finished_run(tmp_path_factory, "pareto",
-                         search={"n_trials": 8, "sampler": "nsga2"},
+                         search={"n_trials": 8, "sampler": "nsga2", "seed_runs": 2},
                          objectives=[{"metric": "val_loss", "mode": "min"},
                                      {"metric": "kv_cache_bytes_per_token", "mode": "min"}])

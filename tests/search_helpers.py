@@ -18,7 +18,7 @@ BASE: dict[str, Any] = {
     "objectives": [{"metric": "val_loss", "mode": "min"}],
     "budget": {"tokens": 6000, "batch_size": 8},
     "search": {"sampler": "tpe", "n_trials": 4, "concurrency": 2, "scheduler": "fifo",
-               "seed": 0},
+               "seed": 0, "seed_runs": 1},
 }
 
 

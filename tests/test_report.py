@@ -288,7 +288,7 @@ def test_report_of_a_finished_run(finished_run, tmp_path):
     specs = _check_self_contained(text)
     frame = load_results(run)
     enough = len(R.finished_ok(frame)) >= data.MIN_IMPORTANCE_TRIALS
-    assert len(specs) == 5 + enough  # every section drew its figures (importances: if enough)
+    assert len(specs) == 5 + enough  # every section drew its figure(s); importances need 6
     for anchor in SECTIONS:
         assert f"<section id='{anchor}'>" in text
     assert html.escape(R.verdict(frame, ONE)[1:]) in text
@@ -324,7 +324,7 @@ def test_report_of_a_search_that_has_just_started(finished_run, tmp_path):
     assert len(_check_self_contained(text)) == 1  # the trials by status
     assert text.count("no architecture has been trained to the full budget yet") == 3
     assert "no trial has reported an evaluation yet" in text
-    assert "no trial finished its full budget, so there is no best architecture" in text
+    assert "No trial finished its full budget, so there is no best architecture." in text
     pd.DataFrame(columns=[R.TRIAL, R.KEY, R.STATUS]).to_csv(run / "trials.csv", index=False)
     text = build_report(run).read_text()
     assert len(_check_self_contained(text)) == 0 and "no trials yet" in text

@@ -27,6 +27,7 @@ from sla_nas.results import (
     CURVE,
     HISTORY,
     KEY,
+    N_SEEDS,
     NODE_ID,
     REUSED_FROM,
     SEED_PRESET,
@@ -37,6 +38,8 @@ from sla_nas.results import (
     TRIAL,
     WALL_SECONDS,
     load_results,
+    ranked,
+    search_noise,
 )
 from sla_nas.search import SearchOptions, run_search
 from sla_nas.search._trainable import run_trial
@@ -75,14 +78,15 @@ def tune_folders(outcome) -> list[str]:
     return sorted(p.name for p in outcome.paths.tune.glob("trial-*"))
 
 
-def direct_val_loss(name: str, tokens: int = 6000) -> float:
-    """The same proxy training outside Ray (one thread, seed 0)."""
+def direct_val_loss(name: str, tokens: int = 6000, seed: int = 0) -> float:
+    """The same proxy training outside Ray (one thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         spec = presets.get(name, **DIMS)
         return train_proxy(spec, make_task("bytes-lm", 16),
-                           Budget(tokens=tokens, eval_at=(tokens,), batch_size=8))["val_loss"]
+                           Budget(tokens=tokens, eval_at=(tokens,), batch_size=8),
+                           seed=seed)["val_loss"]
     finally:
         torch.set_num_threads(threads)
 
@@ -119,6 +123,29 @@ def test_seeds_come_first_and_every_trial_is_recorded(tmp_path):
     assert len(tune_folders(outcome)) == 4
     assert "vanilla" in outcome.verdict
     assert outcome.notes == ["FIFO: every trial trains to the full budget"]
+
+
+def test_seed_architectures_run_with_several_seeds_and_give_a_noise_estimate(tmp_path):
+    outcome = search(tmp_path, "noise", search={"n_trials": 5, "seed_runs": 2})
+    frame = outcome.frame
+    seeds = frame[frame[SEED_PRESET].notna()]
+    assert list(zip(seeds[SEED_PRESET], seeds["train_seed"])) == [
+        ("vanilla", 0), ("cla2", 0), ("vanilla", 1), ("cla2", 1)]
+    assert (seeds[STATUS] == "ok").all() and list(seeds[TRIAL]) == [0, 1, 2, 3]
+    assert seeds[seeds[SEED_PRESET] == "vanilla"]["val_loss"].tolist() == [
+        direct_val_loss("vanilla", seed=0), direct_val_loss("vanilla", seed=1)]
+    noise = search_noise(frame)
+    vanilla, cla2 = (seeds[seeds[SEED_PRESET] == n]["val_loss"].to_numpy() for n in
+                     ("vanilla", "cla2"))
+    # pooled std over seeds; paired: std of the seed-by-seed differences / sqrt(2)
+    assert noise["unpaired"] == pytest.approx(
+        math.sqrt(((vanilla - vanilla.mean()) ** 2 + (cla2 - cla2.mean()) ** 2).sum() / 2))
+    diff = vanilla - cla2
+    assert noise["paired"] == pytest.approx(abs(diff[0] - diff[1]) / math.sqrt(2) / math.sqrt(2))
+    ranked_ = ranked(frame, "val_loss", "min").set_index(KEY)
+    assert ranked_.loc[presets.get("vanilla", **DIMS).key, "val_loss"] == \
+        pytest.approx(vanilla.mean())
+    assert ranked_.loc[presets.get("vanilla", **DIMS).key, N_SEEDS] == 2
 
 
 def test_a_new_run_never_continues_an_old_one(tmp_path):

@@ -181,24 +181,30 @@ def _sampler(space: SearchSpace, seed: int) -> Any:
 GRID_LIMIT = 20_000
 
 
-def _seed_points(space: SearchSpace, notes: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """The seed architectures (and for ``sampler: grid`` every distinct point) to enqueue."""
-    points, keys = [], set()
+def _seed_points(space: SearchSpace, notes: list[str]
+                 ) -> list[tuple[str, dict[str, Any], int]]:
+    """(name, parameters, training seed) to enqueue: every seed architecture once per seed of
+    ``search.seed_runs`` (their spread is the search's own estimate of seed noise), and for
+    ``sampler: grid`` every other distinct point."""
+    config = space.config.search
+    first, keys = [], set()
     for name, spec in space.seeds:
         params = space.params_for(spec)
         if params is None:
             notes.append(f"seed {name} lies outside the space and is not evaluated")
         elif spec.key not in keys:
             keys.add(spec.key)
-            points.append((name, params))
-    if space.config.search.sampler == "grid":
+            first.append((name, params))
+    points = [(name, params, config.seed + run) for run in range(config.seed_runs)
+              for name, params in first]
+    if config.sampler == "grid":
         if space.size() > GRID_LIMIT:
             raise ValueError(f"{space.path}: search.sampler: grid enumerates the space, which "
                              f"has {space.size():,} points (at most {GRID_LIMIT:,}); use tpe")
         for params, spec in space.enumerate():
             if spec.key not in keys:
                 keys.add(spec.key)
-                points.append(("", params))
+                points.append(("", params, config.seed))
     return points
 
 
@@ -259,9 +265,9 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     seeds = [] if options.resume else _seed_points(space, notes)
     n_trials = options.n_trials or config.search.n_trials
     if config.search.sampler != "grid" and len(seeds) > n_trials:
-        notes.append(f"only the first {n_trials} of {len(seeds)} seed architectures fit in "
-                     f"{n_trials} trials: {', '.join(n for n, _ in seeds[n_trials:])} not "
-                     f"evaluated")
+        notes.append(f"only the first {n_trials} of {len(seeds)} seed runs fit in {n_trials} "
+                     f"trials: " + ", ".join(f"{n} (seed {s})" for n, _, s in seeds[n_trials:])
+                     + " not evaluated")
         seeds = seeds[:n_trials]
     for note in notes if log is not None else ():
         log(note)

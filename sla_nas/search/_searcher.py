@@ -81,7 +81,7 @@ class SpaceSearch(OptunaSearch):
     def __init__(self, space: SearchSpace, objectives: list[tuple[str, str]],
                  sampler: optuna.samplers.BaseSampler, storage: optuna.storages.BaseStorage,
                  study_name: str, train_seed: int, budget_tokens: int, tune_dir: Path,
-                 seeds: list[tuple[str, dict[str, Any]]], scheduler: str):
+                 seeds: list[tuple[str, dict[str, Any], int]], scheduler: str):
         metrics, modes = [m for m, _ in objectives], [m for _, m in objectives]
         single = len(objectives) == 1
         super().__init__(space=functools.partial(define_space, space=space),
@@ -95,8 +95,9 @@ class SpaceSearch(OptunaSearch):
         self._running: dict[tuple[str, int], int] = {}  # (key, seed) -> trial number
         self._waiting: dict[tuple[str, int], list[optuna.Trial]] = {}
         self._sources: dict[tuple[str, int], int] = {}  # (key, seed) -> the trial to reuse
-        for name, params in seeds:  # the seed architectures come first
-            self._ot_study.enqueue_trial(params, user_attrs={SEED_PRESET: name})
+        for name, params, seed in seeds:  # the seed architectures come first
+            attrs = {SEED_PRESET: name, SEED: seed} if name else {SEED: seed}
+            self._ot_study.enqueue_trial(params, user_attrs=attrs)
 
     # ------------------------------------------------------------------ proposing
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -104,8 +105,9 @@ class SpaceSearch(OptunaSearch):
             config = super().suggest(trial_id)
             ot_trial = self._ot_trials.pop(trial_id)
             spec = self.search_space.sample(FixedTrial(ot_trial.params))
-            key = (spec.key, self.train_seed)
-            self._describe(ot_trial, spec)
+            seed = ot_trial.user_attrs.get(SEED, self.train_seed)  # seeds may be repeated
+            key = (spec.key, seed)
+            self._describe(ot_trial, spec, seed)
             over = self.search_space.violations(spec)
             if over:
                 self._tell_infeasible(ot_trial, spec, over)
@@ -121,13 +123,13 @@ class SpaceSearch(OptunaSearch):
                 self._running[key] = ot_trial.number
                 ot_trial.set_user_attr(TUNE_ID, trial_id)
                 return {**config, ARCH: spec.to_json(), NUMBER: ot_trial.number,
-                        TRAIN_SEED: self.train_seed}
+                        TRAIN_SEED: seed}
         self.exhausted = True  # the sampler keeps proposing what needs no training
         return Searcher.FINISHED
 
-    def _describe(self, ot_trial: optuna.Trial, spec: ArchSpec) -> None:
+    def _describe(self, ot_trial: optuna.Trial, spec: ArchSpec, seed: int) -> None:
         costs = estimate(spec)
-        for name, value in {KEY: spec.key, "spec": spec.to_json(), SEED: self.train_seed,
+        for name, value in {KEY: spec.key, "spec": spec.to_json(), SEED: seed,
                             STATUS: "running", **costs}.items():
             ot_trial.set_user_attr(name, value)
         for name, limit in self.search_space.config.constraints.model_dump().items():
@@ -185,7 +187,7 @@ class SpaceSearch(OptunaSearch):
             return
         self._completed_trials.add(trial_id)
         frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        key = (frozen.user_attrs[KEY], self.train_seed)
+        key = (frozen.user_attrs[KEY], frozen.user_attrs[SEED])
         self._running.pop(key, None)
         if not frozen.state.is_finished():  # else: told before a driver restart
             if result and not error:  # Tune skips on_trial_result for a result it stops on
