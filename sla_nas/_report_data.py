@@ -24,6 +24,7 @@ from .results import (
     HISTORY,
     KEY,
     MESSAGE,
+    N_SEEDS,
     PARAM_PREFIX,
     SEED,
     SEED_PRESET,
@@ -97,11 +98,11 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _ok_with(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Fully trained architectures (one row each) with a finite ``metric``."""
-    ok = finished_ok(frame)
-    values = pd.to_numeric(ok[metric], errors="coerce").astype(float)
-    return ok[np.isfinite(values)]
+def architectures(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """The fully trained architectures in trial order, one row each (its first trial's) with
+    ``metric`` averaged over the training seeds it ran with (`results.ranked`, which ranks
+    the winners the same way; ``N_SEEDS`` says over how many)."""
+    return ranked(frame, metric, mode).sort_values(TRIAL)
 
 
 def param_columns(frame: pd.DataFrame) -> list[str]:
@@ -142,7 +143,7 @@ class HistoryInfo(NamedTuple):
     mode: str
     groups: tuple[TrialPoints, ...]  # one per status present, in results.STATUSES order
     best_trials: tuple[int, ...]  # the fully trained trials, in trial order ...
-    best_values: tuple[float, ...]  # ... and the best value up to each of them
+    best_values: tuple[float, ...]  # ... and the best architecture's mean over seeds so far
     y_range: tuple[float, float] | None  # where to cut the axis, if other values lie far off
 
 
@@ -174,8 +175,10 @@ def _note(row: pd.Series) -> str:
 
 def _get_history_info(frame: pd.DataFrame, objectives: Objectives) -> HistoryInfo:
     """Every trial by status, with its objective value where it has one (a pruned trial's is
-    at its last rung: a shorter run, not comparable with the full ones), and the running best
-    over the fully trained trials."""
+    at its last rung: a shorter run, not comparable with the full ones), and after each fully
+    trained trial the best architecture as known then: by its mean over the training seeds
+    trained so far, as `results.ranked` ranks (so the best can get worse when another seed of
+    the leader comes in)."""
     metric, mode = primary_objective(objectives)
     rows = frame.sort_values(TRIAL)
     groups = []
@@ -187,17 +190,21 @@ def _get_history_info(frame: pd.DataFrame, objectives: Objectives) -> HistoryInf
             status, tuple(int(t) for t in part[TRIAL]),
             tuple(_finite(v) for v in part[metric]) if metric in part else (None,) * len(part),
             tuple(_note(r) for _, r in part.iterrows())))
-    ok = rows[rows[STATUS] == "ok"]
-    values = pd.to_numeric(ok[metric], errors="coerce").astype(float)
-    ok, values = ok[np.isfinite(values)], values[np.isfinite(values)].to_numpy()
-    best = np.minimum.accumulate(values) if mode == "min" else np.maximum.accumulate(values)
+    ok = finished_ok(rows)
+    ok = ok[np.isfinite(pd.to_numeric(ok[metric], errors="coerce").astype(float))]
+    seen: dict[str, list[float]] = {}
+    best = []
+    for key, value in zip(ok[KEY], ok[metric].astype(float)):
+        seen.setdefault(key, []).append(value)
+        means = [sum(v) / len(v) for v in seen.values()]
+        best.append(min(means) if mode == "min" else max(means))
     return HistoryInfo(metric, mode, tuple(groups), tuple(int(t) for t in ok[TRIAL]),
-                       tuple(float(v) for v in best), _y_range(groups))
+                       tuple(best), _y_range(groups))
 
 
 # ---------------------------------------------------------------------- pareto
 class ParetoInfo(NamedTuple):
-    """Fully trained architectures: ``y_metric`` (the loss) against one cost."""
+    """Fully trained architectures: ``y_metric`` (the loss, mean over seeds) against one cost."""
 
     x_metric: str
     x_mode: str
@@ -225,7 +232,10 @@ def pareto_axes(objectives: Objectives) -> list[tuple[str, str]]:
 def _get_pareto_info(frame: pd.DataFrame, objectives: Objectives, x_metric: str,
                      x_mode: str = "min") -> ParetoInfo:
     y_metric, y_mode = primary_objective(objectives)
-    ok = _ok_with(_ok_with(frame, y_metric), x_metric).sort_values(TRIAL)
+    ok = architectures(frame, y_metric, y_mode)
+    if x_metric in TRAINED_METRICS:  # measured, so averaged over the seeds too
+        ok[x_metric] = ok[KEY].map(ranked(frame, x_metric, x_mode).set_index(KEY)[x_metric])
+    ok = ok[np.isfinite(pd.to_numeric(ok[x_metric], errors="coerce").astype(float))]
     x = [float(v) for v in ok[x_metric]]
     y = [float(v) for v in ok[y_metric]]
     front = pareto_mask([[a, b] for a, b in zip(x, y)], [x_mode, y_mode]) if len(ok) else []
@@ -259,6 +269,7 @@ class ArchInfo(NamedTuple):
     key: str
     seed: str | None
     winner: bool
+    n_seeds: int  # training seeds its values are means over
     values: dict[str, float | None]  # the objectives and the costs drawn elsewhere
     n_layers: int
     n_groups: int
@@ -305,8 +316,9 @@ def _get_connectivity_info(frame: pd.DataFrame, objectives: Objectives,
     for rank, (_, row) in enumerate(rows.iterrows(), start=1):
         spec = ArchSpec.from_json(row[SPEC])
         archs.append(ArchInfo(rank, int(row[TRIAL]), str(row[KEY]), _text(row.get(SEED_PRESET)),
-                              int(row[TRIAL]) in best, {m: _finite(row.get(m)) for m in shown},
-                              spec.dims.n_layers, spec.dims.n_groups, arch_cells(spec)))
+                              int(row[TRIAL]) in best, int(row[N_SEEDS]),
+                              {m: _finite(row.get(m)) for m in shown}, spec.dims.n_layers,
+                              spec.dims.n_groups, arch_cells(spec)))
     reach = max((c.reach for a in archs for c in a.cells if not c.embedding), default=0)
     return ConnectivityInfo(tuple(archs), reach)
 
@@ -316,18 +328,19 @@ class ImportanceInfo(NamedTuple):
     metric: str
     params: tuple[str, ...]  # most important first; empty when there is too little to say
     importances: tuple[float, ...]  # Optuna's PED-ANOVA importances, summing to 1
-    n_trials: int
-    target_quantile: float  # importance of reaching this best fraction of the trials
+    n_archs: int  # fully trained architectures, each valued by its mean over seeds
+    target_quantile: float  # importance of reaching this best fraction of them
     note: str  # why there are no importances, else ""
 
 
 def study_from_frame(frame: pd.DataFrame, metric: str, mode: str) -> Any:
-    """An in-memory Optuna study of the fully trained trials: the searched decisions as
-    categorical parameters (the observed choices) and ``metric`` as the value. Built from the
-    table, so it needs neither ``study.db`` nor the study's storage."""
+    """An in-memory Optuna study with one trial per fully trained architecture: the searched
+    decisions as categorical parameters (the observed choices) and ``metric`` (its mean over
+    seeds) as the value. Built from the table, so it needs neither ``study.db`` nor the
+    study's storage."""
     import optuna
 
-    ok = _ok_with(frame, metric)
+    ok = architectures(frame, metric, mode)
     columns = param_columns(ok)
     choices = {c: sorted({t for t in map(_text, ok[c]) if t is not None}) for c in columns}
     verbosity = optuna.logging.get_verbosity()
@@ -352,7 +365,7 @@ def _get_importance_info(frame: pd.DataFrame, objectives: Objectives) -> Importa
     import optuna
 
     metric, mode = primary_objective(objectives)
-    ok = _ok_with(frame, metric)
+    ok = architectures(frame, metric, mode)
     n = len(ok)
     quantile = min(0.5, max(0.1, IMPORTANCE_TOP / max(n, 1)))
     varied = [c for c in param_columns(ok) if ok[c].map(_text).dropna().nunique() > 1]
@@ -377,8 +390,8 @@ def _get_importance_info(frame: pd.DataFrame, objectives: Objectives) -> Importa
 class MarginalRow(NamedTuple):
     param: str  # the searched decision, e.g. "L3.g1.kv_src"
     value: str  # one of its choices
-    count: int  # fully trained trials that made this choice
-    mean: float  # their mean objective
+    count: int  # fully trained architectures that made this choice
+    mean: float  # the mean of their objective (each its mean over seeds)
     std: float  # their sample standard deviation (nan for a single trial)
     delta: float  # mean minus the mean over all fully trained trials
 
@@ -387,18 +400,18 @@ class MarginalInfo(NamedTuple):
     metric: str
     mode: str
     overall_mean: float
-    n_trials: int
+    n_archs: int
     rows: tuple[MarginalRow, ...]  # decisions by the spread of the deltas of their choices
     # made by MIN_CHOICE_TRIALS or more, largest first (then by name); within one, choices in
     # name order. Decisions seen with one choice only are left out.
 
 
 def _get_marginal_info(frame: pd.DataFrame, objectives: Objectives) -> MarginalInfo:
-    """Per searched decision and choice: the mean objective of the trials that made it,
-    against the mean of all. A rough view (the choices are correlated through the sampler),
-    which the importances complement."""
+    """Per searched decision and choice: the mean objective of the fully trained
+    architectures that made it, against the mean of all. A rough view (the sampler correlates
+    the choices), which the importances complement."""
     metric, mode = primary_objective(objectives)
-    ok = _ok_with(frame, metric)
+    ok = architectures(frame, metric, mode)
     values = ok[metric].astype(float)
     overall = float(values.mean()) if len(ok) else math.nan
     blocks = []
@@ -436,7 +449,7 @@ class CurvesInfo(NamedTuple):
     metric: str
     mode: str
     curves: tuple[CurveInfo, ...]  # in trial order; duplicates left out (their source's)
-    winners: tuple[int, ...]  # the trials of the run's best or Pareto set
+    winners: tuple[int, ...]  # every trial (each seed) of the run's best or Pareto set
 
 
 def _get_curves_info(frame: pd.DataFrame, objectives: Objectives) -> CurvesInfo:
@@ -454,7 +467,8 @@ def _get_curves_info(frame: pd.DataFrame, objectives: Objectives) -> CurvesInfo:
         curves.append(CurveInfo(int(row[TRIAL]), str(row[KEY]), str(row[STATUS]),
                                 tuple(t for t, _ in points), tuple(v for _, v in points),
                                 tuple(t for t, _ in train), tuple(v for _, v in train)))
-    best = tuple(int(t) for t in winners(frame, objectives)[TRIAL])
+    keys = set(winners(frame, objectives)[KEY])
+    best = tuple(c.trial for c in curves if c.key in keys and c.status == "ok")
     return CurvesInfo(metric, mode, tuple(curves), best)
 
 
@@ -465,17 +479,18 @@ class TableInfo(NamedTuple):
 
 
 def _get_table_info(frame: pd.DataFrame, objectives: Objectives, top: int = 10) -> TableInfo:
-    """The top architectures (as `top_rows`) with every metric and cost they have."""
+    """The top architectures (as `top_rows`) with every metric and cost they have; trained
+    metrics are means over the ``n_seeds`` training seeds."""
     rows = top_rows(frame, objectives, top)
     best = set(winners(frame, objectives)[TRIAL].astype(int))
     metrics = [m for m in TRAINED_METRICS if m in rows and rows[m].notna().any()]
     numbers = [*metrics, *(c for c in COSTS if c in rows), TOKENS, WALL_SECONDS]
-    columns = ("rank", TRIAL, KEY, SEED_PRESET, "winner", *numbers)
+    columns = ("rank", TRIAL, KEY, SEED_PRESET, "winner", N_SEEDS, *numbers)
     out = []
     for rank, (_, row) in enumerate(rows.iterrows(), start=1):
         values = [_finite(row.get(c)) for c in numbers]
         values = [int(v) if v is not None and c in (*COSTS, TOKENS) else v
                   for c, v in zip(numbers, values)]
         out.append((rank, int(row[TRIAL]), str(row[KEY]), _text(row.get(SEED_PRESET)),
-                    int(row[TRIAL]) in best, *values))
+                    int(row[TRIAL]) in best, int(row[N_SEEDS]), *values))
     return TableInfo(columns, tuple(out))

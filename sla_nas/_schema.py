@@ -143,6 +143,13 @@ def check_run_name(name: str) -> str:
     return name
 
 
+class ConfirmSection(_Strict):
+    top: int = Field(default=3, ge=1)
+    seeds: int = Field(default=3, ge=2)
+    tokens: int | None = Field(default=None, ge=1)
+    presets: list[str] | None = None
+
+
 class SpaceFile(_Strict):
     name: str | None = None
     model: ModelSection = ModelSection()
@@ -153,6 +160,7 @@ class SpaceFile(_Strict):
     task: TaskSection = TaskSection()
     budget: BudgetSection = BudgetSection()
     search: SearchSection = SearchSection()
+    confirm: ConfirmSection | None = None
 
     _name = field_validator("name")(check_run_name)
 

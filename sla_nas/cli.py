@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import presets
 from .spec import ArchSpec, Dims
@@ -113,9 +114,50 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if not outcome.winners.empty:
         render(ArchSpec.from_json(outcome.winners.iloc[0][SPEC]), title="best")
     print(outcome.verdict)
+    if outcome.confirmed is not None:
+        print_confirmation(outcome.confirmed)
     print(f"results: {outcome.paths.root}  (trials.csv, "
           f"{'pareto/' if len(outcome.objectives) > 1 else 'best.yaml'}, study, tune/)")
     return 130 if outcome.interrupted else 0
+
+
+def print_confirmation(outcome: Any) -> None:
+    """The confirmation table (means over seeds, paired differences to vanilla) and sentence."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"confirmed: {outcome.metric} at {outcome.tokens:,} tokens, "
+                  f"mean ± std over seeds", title_justify="left")
+    for name in ("", "architecture", "seeds", outcome.metric, "vs vanilla (95 % interval)",
+                 "p", ""):
+        table.add_column(name, justify="left" if name in ("", "architecture") else "right")
+    for i, row in outcome.summary.iterrows():
+        versus = "" if row["label"].endswith("vanilla") else (
+            f"{row['vs_baseline']:+.4f} [{row['vs_baseline_low']:+.4f}, "
+            f"{row['vs_baseline_high']:+.4f}]")
+        flags = []
+        if not row["label"].endswith("vanilla") and not bool(row.get("beats_baseline")):
+            flags.append("≈ vanilla")
+        if i + 1 < len(outcome.summary) and not bool(row.get("ahead_of_next")):
+            flags.append("≈ next")
+        p = "" if row["label"].endswith("vanilla") else f"{row['vs_baseline_p']:.2g}"
+        table.add_row(str(i + 1), f"{row['label']} {row['arch_key']}", str(row["n_seeds"]),
+                      f"{row['mean']:.4f} ± {row['std']:.4f}", versus, p, ", ".join(flags))
+    console = Console()
+    console.print(table)
+    print(outcome.sentence)
+
+
+def _cmd_confirm(args: argparse.Namespace) -> None:
+    from .search import ConfirmOptions, run_confirm
+
+    console_log = lambda note: print(f"  {note}", file=sys.stderr)  # noqa: E731
+    outcome = run_confirm(args.run_dir, ConfirmOptions(
+        top=args.top, seeds=args.seeds, tokens=args.tokens,
+        presets=tuple(args.presets.split(",")) if args.presets else None,
+        max_failures=args.max_failures, address=args.address), log=console_log)
+    print_confirmation(outcome)
+    print(f"runs: {Path(args.run_dir) / 'confirm.csv'}")
 
 
 def _add_arch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +224,27 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--tokens", type=int, help="override budget.tokens")
     search.add_argument("--quiet", action="store_true", help="print only the result")
     search.set_defaults(func=_cmd_search)
+
+    confirm = sub.add_parser("confirm", help="re-train a search's winners with paired seeds",
+                             description="Re-train the top architectures of a finished search "
+                             "and the seed presets (vanilla always) with several fresh paired "
+                             "training seeds at a longer budget, on Ray like the search, and "
+                             "report means, paired differences to vanilla with 95 %% intervals "
+                             "and which winners are within noise. Runs are appended to "
+                             "RUN_DIR/confirm.csv; a rerun trains only what is missing.")
+    confirm.add_argument("run_dir", type=Path, help="a search's run folder (results/<name>)")
+    confirm.add_argument("--top", type=int, default=3, help="winners to re-train (default 3)")
+    confirm.add_argument("--seeds", type=int, default=3,
+                         help="paired training seeds per architecture (default 3)")
+    confirm.add_argument("--tokens", type=int,
+                         help="budget per run (default: twice the search's)")
+    confirm.add_argument("--presets", help="comma-separated presets to compare with "
+                         "(default: the space's seeds; vanilla always)")
+    confirm.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, "
+                         "else a local Ray)")
+    confirm.add_argument("--max-failures", type=int, default=0,
+                         help="retries of a failed run from its last checkpoint")
+    confirm.set_defaults(func=_cmd_confirm)
 
     validate = sub.add_parser("validate", help="check a search-space file and summarise it",
                               description="Check SPACE.yaml without running anything: print "

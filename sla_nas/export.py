@@ -16,16 +16,13 @@ checked to lie inside the export folder. This module imports neither Ray nor plo
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 import math
 import os
 import pickle
 import secrets
 import shutil
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +31,17 @@ from typing import Any, NamedTuple
 import pandas as pd
 import torch
 
-from . import _standalone
-from ._export_docs import WEIGHTS_FILE, WEIGHTS_FORMAT, Provenance, model_card, model_py
+from ._export_files import (
+    ONNX_ATOL,
+    ONNX_RTOL,
+    WEIGHTS_FILE,
+    WEIGHTS_FORMAT,
+    Provenance,
+    model_card,
+    model_py,
+    require_onnx,
+    write_onnx,
+)
 from ._schema import SpaceFile, parse_space_yaml
 from .cost import estimate
 from .model import SlaModel, build_model
@@ -51,6 +57,7 @@ from .results import (
     TRIAL,
     WALL_SECONDS,
     RunPaths,
+    finished_ok,
     load_results,
     ranked,
     valid_key,
@@ -62,7 +69,6 @@ from .train import MODEL_FILE, Budget, train_proxy
 __all__ = ["export_run", "load_exported", "select_winners", "Exported", "LoadedModel",
            "WEIGHTS_FILE", "WEIGHTS_FORMAT", "ONNX_ATOL", "ONNX_RTOL"]
 
-ONNX_ATOL, ONNX_RTOL = 1e-5, 1e-4  # onnxruntime logits against PyTorch's (numpy allclose)
 
 
 @dataclass(frozen=True)
@@ -111,9 +117,10 @@ class _Run:
 # ---------------------------------------------------------------------- choosing
 def select_winners(frame: pd.DataFrame, objectives: list[tuple[str, str]],
                    top: int | None = None) -> pd.DataFrame:
-    """The rows to export, best first by the first objective: the best ``top`` (default 1)
+    """The trials to export, best first by the first objective: the best ``top`` (default 1)
     fully trained architectures, or with several objectives the Pareto set (its first ``top``
-    if given). One row per architecture."""
+    if given), ranked by their mean over training seeds. One row per architecture: the trials
+    table's row of its first fully trained trial (whose checkpoint is exported)."""
     if top is not None and top < 1:
         raise ValueError(f"--top must be >= 1, got {top}")
     metric, mode = objectives[0]
@@ -123,7 +130,8 @@ def select_winners(frame: pd.DataFrame, objectives: list[tuple[str, str]],
         counts = frame[STATUS].value_counts().to_dict() if STATUS in frame else {}
         raise ValueError(f"no trial finished its full budget (status 'ok'), so there is no "
                          f"winner to export; trial statuses: {counts}")
-    return chosen.head(top if top is not None else 1 if len(objectives) == 1 else len(chosen))
+    chosen = chosen.head(top if top is not None else 1 if len(objectives) == 1 else len(chosen))
+    return frame.loc[chosen.index]  # the trials' own rows (ranked() holds seed means)
 
 
 def _spec_of(row: pd.Series) -> ArchSpec:
@@ -154,16 +162,30 @@ def _search_metrics(row: pd.Series) -> dict[str, float]:
     return _clean({m: row.get(m) for m in TRAINED_METRICS})
 
 
-def _vanilla(frame: pd.DataFrame) -> dict[str, Any] | None:
-    """The vanilla seed's status and metrics, if the run proposed it."""
+def _seed_mean(frame: pd.DataFrame, key: str) -> dict[str, Any] | None:
+    """An architecture's metrics averaged over its fully trained training seeds, if several."""
+    runs = finished_ok(frame)
+    runs = runs[runs[KEY] == key]
+    if runs[SEED].nunique() < 2:
+        return None
+    means = runs[list(TRAINED_METRICS)].apply(pd.to_numeric, errors="coerce").mean()
+    return {"n_seeds": int(runs[SEED].nunique()), **_clean(means.to_dict())}
+
+
+def _vanilla(frame: pd.DataFrame, train_seed: int) -> dict[str, Any] | None:
+    """The vanilla seed architecture's trial at ``train_seed`` (paired with the winner's: the
+    same data and shared initial weights), else its first; None if the run had none."""
     if SEED_PRESET not in frame:
         return None
     rows = frame[frame[SEED_PRESET] == "vanilla"]
     if rows.empty:
         return None
     ok = rows[rows[STATUS] == "ok"]
-    row = (ok if not ok.empty else rows).iloc[0]
-    return {"status": row[STATUS], "trial": int(row[TRIAL]), "metrics": _search_metrics(row)}
+    paired = ok[ok[SEED] == train_seed]
+    row = (paired if not paired.empty else ok if not ok.empty else rows).iloc[0]
+    return {"status": row[STATUS], "trial": int(row[TRIAL]),
+            "train_seed": int(row[SEED]) if pd.notna(row.get(SEED)) else None,
+            "metrics": _search_metrics(row)}
 
 
 # ---------------------------------------------------------------------- weights
@@ -301,86 +323,6 @@ def _write(root: Path, path: Path, text: str) -> None:
     _inside(root, path).write_text(text, encoding="utf-8")
 
 
-def _standalone_model(spec: ArchSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The template model (the code of every model.py) with this architecture's table."""
-    sa = _standalone
-    table = tuple(tuple((sa.Gene(*dataclasses.astuple(genes.k)),
-                         sa.Gene(*dataclasses.astuple(genes.v))) for genes in groups)
-                  for groups in spec.layers)
-    model = sa.Model(sa.Dims(**dataclasses.asdict(spec.dims)), table)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def _require_onnx() -> None:
-    """Fail before any work when --onnx cannot be honoured."""
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(f"--onnx needs {', '.join(missing)}: pip install onnx onnxscript "
-                         f"onnxruntime")
-
-
-class _Logits(torch.nn.Module):
-    """The model with one output, the logits: what model.onnx computes."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx)[0]
-
-
-def _write_onnx(root: Path, path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
-    """``model.onnx`` of the standalone model (input ``idx``: (batch, seq <= seq_len) int64;
-    output ``logits``), exported with torch's dynamo exporter; returns `_check_onnx`'s
-    largest difference."""
-    d = spec.dims
-    example = torch.randint(0, d.vocab_size, (2, d.seq_len),
-                            generator=torch.Generator().manual_seed(0))
-    seq = {1: torch.export.Dim("seq", min=1, max=d.seq_len)} if d.seq_len > 1 else {}
-    target = _inside(root, path)
-    quiet = logging.getLogger("torch.onnx")  # notes on operators of packages not installed
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
-            torch.onnx.export(_Logits(_standalone_model(spec, state)).eval(), (example,),
-                              str(target), dynamo=True, verbose=False, input_names=["idx"],
-                              output_names=["logits"], external_data=False, dynamic_shapes={
-                                  "idx": {0: torch.export.Dim("batch", min=1), **seq}})
-    finally:
-        quiet.setLevel(level)
-    return _check_onnx(target, spec, state)
-
-
-def _check_onnx(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
-    """onnxruntime's logits against build_model's at a full and a shorter input; raises
-    unless they agree within ONNX_ATOL + ONNX_RTOL * |logits|. The largest difference."""
-    import numpy as np
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    reference = build_model(spec)
-    reference.load_state_dict(state)
-    d, gen, worst = spec.dims, torch.Generator().manual_seed(1), 0.0
-    for shape in ((2, d.seq_len), (3, max(1, d.seq_len // 2))):
-        idx = torch.randint(0, d.vocab_size, shape, generator=gen)
-        with torch.no_grad():
-            expected = reference(idx)[0].numpy()
-        got = session.run(None, {"idx": idx.numpy()})[0]
-        worst = max(worst, float(np.abs(got - expected).max()))
-        if not np.allclose(got, expected, atol=ONNX_ATOL, rtol=ONNX_RTOL):
-            raise ValueError(f"{path}: onnxruntime's logits differ from PyTorch's by up to "
-                             f"{worst:.3g} at input shape {shape} (allowed: atol {ONNX_ATOL}, "
-                             f"rtol {ONNX_RTOL}); the ONNX file is not trustworthy")
-    return worst
-
-
 def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.Tensor],
                   prov: Provenance, metrics: dict[str, Any], onnx: bool,
                   log: Callable[[str], None]) -> Path:
@@ -398,7 +340,8 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
                    _inside(root, work / WEIGHTS_FILE))
         if onnx:
             log("exporting model.onnx and checking it with onnxruntime")
-            metrics["onnx_max_abs_diff"] = _write_onnx(root, work / "model.onnx", spec, state)
+            metrics["onnx_max_abs_diff"] = write_onnx(_inside(root, work / "model.onnx"), spec,
+                                                      state)
         _write(root, work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         _write(root, work / "README.md", model_card(spec, prov, name))
         if target.exists():
@@ -410,9 +353,9 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
     return target
 
 
-def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any],
-                vanilla: dict[str, Any] | None) -> Provenance:
+def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any]) -> Provenance:
     versions = run.info.get("versions")
+    train_seed = int(row[SEED]) if pd.notna(row.get(SEED)) else 0
     return Provenance(
         run=run.paths.root.resolve().name,
         space_file=str(run.info.get("space_file", "space.yaml")),
@@ -422,10 +365,11 @@ def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any],
         run.config.budget.tokens,
         trial=int(row[TRIAL]), status=str(row[STATUS]),
         seed_preset=row[SEED_PRESET] if isinstance(row.get(SEED_PRESET), str) else None,
-        train_seed=int(row[SEED]) if pd.notna(row.get(SEED)) else 0, rank=rank,
-        weights=_weights_sentence(row, record), metrics=_search_metrics(row), vanilla=vanilla,
-        versions={str(k): str(v) for k, v in versions.items()}
-        if isinstance(versions, dict) else {})
+        train_seed=train_seed, rank=rank, weights=_weights_sentence(row, record),
+        metrics=_search_metrics(row), seed_mean=_seed_mean(run.frame, row[KEY]),
+        vanilla=_vanilla(run.frame, train_seed),
+        versions={str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict)
+        else {})
 
 
 def _metrics_file(spec: ArchSpec, row: pd.Series, prov: Provenance,
@@ -434,7 +378,8 @@ def _metrics_file(spec: ArchSpec, row: pd.Series, prov: Provenance,
     return {"key": spec.key, "rank": prov.rank, "run": prov.run, "trial": prov.trial,
             "status": prov.status, "train_seed": prov.train_seed,
             "objectives": [{"metric": m, "mode": mode} for m, mode in prov.objectives],
-            "metrics": prov.metrics, "costs": estimate(spec),
+            "metrics": prov.metrics, **({"seed_mean": prov.seed_mean} if prov.seed_mean else {}),
+            "costs": estimate(spec),
             "vanilla_costs": estimate(ArchSpec.create(spec.dims)),
             **_clean({"tokens": row.get(TOKENS), "wall_seconds": row.get(WALL_SECONDS)}),
             "weights": record, "vanilla_seed": prov.vanilla}
@@ -454,17 +399,16 @@ def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | No
     if retrain_tokens is not None and retrain_tokens < 1:
         raise ValueError(f"--retrain-tokens must be >= 1, got {retrain_tokens}")
     if onnx:
-        _require_onnx()
+        require_onnx()
     run = _Run.read(run_dir)
     chosen = select_winners(run.frame, run.objectives, top)
     specs = [_spec_of(row) for _, row in chosen.iterrows()]  # refuse a bad table up front
     root = _out_root(run.paths, out)
-    vanilla = _vanilla(run.frame)
     exported = []
     for rank, ((_, row), spec) in enumerate(zip(chosen.iterrows(), specs), 1):
         log(f"rank {rank}: {spec.key} (trial {row[TRIAL]})")
         state, record = _weights(run, row, spec, retrain_tokens, log)
-        prov = _provenance(run, row, rank, record, vanilla)
+        prov = _provenance(run, row, rank, record)
         folder = _write_winner(root, f"rank-{rank}-{valid_key(spec.key)}", spec, state, prov,
                                _metrics_file(spec, row, prov, record), onnx, log)
         exported.append(Exported(rank, spec.key, prov.trial, folder, record["source"],

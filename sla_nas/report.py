@@ -205,8 +205,9 @@ def plot_connectivity(info: _data.ConnectivityInfo, per_row: int | None = None) 
 def _arch_title(arch: _data.ArchInfo) -> str:
     values = " · ".join(f"{SHORT.get(m, m)} {_fmt(v)}" for m, v in arch.values.items()
                         if v is not None)
+    seeds = f" · {arch.n_seeds} seeds" if arch.n_seeds > 1 else ""
     return (f"{'★ ' if arch.winner else ''}#{arch.rank} {arch.key}"
-            f"{f' ({arch.seed})' if arch.seed else ''}<br>"
+            f"{f' ({arch.seed})' if arch.seed else ''}{seeds}<br>"
             f"<span style='font-size:10px'>{values}</span>")
 
 
@@ -287,11 +288,12 @@ def plot_marginal(info: _data.MarginalInfo, max_rows: int = 40) -> go.Figure:
                                            for r in rows], "color": "#555", "thickness": 1},
         customdata=[[r.mean, r.count] for r in rows],
         hovertemplate=(f"%{{y}}<br>mean {info.metric} %{{customdata[0]:.4f}} over "
-                       f"%{{customdata[1]}} trials<br>%{{x:+.4f}} against all<extra></extra>")))
+                       f"%{{customdata[1]}} architectures<br>%{{x:+.4f}} against all"
+                       f"<extra></extra>")))
     fig.update_layout(template=_TEMPLATE, height=140 + 20 * len(rows), margin={"t": 40},
                       title={"text": "marginal effect of each choice", "font": {"size": 14}},
                       xaxis_title=f"mean {info.metric} minus the mean of all "
-                                  f"{info.n_trials} ({info.overall_mean:.4f})")
+                                  f"{info.n_archs} ({info.overall_mean:.4f})")
     return fig
 
 
@@ -461,15 +463,16 @@ def _sections(page: _Page, frame: Any, objectives: _data.Objectives, top: int) -
     history = _data._get_history_info(frame, objectives)
     page.section("history", "Best so far", (
         f"Each trial's {history.metric} in the order the sampler proposed them; the black step "
-        f"is the best fully trained value so far. Pruned trials are drawn at their last "
-        f"evaluation (a shorter run: not comparable); values far off sit on the edge as "
-        f"triangles. The strip below shows every trial's status, including those without a "
-        f"value."),
+        f"is the best fully trained architecture so far (its mean over seeds). Pruned trials "
+        f"are drawn at their last evaluation (a shorter run: not comparable); values far off "
+        f"sit on the edge as triangles. The strip below shows every trial's status, including "
+        f"those without a value."),
         page.figure(plot_history(history) if len(frame) else None, "no trials yet"))
     panes = [_data._get_pareto_info(frame, objectives, metric, mode)
              for metric, mode in _data.pareto_axes(objectives)]
     page.section("pareto", "Loss against cost", (
-        "Fully trained architectures. The dark step line is the front of each plane (nothing "
+        "Fully trained architectures, each at its mean over training seeds (seed presets run "
+        "with several). The dark step line is the front of each plane (nothing "
         "is both cheaper and better); stars are the run's winners (its best, or its Pareto "
         "set over all objectives); open diamonds are the seed presets, named."),
         page.figure(plot_pareto(panes) if panes[0].trials else None, _UNTRAINED))
@@ -488,11 +491,11 @@ def _sections(page: _Page, frame: Any, objectives: _data.Objectives, top: int) -
     marginal = _data._get_marginal_info(frame, objectives)
     page.section("choices", "Which choices matter", (
         f"Left: Optuna's parameter importances (PED-ANOVA: how much a decision matters to "
-        f"reach the best {importance.target_quantile:.0%} of the {importance.n_trials} fully "
-        f"trained trials, by {importance.metric}). Right: per decision and choice, the mean "
-        f"{marginal.metric} of the trials that made it against the mean of all, with one "
-        f"standard error (faded: one trial). Both are observational: the sampler chose the "
-        f"trials."),
+        f"reach the best {importance.target_quantile:.0%} of the {importance.n_archs} fully "
+        f"trained architectures, by {importance.metric}, each its mean over seeds). Right: per "
+        f"decision and choice, the mean {marginal.metric} of the architectures that made it "
+        f"against the mean of all, with one standard error (faded: one architecture). Both "
+        f"are observational: the sampler chose what to train."),
         page.figure(plot_importances(importance) if importance.params else None,
                     f"Importances: {importance.note}."),
         page.figure(plot_marginal(marginal) if marginal.rows else None, "Marginal effects: no "
@@ -507,8 +510,8 @@ def _sections(page: _Page, frame: Any, objectives: _data.Objectives, top: int) -
     table = _data._get_table_info(frame, objectives, top)
     page.section("top", f"Top {len(table.rows)} architectures", (
         "Winners first (★), then by the primary objective; click a column header to sort. "
-        "Costs are exact (the analytic cost model); tokens is the run length of the last "
-        "evaluation."),
+        "Trained metrics are means over the n_seeds training seeds; costs are exact (the "
+        "analytic cost model); tokens is the run length of the last evaluation."),
         table_html(table) if table.rows else page.figure(None, _UNTRAINED))
 
 

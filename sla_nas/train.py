@@ -12,6 +12,9 @@ Read ../shared/FINDINGS.md for why it looks like this:
 * **Common random numbers.** Batch ``i`` depends only on (data seed, i), the evaluation set is
   fixed, and weights start from per-name seeds (`SlaModel.init_weights`), so two architectures
   trained with the same seed see the same data and share their common initial weights.
+* **Paired, and shown to be.** ``data_digest`` (a hash chained over every training batch of
+  the main run) is equal for two runs exactly when they trained on the same data in the same
+  order.
 * **Resumable.** With ``checkpoint=DIR`` the full state (model, optimizer, step, history, RNG)
   is written to ``DIR/state.pt`` at every evaluation and a later call resumes from it.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -139,6 +143,7 @@ class _Run:
         self.main, self.warmup, self.points = budget.plan(task.seq_len)
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.data_digest = ""  # sha256 chained over the main run's batches: pairing evidence
         self.curve: list[list[float]] = []  # [main-run tokens, mean training loss] per window
         self.curve_every = max(1, self.main // CURVE_POINTS)
         self._window: list[float] = []
@@ -169,6 +174,8 @@ class _Run:
             losses.append(value)
             self.tokens_trained += x.numel()
             if decay is None:
+                self.data_digest = hashlib.sha256(self.data_digest.encode() +
+                                                  x.numpy().tobytes()).hexdigest()
                 self._window.append(value)
                 if (step + 1) % self.curve_every == 0:
                     mean = sum(self._window) / len(self._window)
@@ -199,6 +206,7 @@ class _Run:
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                 "step": self.step, "history": self.history, "curve": self.curve,
+                "data_digest": self.data_digest,
                 "window": self._window, "seed": self.seed,
                 "spec_key": self.spec.key, "train_seconds": self.train_seconds,
                 "tokens_trained": self.tokens_trained, "torch_rng": torch.get_rng_state(),
@@ -213,6 +221,7 @@ class _Run:
         self.opt.load_state_dict(state["opt"])
         self.step, self.history = state["step"], state["history"]
         self.curve, self._window = state["curve"], state["window"]
+        self.data_digest = state["data_digest"]
         self.train_seconds, self.tokens_trained = state["train_seconds"], state["tokens_trained"]
         torch.set_rng_state(state["torch_rng"])
 
@@ -230,9 +239,9 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
                 on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train ``spec`` on ``task`` for ``budget``; ``report`` gets every evaluation's metrics
     ``{tokens, train_loss, val_loss, val_acc (where the task has one), tokens_per_s, ...}``
-    plus ``history`` (every evaluation so far) and ``curve`` (the main run's training loss,
-    window means: ``[[tokens, loss], ...]``); ``on_step`` (for progress bars) gets the main
-    run's step count and loss after every step.
+    plus ``history`` (every evaluation so far), ``curve`` (the main run's training loss,
+    window means: ``[[tokens, loss], ...]``) and ``data_digest``; ``on_step`` (for progress
+    bars) gets the main run's step count and loss after every step.
 
     Returns the last evaluation's metrics with ``status`` (``ok`` or ``diverged``: a loss was
     not finite; the metrics are then the last finite ones), the cost model's figures, the
@@ -268,10 +277,12 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
             _save(run.state(), directory)
             _save(run.evaluated_model.state_dict(), directory, MODEL_FILE)
         if report is not None:
-            report(dict(metrics, history=list(run.history), curve=list(run.curve)))
+            report(dict(metrics, history=list(run.history), curve=list(run.curve),
+                        data_digest=run.data_digest))
     result: dict[str, Any] = dict(run.history[-1]) if run.history else {
         "tokens": 0, "train_loss": run.last_loss, "val_loss": math.nan}
     result.update(status=status, seed=seed, key=spec.key, history=run.history, curve=run.curve,
+                  data_digest=run.data_digest,
                   task=task.info | {"name": task.name}, budget=dataclasses.asdict(budget),
                   **estimate(spec))
     return result

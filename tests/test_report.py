@@ -41,12 +41,14 @@ SPECS = {  # one architecture per trial row below
 #        trial status       arch  val_loss  kv   params seed       a      b      c
 ROWS = [(0, "ok", "V", 3.00, 192, 1000, "vanilla", "l", "l", None),
         (1, "ok", "A", 2.90, 160, 990, None, "l-1", "l", "reuse"),
-        (2, "pruned", "B", 4.00, 128, 970, None, "l-1", "l-1", "reproject"),
+        (2, "pruned", "B", 5.00, 128, 970, None, "l-1", "l-1", "reproject"),
         (3, "infeasible", "C", None, 256, 1100, None, "l", "l", None),
         (4, "ok", "D", 2.95, 128, 980, None, "l-1", "l-1", "reproject"),
         (5, "duplicate", "A", 2.90, 160, 990, None, "l-1", "l", "reuse"),
         (6, "ok", "E", 2.80, 160, 1010, None, "l", "l-1", None),
-        (7, "error", "F", None, 160, 1000, None, "l", "l", None)]
+        (7, "error", "F", None, 160, 1000, None, "l", "l", None),
+        (8, "ok", "V", 3.10, 192, 1000, "vanilla", "l", "l", None)]  # vanilla's 2nd seed
+# per architecture (mean over its seeds): V 3.05 (2 seeds), A 2.90, D 2.95, E 2.80
 
 
 def _history(final: float, stop: int) -> str:
@@ -61,13 +63,13 @@ def synthetic_frame() -> pd.DataFrame:
         trained = status in ("ok", "pruned", "duplicate")
         stop = 3000 if status == "pruned" else 6000
         rows.append({
-            R.TRIAL: trial, R.KEY: SPECS[arch].key, R.STATUS: status, R.SEED: 0,
+            R.TRIAL: trial, R.KEY: SPECS[arch].key, R.STATUS: status, R.SEED: int(trial == 8),
             R.SEED_PRESET: seed, R.MESSAGE: "boom" if status == "error" else None,
             R.REUSED_FROM: 1 if status == "duplicate" else None,
             "val_loss": loss, "kv_cache_bytes_per_token": kv, "params": params,
             R.TOKENS: stop if trained else None, R.WALL_SECONDS: 10.0 if trained else None,
             R.SPEC: SPECS[arch].to_json(),
-            R.HISTORY: _history(4.0 if status == "pruned" else loss, stop) if trained else None,
+            R.HISTORY: _history(loss, stop) if trained else None,
             R.CURVE: json.dumps([[1000, 5.0], [2000, 4.0]]) if trained else None,
             "param:a": a, "param:b": b, "param:c": c, "param:d": "l"})
     return pd.DataFrame(rows)
@@ -81,12 +83,12 @@ def frame() -> pd.DataFrame:
 # ---------------------------------------------------------------------- data functions
 def test_summary_counts_statuses_in_order_and_says_the_verdict(frame):
     info = data._get_summary_info(frame, ONE, "run", "space", "2026-01-01")
-    assert info.counts == {"ok": 4, "pruned": 1, "infeasible": 1, "duplicate": 1, "error": 1}
+    assert info.counts == {"ok": 5, "pruned": 1, "infeasible": 1, "duplicate": 1, "error": 1}
     assert list(info.counts) == ["ok", "pruned", "infeasible", "duplicate", "error"]
-    assert info.n_trials == 8 and info.objectives == (("val_loss", "min"),)
+    assert info.n_trials == 9 and info.objectives == (("val_loss", "min"),)
     assert info.verdict == R.verdict(frame, ONE)
     assert info.verdict.startswith(f"the best architecture {SPECS['E'].key} beats the vanilla "
-                                   f"seed by 0.2000 in val_loss")
+                                   f"seed by 0.2500 in val_loss (2.8000 against 3.0500)")
 
 
 def test_history_groups_every_status_and_runs_the_best_over_full_trials(frame):
@@ -95,32 +97,40 @@ def test_history_groups_every_status_and_runs_the_best_over_full_trials(frame):
     assert [g.status for g in info.groups] == ["ok", "pruned", "infeasible", "duplicate",
                                                "error"]
     by = {g.status: g for g in info.groups}
-    assert by["ok"].trials == (0, 1, 4, 6) and by["ok"].values == (3.0, 2.9, 2.95, 2.8)
-    assert by["pruned"].values == (4.0,) and by["infeasible"].values == (None,)
+    assert by["ok"].trials == (0, 1, 4, 6, 8)
+    assert by["ok"].values == (3.0, 2.9, 2.95, 2.8, 3.1)  # each trial's own
+    assert by["pruned"].values == (5.0,) and by["infeasible"].values == (None,)
     assert by["error"].trials == (7,) and by["error"].values == (None,)
     assert by["ok"].notes[0] == f"trial 0 · {SPECS['V'].key} · seed vanilla"
     assert by["error"].notes[0] == f"trial 7 · {SPECS['F'].key} · boom"
-    assert info.best_trials == (0, 1, 4, 6)
-    assert info.best_values == (3.0, 2.9, 2.9, 2.8)
-    # the pruned 4.0 lies beyond 3 padded ranges (0.78) of the full values 2.8 .. 3.0
-    assert info.y_range == pytest.approx((2.77, 3.03))
+    assert info.best_trials == (0, 1, 4, 6, 8)
+    assert info.best_values == pytest.approx((3.0, 2.9, 2.9, 2.8, 2.8))
+    # the pruned 5.0 lies beyond 3 padded ranges (1.17) of the full values 2.8 .. 3.1
+    assert info.y_range == pytest.approx((2.755, 3.145))
+
+
+def test_history_best_is_the_leaders_mean_as_its_seeds_come_in(frame):
+    frame.loc[frame[R.TRIAL] == 8, [R.KEY, R.SPEC, "val_loss"]] = [
+        SPECS["E"].key, SPECS["E"].to_json(), 3.0]  # the leader's second seed: mean 2.9
+    assert data._get_history_info(frame, ONE).best_values == pytest.approx(
+        (3.0, 2.9, 2.9, 2.8, 2.9))
 
 
 def test_history_keeps_every_value_in_view_when_none_lies_far_off(frame):
-    frame.loc[frame[R.STATUS] == "pruned", "val_loss"] = 3.5
+    frame.loc[frame[R.STATUS] == "pruned", "val_loss"] = 4.0
     assert data._get_history_info(frame, ONE).y_range is None
 
 
 def test_history_of_a_maximised_metric_runs_the_maximum(frame):
     frame["val_acc"] = frame["val_loss"]
     info = data._get_history_info(frame, [("val_acc", "max")])
-    assert info.best_values == (3.0, 3.0, 3.0, 3.0)
+    assert info.best_values == pytest.approx((3.0, 3.0, 3.0, 3.0, 3.05))
 
 
 def test_pareto_marks_the_front_of_each_plane_the_winner_and_the_seeds(frame):
     kv = data._get_pareto_info(frame, ONE, "kv_cache_bytes_per_token")
     assert kv.trials == (0, 1, 4, 6)
-    assert kv.x == (192, 160, 128, 160) and kv.y == (3.0, 2.9, 2.95, 2.8)
+    assert kv.x == (192, 160, 128, 160) and kv.y == pytest.approx((3.05, 2.9, 2.95, 2.8))
     assert kv.front == (False, False, True, True)
     assert kv.winner == (False, False, False, True)
     assert kv.seeds == ("vanilla", None, None, None)
@@ -168,7 +178,7 @@ def test_connectivity_shows_the_winner_then_the_rest_by_loss(frame):
     assert [a.rank for a in info.archs] == [1, 2, 3]
     assert [a.winner for a in info.archs] == [True, False, False]
     best = info.archs[0]
-    assert best.key == SPECS["E"].key and best.seed is None
+    assert best.key == SPECS["E"].key and best.seed is None and best.n_seeds == 1
     assert best.values == {"val_loss": 2.8, "kv_cache_bytes_per_token": 160.0,
                            "params": 1010.0}
     assert (best.n_layers, best.n_groups, len(best.cells)) == (3, 2, 12)
@@ -177,26 +187,29 @@ def test_connectivity_shows_the_winner_then_the_rest_by_loss(frame):
     two = data._get_connectivity_info(frame, TWO, top=10)
     assert [a.trial for a in two.archs] == [6, 4, 1, 0]  # the Pareto set first
     assert [a.winner for a in two.archs] == [True, True, False, False]
+    assert two.archs[3].seed == "vanilla" and two.archs[3].n_seeds == 2
+    assert two.archs[3].values["val_loss"] == pytest.approx(3.05)
 
 
 def test_marginal_effects_are_means_against_the_overall_mean(frame):
     info = data._get_marginal_info(frame, ONE)
-    assert info.n_trials == 4 and info.overall_mean == pytest.approx(2.9125)
+    assert info.n_archs == 4 and info.overall_mean == pytest.approx(2.925)
     got = [(r.param, r.value, r.count) for r in info.rows]
-    # b spreads 0.075, a 0.025; c's choices were made once each (spread 0); d never varied
+    # b spreads 0.1; a 0; c's choices were made once each (spread 0); d never varied
     assert got == [("b", "l", 2), ("b", "l-1", 2), ("a", "l", 2), ("a", "l-1", 2),
                    ("c", "reproject", 1), ("c", "reuse", 1)]
-    assert [r.mean for r in info.rows] == pytest.approx([2.95, 2.875, 2.9, 2.925, 2.95, 2.9])
+    assert [r.mean for r in info.rows] == pytest.approx(
+        [2.975, 2.875, 2.925, 2.925, 2.95, 2.9])
     assert [r.delta for r in info.rows] == pytest.approx(
-        [0.0375, -0.0375, -0.0125, 0.0125, 0.0375, -0.0125])
+        [0.05, -0.05, 0, 0, 0.025, -0.025], abs=1e-12)
     assert [r.std for r in info.rows[:4]] == pytest.approx(
-        [0.05 * math.sqrt(2), 0.075 * math.sqrt(2), 0.1 * math.sqrt(2), 0.025 * math.sqrt(2)])
+        [0.075 * math.sqrt(2), 0.075 * math.sqrt(2), 0.125 * math.sqrt(2), 0.025 * math.sqrt(2)])
     assert math.isnan(info.rows[4].std)
 
 
 def test_importances_say_why_when_there_are_too_few_trials(frame):
     info = data._get_importance_info(frame, ONE)
-    assert info.params == () and info.n_trials == 4
+    assert info.params == () and info.n_archs == 4
     assert info.note == "only 4 fully trained architectures: importances need at least 6"
 
 
@@ -218,7 +231,7 @@ def test_importances_rank_the_decision_that_decides_the_loss_first():
     assert study.trials[1].params == {"x": "b", "y": "u", "z": "same"}
     assert study.trials[1].distributions["x"].choices == ("a", "b")
     info = data._get_importance_info(frame, ONE)
-    assert info.note == "" and info.n_trials == 12
+    assert info.note == "" and info.n_archs == 12
     assert info.target_quantile == pytest.approx(5 / 12)
     assert info.params == ("x", "y")  # z never varied: left out
     assert sum(info.importances) == pytest.approx(1.0)
@@ -228,22 +241,27 @@ def test_importances_rank_the_decision_that_decides_the_loss_first():
 def test_learning_curves_of_trained_trials(frame):
     info = data._get_curves_info(frame, ONE)
     # the duplicate reuses trial 1's curve; the error trial reported nothing
-    assert [c.trial for c in info.curves] == [0, 1, 2, 4, 6]
+    assert [c.trial for c in info.curves] == [0, 1, 2, 4, 6, 8]
     pruned = info.curves[2]
     assert pruned.status == "pruned" and pruned.key == SPECS["B"].key
-    assert pruned.tokens == (2000, 3000) and pruned.values == pytest.approx((4.5, 4.2))
+    assert pruned.tokens == (2000, 3000) and pruned.values == pytest.approx((5.5, 5.2))
     assert info.curves[0].tokens == (2000, 3000, 6000)
     assert info.curves[0].train_tokens == (1000, 2000)
     assert info.curves[0].train_loss == (5.0, 4.0)
     assert info.winners == (6,)
+    assert data._get_curves_info(frame, [("val_loss", "max")]).winners == (0, 8)  # both seeds
 
 
 def test_table_lists_the_top_with_every_metric_and_cost(frame):
     info = data._get_table_info(frame, ONE, top=2)
-    assert info.columns == ("rank", R.TRIAL, R.KEY, R.SEED_PRESET, "winner", "val_loss",
-                            "params", "kv_cache_bytes_per_token", R.TOKENS, R.WALL_SECONDS)
-    assert info.rows == ((1, 6, SPECS["E"].key, None, True, 2.8, 1010, 160, 6000, 10.0),
-                         (2, 1, SPECS["A"].key, None, False, 2.9, 990, 160, 6000, 10.0))
+    assert info.columns == ("rank", R.TRIAL, R.KEY, R.SEED_PRESET, "winner", R.N_SEEDS,
+                            "val_loss", "params", "kv_cache_bytes_per_token", R.TOKENS,
+                            R.WALL_SECONDS)
+    assert info.rows == ((1, 6, SPECS["E"].key, None, True, 1, 2.8, 1010, 160, 6000, 10.0),
+                         (2, 1, SPECS["A"].key, None, False, 1, 2.9, 990, 160, 6000, 10.0))
+    last = data._get_table_info(frame, ONE, top=4).rows[-1]
+    assert last[:6] == (4, 0, SPECS["V"].key, "vanilla", False, 2)
+    assert last[6] == pytest.approx(3.05)
 
 
 def test_run_objectives_come_from_the_space_file(finished_pareto_run):
@@ -287,15 +305,16 @@ def test_report_of_a_finished_run(finished_run, tmp_path):
     text = path.read_text()
     specs = _check_self_contained(text)
     frame = load_results(run)
-    enough = len(R.finished_ok(frame)) >= data.MIN_IMPORTANCE_TRIALS
+    archs = R.ranked(frame, "val_loss", "min")  # fully trained, one row per architecture
+    enough = len(archs) >= data.MIN_IMPORTANCE_TRIALS
     assert len(specs) == 5 + enough  # every section drew its figure(s); importances need 6
     for anchor in SECTIONS:
         assert f"<section id='{anchor}'>" in text
     assert html.escape(R.verdict(frame, ONE)[1:]) in text
-    best = R.ranked(frame, "val_loss", "min").iloc[0]
     titles = [a["text"] for a in specs[2]["layout"]["annotations"]]  # connectivity pictures
-    assert titles[0].startswith(f"★ #1 {best[R.KEY]}") and len(titles) == len(
-        R.finished_ok(frame))
+    assert titles[0].startswith(f"★ #1 {archs.iloc[0][R.KEY]}")
+    assert len(titles) == min(10, len(archs))
+    assert "2 seeds" in " ".join(titles)  # seed presets run at two training seeds
     if (frame[R.STATUS] == "pruned").any():  # ASHA stopped some: marked where
         assert "pruned here" in text
     assert "<th data-num='1' title='click to sort'>val_loss</th>" in text

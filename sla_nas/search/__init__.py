@@ -46,8 +46,15 @@ from ..results import (
 from ..space import SearchSpace
 from ..train import Budget
 
-__all__ = ["SearchOptions", "SearchOutcome", "run_search", "STORAGES"]
+__all__ = ["SearchOptions", "SearchOutcome", "run_search", "STORAGES", "ConfirmOptions",
+           "ConfirmOutcome", "run_confirm"]
 
+from ._confirm import (  # noqa: E402
+    ConfirmOptions,
+    ConfirmOutcome,
+    options_from_space,
+    run_confirm,
+)
 from ._searcher import MAX_SKIPS, STORAGES  # noqa: E402  (STORAGES: the driver's registry)
 
 TUNE_NAME = "tune"
@@ -79,6 +86,7 @@ class SearchOutcome:
     plan: EvalPlan
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    confirmed: ConfirmOutcome | None = None  # with a confirm: block in the space
 
     @property
     def verdict(self) -> str:
@@ -275,9 +283,14 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     _prepare_dir(space_path, paths, options)
     storage = _open_storage(paths, options, name)
     started = _connect(options.address)
+    confirmed = None
     try:
         frame, interrupted = _fit(space, objectives, plan, setup, seeds, storage, paths,
                                   options, name, trainable)
+        confirm = options_from_space(space)
+        if confirm is not None and not interrupted:
+            confirmed = run_confirm(paths.root, dataclasses.replace(
+                confirm, max_failures=options.max_failures), log=log)
     finally:
         if started:
             import ray
@@ -297,7 +310,7 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
         log(note)
     best = winners(frame, objectives)
     _write_winners(best, paths, multi=len(objectives) > 1)
-    return SearchOutcome(paths, objectives, frame, best, plan, notes, interrupted)
+    return SearchOutcome(paths, objectives, frame, best, plan, notes, interrupted, confirmed)
 
 
 def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, setup: Any,

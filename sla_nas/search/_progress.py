@@ -139,7 +139,7 @@ class SearchProgress(Callback):
             return
         console = self._get_console()
         for _, row in self._frame.iterrows():
-            if row[STATUS] in ("running", "waiting") or row[TRIAL] in self._printed:
+            if row[STATUS] in ("running", "waiting", "queued") or row[TRIAL] in self._printed:
                 continue
             self._printed.add(row[TRIAL])
             console.print(self._line(row), highlight=False, soft_wrap=True)

@@ -1,31 +1,39 @@
-"""The text of an export: the standalone ``model.py`` (the fixed template in `_standalone` with
-this architecture's docstring and table) and the model card ``README.md``.
+"""The files of an export besides the spec and weights: the standalone ``model.py`` (the fixed
+template in `_standalone` with this architecture's docstring and table), the model card
+``README.md`` and ``model.onnx`` (the standalone model exported, then checked with onnxruntime).
 
-Kept apart from `sla_nas.export`, which decides what to export and writes files, so that the
-generated text can be read (and tested) as a pure function of a spec and its provenance.
+Kept apart from `sla_nas.export`, which decides what to export and where it may write, so that
+the generated text can be read (and tested) as a pure function of a spec and its provenance.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import platform
 import textwrap
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+import torch
+
+from . import __version__, _standalone
 from .cost import estimate
+from .model import build_model
 from .show import LEGEND, cell_label
 from .spec import ArchSpec, Gene
 
-__all__ = ["Provenance", "model_py", "table_block", "model_card", "WEIGHTS_FORMAT",
-           "WEIGHTS_FILE", "TEMPLATE"]
+__all__ = ["Provenance", "model_py", "table_block", "model_card", "standalone_model",
+           "require_onnx", "write_onnx", "check_onnx", "WEIGHTS_FORMAT", "WEIGHTS_FILE",
+           "TEMPLATE", "ONNX_ATOL", "ONNX_RTOL"]
 
 WEIGHTS_FORMAT = "sla-nas-weights/1"  # equal to _standalone.WEIGHTS_FORMAT (a test checks)
 WEIGHTS_FILE = "weights.pt"
 TEMPLATE = Path(__file__).with_name("_standalone.py")
+ONNX_ATOL, ONNX_RTOL = 1e-5, 1e-4  # onnxruntime logits against PyTorch's (numpy allclose)
 _BEGIN, _END = "# ---- architecture (generated) ----\n", "# ---- end of architecture ----\n"
 
 
@@ -46,6 +54,7 @@ class Provenance:
     rank: int
     weights: str  # where the weights come from, one sentence
     metrics: dict[str, float] = field(default_factory=dict)  # the trial's search metrics
+    seed_mean: dict[str, Any] | None = None  # {n_seeds, metric: mean} if trained with several
     vanilla: dict[str, Any] | None = None  # the vanilla seed's row: status and metrics
     seed_preset: str | None = None  # the preset's name if the trial was a seed architecture
     versions: dict[str, str] = field(default_factory=dict)  # of the search (run.json)
@@ -153,7 +162,7 @@ def _costs(spec: ArchSpec) -> list[tuple[str, int, int, float]]:
 
 def _paragraphs(text: str, width: int = 96, hang: int = 0) -> list[str]:
     """``text`` wrapped to ``width``; continuation lines indented by ``hang``."""
-    return textwrap.wrap(text, width, subsequent_indent=" " * hang)
+    return textwrap.wrap(text, width, subsequent_indent=" " * hang, break_on_hyphens=False)
 
 
 def model_py(spec: ArchSpec, prov: Provenance) -> str:
@@ -213,11 +222,22 @@ def _docstring(spec: ArchSpec, prov: Provenance) -> str:
                  f"{prov.train_seed}, search seed {prov.search_seed}){_seed_note(prov)}", 92, 13)),
              *("    " + line for line in _paragraphs(f"weights      {prov.weights}", 92, 13)),
              *("    " + line for line in _paragraphs(
-                 "metrics      " + _metrics_text(prov.metrics), 92, 13)),
+                 "metrics      " + _metrics_text(prov.metrics) + _mean_text(prov), 92, 13)),
              f"    search with  {_versions_text(prov.versions)}",
              f"    exported by  sla-nas {__version__}, python {platform.python_version()}",
              '"""']
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _means(prov: Provenance) -> dict[str, float]:
+    return {k: v for k, v in (prov.seed_mean or {}).items() if k != "n_seeds"}
+
+
+def _mean_text(prov: Provenance) -> str:
+    if not prov.seed_mean:
+        return ""
+    return (f" (this trial; mean over {prov.seed_mean['n_seeds']} training seeds: "
+            f"{_metrics_text(_means(prov))})")
 
 
 def _seed_note(prov: Provenance) -> str:
@@ -263,8 +283,10 @@ def model_card(spec: ArchSpec, prov: Provenance, folder_name: str) -> str:
              *(f"| {k} | {v:,} | {b:,} | {r:.3f} |" for k, v, b, r in _costs(spec)), "",
              "## Search result", "",
              *_result_table(prov, vanilla), "",
-             f"Proxy training: task `{prov.task}`, {prov.budget_tokens:,} tokens, one training "
-             f"seed per architecture: a small difference may be seed noise.", "",
+             *([f"Mean over its {prov.seed_mean['n_seeds']} training seeds: "
+                f"{_metrics_text(_means(prov))}.", ""] if prov.seed_mean else []),
+             f"Proxy training: task `{prov.task}`, {prov.budget_tokens:,} tokens. "
+             + _pairing(prov, vanilla), "",
              "## Provenance", "",
              f"- run: `{prov.run}`, started {prov.started}; space file `{prov.space_file}` "
              f"(as run: `space.yaml` in the run folder); search seed {prov.search_seed}",
@@ -282,11 +304,19 @@ def model_card(spec: ArchSpec, prov: Provenance, folder_name: str) -> str:
     return "\n".join(lines)
 
 
+def _pairing(prov: Provenance, vanilla: dict[str, Any]) -> str:
+    if vanilla.get("status") == "ok" and vanilla.get("train_seed") == prov.train_seed:
+        return (f"Both columns are trials at train seed {prov.train_seed} (the same data and "
+                f"shared initial weights); a small difference may still be seed noise.")
+    return "A small difference to other architectures may be seed noise."
+
+
 def _result_table(prov: Provenance, vanilla: dict[str, Any]) -> list[str]:
     status = vanilla.get("status")
     metrics = vanilla.get("metrics", {})
-    head = "vanilla seed" if status == "ok" else f"vanilla seed ({status or 'not in the search'})"
-    rows = ["| metric | this | " + head + " |", "|---|---:|---:|"]
+    head = (f"vanilla seed (trial {vanilla['trial']})" if status == "ok" else
+            f"vanilla seed ({status or 'not in the search'})")
+    rows = [f"| metric | this (trial {prov.trial}) | {head} |", "|---|---:|---:|"]
     for name, value in prov.metrics.items():
         other = metrics.get(name) if status == "ok" else None
         rows.append(f"| {name} | {_number(value)} | {'' if other is None else _number(other)} |")
@@ -297,3 +327,81 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4f}"
 
 
+# ---------------------------------------------------------------------- model.onnx
+def standalone_model(spec: ArchSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The template model (the code of every model.py) with this architecture's table."""
+    sa = _standalone
+    table = tuple(tuple((sa.Gene(*dataclasses.astuple(genes.k)),
+                         sa.Gene(*dataclasses.astuple(genes.v))) for genes in groups)
+                  for groups in spec.layers)
+    model = sa.Model(sa.Dims(**dataclasses.asdict(spec.dims)), table)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def require_onnx() -> None:
+    """Fail before any work when --onnx cannot be honoured."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"--onnx needs {', '.join(missing)}: pip install onnx onnxscript "
+                         f"onnxruntime")
+
+
+class _Logits(torch.nn.Module):
+    """The model with one output, the logits: what model.onnx computes."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)[0]
+
+
+def write_onnx(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
+    """``model.onnx`` of the standalone model (input ``idx``: (batch, seq <= seq_len) int64;
+    output ``logits``), exported with torch's dynamo exporter; returns `check_onnx`'s
+    largest difference."""
+    d = spec.dims
+    example = torch.randint(0, d.vocab_size, (2, d.seq_len),
+                            generator=torch.Generator().manual_seed(0))
+    seq = {1: torch.export.Dim("seq", min=1, max=d.seq_len)} if d.seq_len > 1 else {}
+    quiet = logging.getLogger("torch.onnx")  # notes on operators of packages not installed
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
+            torch.onnx.export(_Logits(standalone_model(spec, state)).eval(), (example,),
+                              str(path), dynamo=True, verbose=False, input_names=["idx"],
+                              output_names=["logits"], external_data=False, dynamic_shapes={
+                                  "idx": {0: torch.export.Dim("batch", min=1), **seq}})
+    finally:
+        quiet.setLevel(level)
+    return check_onnx(path, spec, state)
+
+
+def check_onnx(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
+    """onnxruntime's logits against build_model's at a full and a shorter input; raises
+    unless they agree within ONNX_ATOL + ONNX_RTOL * |logits|. The largest difference."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reference = build_model(spec)
+    reference.load_state_dict(state)
+    d, gen, worst = spec.dims, torch.Generator().manual_seed(1), 0.0
+    for shape in ((2, d.seq_len), (3, max(1, d.seq_len // 2))):
+        idx = torch.randint(0, d.vocab_size, shape, generator=gen)
+        with torch.no_grad():
+            expected = reference(idx)[0].numpy()
+        got = session.run(None, {"idx": idx.numpy()})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+        if not np.allclose(got, expected, atol=ONNX_ATOL, rtol=ONNX_RTOL):
+            raise ValueError(f"{path}: onnxruntime's logits differ from PyTorch's by up to "
+                             f"{worst:.3g} at input shape {shape} (allowed: atol {ONNX_ATOL}, "
+                             f"rtol {ONNX_RTOL}); the ONNX file is not trustworthy")
+    return worst

@@ -1,0 +1,171 @@
+"""`run_confirm`: re-train a search's winners and seed presets with paired seeds, on Ray.
+
+A plain Tune run over (architecture, seed) jobs: no sampler, no scheduler. Each finished run
+is appended to ``confirm.csv`` as it ends (nothing is lost if the driver dies; a rerun trains
+only what is missing). See `sla_nas.confirmation` for what is re-trained and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+from ray.tune import Callback
+
+from ..confirmation import (
+    CONFIRM_TOKENS,
+    LABEL,
+    SEARCH_TRIAL,
+    UNITS,
+    _objective,
+    append_confirm,
+    candidates,
+    confirm_seeds,
+    load_confirm,
+    sentence,
+    summary,
+)
+from ..results import KEY, NODE_ID, SEED, SPEC, STATUS, TOKENS_TRAINED, WALL_SECONDS, RunPaths
+from ..space import SearchSpace
+from ..spec import ArchSpec
+from ..train import Budget
+from ._trainable import ARCH, NUMBER, TRAIN_SEED, TrialSetup, run_trial
+
+__all__ = ["ConfirmOptions", "ConfirmOutcome", "run_confirm"]
+
+
+@dataclass(frozen=True)
+class ConfirmOptions:
+    top: int = 3  # winners to re-train
+    seeds: int = 3  # paired training seeds per architecture
+    tokens: int | None = None  # default: twice the search's budget
+    presets: tuple[str, ...] | None = None  # default: the space's seeds (vanilla always)
+    max_failures: int = 0
+    address: str | None = None  # a Ray cluster; default: $RAY_ADDRESS, else a local Ray
+
+
+@dataclass
+class ConfirmOutcome:
+    table: pd.DataFrame  # the confirmation runs used (confirm.csv rows of this budget)
+    summary: pd.DataFrame  # per architecture, best first (see confirmation.summary)
+    sentence: str
+    metric: str
+    tokens: int
+
+
+def run_confirm_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Tune's trainable for one (architecture, seed) job."""
+    run_trial(config["job"], setup)
+
+
+def confirm_dirname(trial: Any) -> str:
+    job = trial.config["job"]
+    return f"{ArchSpec.from_json(job[ARCH]).key}-seed{job[TRAIN_SEED]}"
+
+
+class ConfirmRecorder(Callback):
+    """Appends every ended run to confirm.csv (pickled with the experiment: paths only)."""
+
+    def __init__(self, run_dir: Path, labels: dict[str, tuple[str, int | None]], tokens: int):
+        self.run_dir, self.labels, self.tokens = run_dir, labels, tokens
+
+    def _record(self, trial: Any, status: str | None = None) -> None:
+        job, result = trial.config["job"], trial.last_result or {}
+        key = ArchSpec.from_json(job[ARCH]).key
+        label, search_trial = self.labels[key]
+        append_confirm(self.run_dir, [{
+            KEY: key, LABEL: label, SEARCH_TRIAL: search_trial, SEED: job[TRAIN_SEED],
+            CONFIRM_TOKENS: self.tokens, STATUS: status or result.get("status", "error"),
+            **{m: result.get(m) for m in ("val_loss", "val_acc", "train_loss")},
+            TOKENS_TRAINED: result.get("tokens_trained"), "data_digest": result.get(
+                "data_digest"),
+            WALL_SECONDS: result.get("time_total_s"), NODE_ID: result.get("node_id"),
+            SPEC: job[ARCH]}])
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._record(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._record(trial, "error")
+
+
+def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
+                log: Callable[[str], None] | None = None) -> ConfirmOutcome:
+    """Re-train the winners and presets of the run in ``run_dir`` (Ray must be initialised,
+    or a local one is started) and summarise them."""
+    from . import _connect, _quiet_tune
+
+    paths = RunPaths(Path(run_dir))
+    space = SearchSpace.from_yaml(paths.space)
+    config = space.config
+    metric, mode = _objective(space)
+    tokens = options.tokens or 2 * config.budget.tokens
+    chosen = candidates(paths.root, options.top, list(options.presets) if options.presets
+                        else None)
+    seeds = confirm_seeds(space, options.seeds)
+    done = load_confirm(paths.root)
+    finished = {(k, int(s)) for k, s, t, st in zip(done[KEY], done[SEED], done[CONFIRM_TOKENS],
+                                                   done[STATUS]) if t == tokens and st == "ok"}
+    jobs = [{ARCH: c.spec.to_json(), TRAIN_SEED: s, NUMBER: i}
+            for i, (c, s) in enumerate((c, s) for c in chosen for s in seeds)
+            if (c.spec.key, s) not in finished]
+    if log is not None:
+        log(f"confirm {len(chosen)} architectures x {len(seeds)} seeds {seeds} at "
+            f"{tokens:,} tokens: {len(jobs)} runs to train, "
+            f"{len(chosen) * len(seeds) - len(jobs)} already in confirm.csv")
+    if jobs:
+        corpus = str((paths.space.parent / config.task.corpus).resolve()) \
+            if config.task.corpus else None
+        setup = TrialSetup(config.task.name, corpus, config.task.n_pairs,
+                           Budget(tokens=tokens, eval_at=(tokens,),
+                                  batch_size=config.budget.batch_size, lr=config.budget.lr,
+                                  schedule=config.budget.schedule),
+                           threads=max(1, int(config.search.cpus_per_trial)))
+        started = _connect(options.address)
+        try:
+            trainable = tune.with_resources(
+                tune.with_parameters(run_confirm_trial, setup=setup),
+                {"cpu": config.search.cpus_per_trial})
+            labels = {c.spec.key: (c.label, c.search_trial) for c in chosen}
+            tuner = tune.Tuner(
+                trainable, param_space={"job": tune.grid_search(jobs)},
+                tune_config=tune.TuneConfig(max_concurrent_trials=config.search.concurrency,
+                                            reuse_actors=True,
+                                            trial_dirname_creator=confirm_dirname,
+                                            trial_name_creator=confirm_dirname),
+                run_config=tune.RunConfig(
+                    name=time.strftime("%Y%m%d-%H%M%S"),
+                    storage_path=str((paths.root / "confirm").resolve()), verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    callbacks=[ConfirmRecorder(paths.root, labels, tokens)]))
+            with _quiet_tune():
+                tuner.fit()
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    table = load_confirm(paths.root)
+    keys = {c.spec.key: c.label for c in chosen}
+    table = table[(table[CONFIRM_TOKENS] == tokens) & table[KEY].isin(keys) &
+                  table[SEED].isin(seeds)].drop_duplicates([KEY, SEED], keep="last")
+    result = summary(table, keys, metric, mode)
+    unit = UNITS.get((config.task.name, metric), "")
+    return ConfirmOutcome(table, result, sentence(result, metric, mode, unit), metric, tokens)
+
+
+def options_from_space(space: SearchSpace) -> ConfirmOptions | None:
+    """The space's ``confirm:`` block as options (None without one)."""
+    block = space.config.confirm
+    if block is None:
+        return None
+    return dataclasses.replace(ConfirmOptions(), top=block.top, seeds=block.seeds,
+                               tokens=block.tokens, presets=tuple(block.presets)
+                               if block.presets is not None else None)

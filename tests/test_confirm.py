@@ -1,0 +1,83 @@
+"""Confirmation on a real local Ray: a search with a confirm: block ends with confirm.csv whose
+runs are really paired (the same data order for every architecture at one seed index), the
+statistics agree with the rows, and a rerun trains nothing new."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+
+import pytest
+import ray
+import torch
+
+from sla_nas import presets
+from sla_nas.confirmation import LABEL, load_confirm
+from sla_nas.data import make_task
+from sla_nas.results import KEY, SEED
+from sla_nas.search import ConfirmOptions, SearchOptions, run_confirm, run_search
+from sla_nas.stats import paired
+from sla_nas.train import Budget, train_proxy
+from search_helpers import DIMS, write_space
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE"):
+        os.environ.pop(name, None)
+
+
+def test_a_search_with_a_confirm_block_ends_confirmed_and_paired(tmp_path):
+    space = write_space(tmp_path, "confirmed", search={"n_trials": 4},
+                        confirm={"top": 2, "seeds": 2, "tokens": 6000})
+    notes: list[str] = []
+    outcome = run_search(space, SearchOptions(results=tmp_path / "results", quiet=True),
+                         log=notes.append)
+    confirmed = outcome.confirmed
+    assert confirmed is not None and confirmed.tokens == 6000
+    table = load_confirm(outcome.paths.root)
+    vanilla = presets.get("vanilla", **DIMS).key
+    assert vanilla in set(table[KEY])  # vanilla always, even when not a winner
+    labels = dict(zip(table[KEY], table[LABEL]))
+    assert sum(label.startswith("rank") for label in labels.values()) == 2
+    assert sorted(set(table[SEED])) == [1, 2]  # fresh seeds: the search chose on seed 0
+    assert (table["status"] == "ok").all() and len(table) == 2 * len(labels)
+    # the pairing is real: at one seed every architecture saw the same batches, in order
+    for _, runs in table.groupby(SEED):
+        assert runs["data_digest"].nunique() == 1
+    assert table.groupby(SEED)["data_digest"].first().nunique() == 2
+    # confirmation runs are the proxy training itself
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        direct = train_proxy(presets.get("vanilla", **DIMS), make_task("bytes-lm", 16),
+                             Budget(tokens=6000, eval_at=(6000,), batch_size=8), seed=2)
+    finally:
+        torch.set_num_threads(threads)
+    row = table[(table[KEY] == vanilla) & (table[SEED] == 2)].iloc[0]
+    assert row["val_loss"] == direct["val_loss"] and row["data_digest"] == direct["data_digest"]
+    # the summary is the statistics of these rows
+    summary = confirmed.summary.set_index(KEY)
+    for key, runs in table.groupby(KEY):
+        assert summary.loc[key, "mean"] == pytest.approx(runs["val_loss"].mean())
+        if key != vanilla:
+            d = paired(table, key, vanilla)
+            assert summary.loc[key, "vs_baseline"] == pytest.approx(d.mean)
+            assert summary.loc[key, "vs_baseline_low"] == pytest.approx(d.low)
+    assert "paired seeds" in confirmed.sentence or "vanilla is the best" in confirmed.sentence
+    assert any(n.startswith("confirm ") for n in notes)
+
+    again: list[str] = []
+    rerun = run_confirm(outcome.paths.root, ConfirmOptions(top=2, seeds=2, tokens=6000),
+                        log=again.append)
+    assert "0 runs to train" in again[0]
+    assert len(load_confirm(outcome.paths.root)) == len(table)
+    assert rerun.sentence == confirmed.sentence

@@ -1,0 +1,92 @@
+"""Paired statistics against examples computed by hand, and the sentences they become."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from sla_nas.confirmation import LABEL, sentence, summary
+from sla_nas.stats import compare, paired, seed_noise, summarise
+
+# three seeds, two architectures: B - A = (-0.04, -0.05, -0.03)
+TABLE = pd.DataFrame({
+    "arch_key": ["A"] * 3 + ["B"] * 3,
+    "train_seed": [1, 2, 3] * 2,
+    "val_loss": [2.00, 2.10, 1.95, 1.96, 2.05, 1.92],
+})
+# with 2 degrees of freedom the t distribution has closed forms:
+# P(|T| > t) = 1 - t / sqrt(t^2 + 2), so t_0.975 = sqrt(1.805 / 0.0975)
+T_975_DF2 = math.sqrt(1.805 / 0.0975)  # 4.302652...
+
+
+def test_paired_difference_by_hand():
+    d = paired(TABLE, "B", "A")
+    assert d.n == 3
+    assert d.mean == pytest.approx(-0.04, abs=1e-12)
+    assert d.std == pytest.approx(0.01, abs=1e-12)  # deviations 0, -0.01, +0.01
+    half = T_975_DF2 * 0.01 / math.sqrt(3)  # 0.0248413...
+    assert half == pytest.approx(0.0248413, abs=1e-7)
+    assert (d.low, d.high) == (pytest.approx(-0.04 - half), pytest.approx(-0.04 + half))
+    # t = 0.04 / (0.01 / sqrt 3) = sqrt 48: p = 1 - sqrt(48 / 50)
+    assert d.p == pytest.approx(1 - math.sqrt(48 / 50), rel=1e-9)  # 0.0202041
+    assert d.distinguishable and d.half_width == pytest.approx(half)
+
+
+def test_one_seed_gives_no_interval_and_no_verdict():
+    d = paired(TABLE[TABLE["train_seed"] == 1], "B", "A")
+    assert d.n == 1 and d.mean == pytest.approx(-0.04)
+    assert math.isnan(d.low) and not d.distinguishable
+    with pytest.raises(ValueError, match="share no training seed"):
+        paired(TABLE.assign(train_seed=[1, 2, 3, 4, 5, 6]), "B", "A")
+
+
+def test_summary_and_ranking():
+    s = summarise(TABLE[TABLE["arch_key"] == "A"]["val_loss"], "A")
+    assert (s.n, s.mean) == (3, pytest.approx(6.05 / 3))  # 2.0166667
+    # deviations -1/60, +5/60, -4/60: sum of squares 42/3600
+    assert s.std == pytest.approx(math.sqrt(42 / 3600 / 2))  # 0.0763763
+    out = compare(TABLE, baseline="A")
+    assert list(out["arch_key"]) == ["B", "A"]  # best (lowest mean) first
+    b = out.iloc[0]
+    assert b["vs_baseline"] == pytest.approx(-0.04) and bool(b["beats_baseline"])
+    assert b["vs_next"] == pytest.approx(-0.04) and bool(b["ahead_of_next"])
+    assert math.isnan(out.iloc[1]["vs_baseline"])  # the baseline against itself
+
+
+def test_seed_noise_pools_by_hand():
+    noise = seed_noise(TABLE)
+    # pooled variance: (sum of squares of A + of B) / (2 + 2)
+    ss_a = 42 / 3600  # see above
+    ss_b = (1.96 - 5.93 / 3) ** 2 + (2.05 - 5.93 / 3) ** 2 + (1.92 - 5.93 / 3) ** 2
+    assert noise["unpaired"] == pytest.approx(math.sqrt((ss_a + ss_b) / 4), rel=1e-9)
+    assert noise["paired"] == pytest.approx(0.01 / math.sqrt(2))
+    assert noise["n_architectures"] == 2
+    one_seed = seed_noise(TABLE[TABLE["train_seed"] == 1])
+    assert math.isnan(one_seed["unpaired"]) and one_seed["n_architectures"] == 0
+
+
+def _summary(rows: dict[str, list[float]]) -> pd.DataFrame:
+    table = pd.DataFrame([{"arch_key": k, "train_seed": s, "val_loss": v, "status": "ok"}
+                          for k, values in rows.items() for s, v in enumerate(values)])
+    labels = {k: k for k in rows}
+    return summary(table, labels, "val_loss", "min")
+
+
+def test_sentences_say_what_the_numbers_say():
+    beats = _summary({"vanilla": [2.00, 2.10, 1.95], "rank 1": [1.96, 2.05, 1.92]})
+    assert list(beats[LABEL]) == ["rank 1", "vanilla"]
+    assert sentence(beats, "val_loss", "min", "nats/byte") == (
+        "the best architecture (rank 1) beats vanilla by 0.040 ± 0.025 nats/byte over 3 "
+        "paired seeds (95 % interval, p = 0.02)")
+    # differences -0.01, +0.02, -0.05: mean -0.0133, std 0.035119, half-width
+    # 4.30265 * 0.035119 / sqrt 3 = 0.0872, t = 0.6576, p = 1 - t / sqrt(t^2 + 2) = 0.578
+    noisy = _summary({"vanilla": [2.00, 2.10, 1.95], "rank 1": [1.99, 2.12, 1.90]})
+    assert sentence(noisy, "val_loss", "min") == (
+        "the best architecture (rank 1) is within noise of vanilla: 0.013 ± 0.087 better "
+        "over 3 paired seeds (95 % interval, p = 0.58); the top 2 are within noise of "
+        "each other")
+    base_best = _summary({"vanilla": [1.90, 2.00, 1.85], "rank 1": [1.96, 2.05, 1.92]})
+    assert sentence(base_best, "val_loss", "min") == (
+        "vanilla is the best of the 2 confirmed architectures (over 3 paired seeds)")
