@@ -19,6 +19,7 @@ from sla_nas.results import KEY, SEED
 from sla_nas.search import ConfirmOptions, SearchOptions, run_confirm, run_search
 from sla_nas.stats import paired
 from sla_nas.train import Budget, train_proxy
+
 from search_helpers import DIMS, write_space
 
 pytestmark = pytest.mark.slow

@@ -6,12 +6,13 @@ from fractions import Fraction
 
 import pytest
 import torch
-from random_specs import features, random_specs
 from torch.utils.flop_counter import FlopCounterMode
 
 from sla_nas import build_model, presets
 from sla_nas.cost import estimate
 from sla_nas.spec import ArchSpec, Dims
+
+from random_specs import features, random_specs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

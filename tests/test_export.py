@@ -16,8 +16,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from random_specs import features, random_specs
-from reference import randomize_
 
 from sla_nas import _standalone, build_model, load_exported, presets
 from sla_nas._export_files import (
@@ -45,6 +43,9 @@ from sla_nas.results import (
 )
 from sla_nas.spec import ArchSpec, Dims
 from sla_nas.train import Budget, train_proxy
+
+from random_specs import features, random_specs
+from reference import randomize_
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

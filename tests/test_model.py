@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from random_specs import features, random_specs
-from reference import gpt_logits, randomize_, rope, spec_logits
 
 from sla_nas import build_model, presets
 from sla_nas.spec import ArchSpec, Dims
+
+from random_specs import features, random_specs
+from reference import gpt_logits, randomize_, rope, spec_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

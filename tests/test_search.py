@@ -19,7 +19,6 @@ import ray
 import torch
 import yaml
 from ray import cloudpickle
-from search_helpers import DIMS, write_space
 
 from sla_nas import ArchSpec, presets
 from sla_nas.data import make_task
@@ -44,6 +43,8 @@ from sla_nas.results import (
 from sla_nas.search import SearchOptions, run_search
 from sla_nas.search._trainable import run_trial
 from sla_nas.train import Budget, train_proxy
+
+from search_helpers import DIMS, write_space
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,6 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import REPO, clean_env, run_cli
-from search_helpers import write_space
 
 from sla_nas.results import (
     KEY,
@@ -32,6 +30,9 @@ from sla_nas.results import (
     TRIAL,
     load_results,
 )
+
+from conftest import REPO, clean_env, run_cli
+from search_helpers import write_space
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))

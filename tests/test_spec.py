@@ -7,10 +7,11 @@ from collections import Counter
 
 import pytest
 import yaml
-from random_specs import FEATURES, features, random_specs
 
 from sla_nas import presets
 from sla_nas.spec import EMB, SPEC_VERSION, ArchSpec, Dims, Gene, GroupGenes
+
+from random_specs import FEATURES, features, random_specs
 
 TINY = dict(vocab_size=50, d_model=32, n_layers=4, n_heads=4, seq_len=16)
 DIMS_VARIANTS = {
