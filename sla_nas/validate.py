@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from .cost import estimate
+from .fidelity import plan_evaluations
 from .show import cell_label
 from .space import SearchSpace
 
@@ -46,6 +47,8 @@ def describe(path: str | Path, examples: int = 3, seed: int = 0) -> dict[str, An
         "constraints": {k: v for k, v in space.config.constraints.model_dump().items()
                         if v is not None},
         "objectives": [f"{o.metric} ({o.mode})" for o in space.config.objectives],
+        "plan": plan_evaluations(space.config).note,
+        "confirm": space.config.confirm.model_dump() if space.config.confirm else None,
         "seeds": seeds,
         "examples": [dict(_summary(s), violations={k: list(v) for k, v in
                                                   space.violations(s).items()})
@@ -73,6 +76,12 @@ def print_description(info: dict[str, Any], console: Console | None = None) -> N
         console.print("  constraints: " + ", ".join(f"{k} {v:,}" for k, v in
                                                     info["constraints"].items()))
     console.print("  objectives: " + ", ".join(info["objectives"]))
+    console.print(f"  evaluation: {info['plan']}", highlight=False)
+    if info["confirm"]:
+        c = info["confirm"]
+        console.print(f"  confirm: the top {c['top']} and the presets re-trained with "
+                      f"{c['seeds']} paired seeds" + (f" at {c['tokens']:,} tokens"
+                                                       if c["tokens"] else ""), highlight=False)
     for seed in info["seeds"]:
         where = "in the space" if seed["in_space"] else "outside the space"
         over = f", over {', '.join(seed['violations'])}" if seed["violations"] else ""
