@@ -4,7 +4,8 @@
 The run folder is synthetic but shaped like a real one: architectures sampled from a shipped
 space (with their searched parameters and exact costs), the statuses a search with ASHA and a
 constraint leaves (ok, pruned at a rung, infeasible, duplicate, error), honest evaluations and
-a 64-point training-loss curve per trained trial, seed presets first.
+a 64-point training-loss curve per trained trial, seed presets first (each at two training
+seeds, as ``search.seed_runs: 2`` runs them).
 
     python benchmarks/report_speed.py [--trials 200] [--space search_spaces/full.yaml ...]
 """
@@ -53,10 +54,11 @@ def _history(final: float, stop: int, budget: int, every: int) -> list[dict[str,
 
 
 def _row(trial: int, spec: ArchSpec, params: dict[str, Any], status: str, rng: random.Random,
-         space: SearchSpace, seed: str | None, source: dict[str, Any] | None) -> dict[str, Any]:
+         space: SearchSpace, seed: str | None, train_seed: int, source: dict[str, Any] | None
+         ) -> dict[str, Any]:
     budget, every = space.config.budget.tokens, space.config.budget.eval_every or 375_000
     costs = estimate(spec)
-    row: dict[str, Any] = {R.TRIAL: trial, R.KEY: spec.key, R.STATUS: status, R.SEED: 0,
+    row: dict[str, Any] = {R.TRIAL: trial, R.KEY: spec.key, R.STATUS: status, R.SEED: train_seed,
                            R.SEED_PRESET: seed, R.SPEC: spec.to_json(), **costs,
                            **{R.PARAM_PREFIX + k: str(v) for k, v in params.items()}}
     if status == "duplicate" and source is not None:
@@ -89,14 +91,15 @@ def make_run(folder: Path, space_file: Path, trials: int, seed: int = 0) -> Path
     (folder / "run.json").write_text(json.dumps({"name": folder.name, "started": "synthetic"}))
     rows: list[dict[str, Any]] = []
     for n in range(trials):
-        if n < len(space.seeds):
-            name, spec = space.seeds[n]
-            params = space.params_for(spec) or {}
+        train_seed = 0
+        if n < 2 * len(space.seeds):
+            name, spec = space.seeds[n % len(space.seeds)]
+            params, train_seed = space.params_for(spec) or {}, n // len(space.seeds)
         else:
             name, recorder = None, _Recorder(rng)
             spec = space.sample(recorder)
             params = recorder.params
-        status = "infeasible" if space.violations(spec) else rng.choices(
+        status = "infeasible" if space.violations(spec) else "ok" if name else rng.choices(
             ["ok", "pruned", "duplicate", "error"], [0.6, 0.3, 0.07, 0.03])[0]
         trained = [r for r in rows if r[R.STATUS] == "ok"]
         source = rng.choice(trained) if status == "duplicate" and trained else None
@@ -106,7 +109,7 @@ def make_run(folder: Path, space_file: Path, trials: int, seed: int = 0) -> Path
             spec, params = ArchSpec.from_json(source[R.SPEC]), {
                 k.removeprefix(R.PARAM_PREFIX): v for k, v in source.items()
                 if k.startswith(R.PARAM_PREFIX)}
-        rows.append(_row(n, spec, params, status, rng, space, name, source))
+        rows.append(_row(n, spec, params, status, rng, space, name, train_seed, source))
     R.write_tables(pd.DataFrame(rows), R.RunPaths(folder))
     return folder
 

@@ -299,12 +299,16 @@ def arch_cells(spec: ArchSpec) -> tuple[CellInfo, ...]:
 
 def top_rows(frame: pd.DataFrame, objectives: Objectives, top: int) -> pd.DataFrame:
     """The architectures worth a look: the run's winners (its best, or its Pareto set) first,
-    then the rest of the fully trained ones by the primary objective."""
+    then the rest of the fully trained ones by the primary objective; every trained metric
+    the mean over the architecture's training seeds."""
     metric, mode = primary_objective(objectives)
     best = winners(frame, objectives)
     rest = ranked(frame, metric, mode)
-    rest = rest[~rest[TRIAL].isin(best[TRIAL])]
-    return pd.concat([best, rest]).head(top)
+    rows = pd.concat([best, rest[~rest[TRIAL].isin(best[TRIAL])]]).head(top).copy()
+    ok = finished_ok(frame)
+    for m in (m for m in TRAINED_METRICS if m in frame):
+        rows[m] = rows[KEY].map(pd.to_numeric(ok[m], errors="coerce").groupby(ok[KEY]).mean())
+    return rows
 
 
 def _get_connectivity_info(frame: pd.DataFrame, objectives: Objectives,

@@ -26,6 +26,8 @@ EMB = -1  # the token embedding as a source (normed by its own norm, ``ln_e``)
 
 
 class Dims(NamedTuple):
+    """The model's dimensions (sla-nas's ``Dims``)."""
+
     vocab_size: int
     d_model: int
     n_layers: int

@@ -160,6 +160,27 @@ def _cmd_confirm(args: argparse.Namespace) -> None:
     print(f"runs: {Path(args.run_dir) / 'confirm.csv'}")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from .export import export_run
+
+    console = Console(stderr=True, quiet=args.quiet)
+    exported = export_run(args.run, top=args.top, out=args.out,
+                          retrain_tokens=args.retrain_tokens, onnx=args.onnx,
+                          log=lambda note: console.print(f"  {note}", highlight=False,
+                                                         soft_wrap=True))
+    for e in exported:
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items())
+        print(f"{e.folder}  trial {e.trial} ({metrics}), weights: {e.weights}")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    print(build_report(args.run_dir, top=args.top))
+
+
 def _add_arch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("arch", help="a preset name or an ARCH.yaml / .json spec file")
     for name in _DIM_FLAGS:
@@ -245,6 +266,38 @@ def _parser() -> argparse.ArgumentParser:
     confirm.add_argument("--max-failures", type=int, default=0,
                          help="retries of a failed run from its last checkpoint")
     confirm.set_defaults(func=_cmd_confirm)
+
+    export = sub.add_parser("export", help="write the winners of a search as standalone models",
+                            description="Write the best architectures of a finished search run "
+                            "to OUT/rank-N-<key>/: arch.yaml, a standalone model.py that needs "
+                            "only PyTorch, weights.pt (loads with weights_only=True), "
+                            "metrics.json and a README.md model card. Winners: the best --top "
+                            "by the objective (confirmed ones first, if sla-nas confirm ran), "
+                            "or the Pareto set when the search had several.")
+    export.add_argument("run", type=Path, help="a run folder, e.g. results/quickstart")
+    export.add_argument("--top", type=int, help="how many winners (default: the best one; with "
+                        "several objectives, the whole Pareto set)")
+    export.add_argument("--out", type=Path, help="where to write (default: RUN/exported)")
+    export.add_argument("--retrain-tokens", type=int, metavar="N",
+                        help="train each winner again for N tokens (the run's task and budget "
+                        "settings, the trial's seed) instead of using its checkpoint")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx, checked against PyTorch with onnxruntime "
+                        "(pip install 'sla-nas[onnx]')")
+    export.add_argument("--quiet", action="store_true", help="print only the exported folders")
+    export.set_defaults(func=_cmd_export)
+
+    report = sub.add_parser("report", help="write a run's report.html (opens offline)",
+                            description="Write RUN_DIR/report.html: one self-contained page "
+                            "(plotly.js inlined, no network) with the best value over the "
+                            "trials, the loss against KV cache and parameters, the connectivity "
+                            "of the top architectures, which choices matter, the learning "
+                            "curves, the confirmation with its error bars, and a sortable "
+                            "table. Works on a running search; rerun to refresh it.")
+    report.add_argument("run_dir", type=Path, help="a search's run folder (results/<name>)")
+    report.add_argument("--top", type=int, default=10,
+                        help="architectures to draw and list (default 10)")
+    report.set_defaults(func=_cmd_report)
 
     validate = sub.add_parser("validate", help="check a search-space file and summarise it",
                               description="Check SPACE.yaml without running anything: print "

@@ -70,7 +70,6 @@ __all__ = ["export_run", "load_exported", "select_winners", "Exported", "LoadedM
            "WEIGHTS_FILE", "WEIGHTS_FORMAT", "ONNX_ATOL", "ONNX_RTOL"]
 
 
-
 @dataclass(frozen=True)
 class Exported:
     """One exported winner: its folder and where its weights come from."""
@@ -325,7 +324,7 @@ def _write(root: Path, path: Path, text: str) -> None:
 
 def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.Tensor],
                   prov: Provenance, metrics: dict[str, Any], onnx: bool,
-                  log: Callable[[str], None]) -> Path:
+                  log: Callable[[str], None]) -> None:
     """Write the folder ``root/name`` from scratch (a temporary folder renamed into place)."""
     target = root / name
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -350,7 +349,6 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return target
 
 
 def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any]) -> Provenance:
@@ -404,14 +402,16 @@ def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | No
     chosen = select_winners(run.frame, run.objectives, top)
     specs = [_spec_of(row) for _, row in chosen.iterrows()]  # refuse a bad table up front
     root = _out_root(run.paths, out)
+    shown = Path(out) if out is not None else run.paths.exported  # as the user wrote it
     exported = []
     for rank, ((_, row), spec) in enumerate(zip(chosen.iterrows(), specs), 1):
         log(f"rank {rank}: {spec.key} (trial {row[TRIAL]})")
         state, record = _weights(run, row, spec, retrain_tokens, log)
         prov = _provenance(run, row, rank, record)
-        folder = _write_winner(root, f"rank-{rank}-{valid_key(spec.key)}", spec, state, prov,
-                               _metrics_file(spec, row, prov, record), onnx, log)
-        exported.append(Exported(rank, spec.key, prov.trial, folder, record["source"],
+        name = f"rank-{rank}-{valid_key(spec.key)}"
+        _write_winner(root, name, spec, state, prov, _metrics_file(spec, row, prov, record),
+                      onnx, log)
+        exported.append(Exported(rank, spec.key, prov.trial, shown / name, record["source"],
                                  prov.metrics))
     return exported
 

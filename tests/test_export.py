@@ -34,6 +34,8 @@ from sla_nas.export import ONNX_ATOL, export_run
 from sla_nas.results import (
     CHECKPOINT,
     KEY,
+    SEED,
+    SEED_PRESET,
     SPEC,
     STATUS,
     TRIAL,
@@ -290,6 +292,7 @@ def test_exported_folders_run_without_sla_nas(best_two, tmp_path):
     check_standalone(folders, expected, tmp_path)
 
 
+@pytest.mark.slow
 def test_readme_user_script_trains_the_exported_model(best_two, tmp_path):
     exported = best_two[0][0]
     for name in ("model.py", WEIGHTS_FILE):
@@ -324,6 +327,25 @@ def test_pareto_export(finished_pareto_run, tmp_path):
     assert "kv_cache_bytes_per_token (min)" in card and "| val_loss |" in card
     assert [e.key for e in export_run(finished_pareto_run, top=1, out=tmp_path / "one")] == \
         front[KEY].tolist()[:1]
+
+
+def test_architecture_trained_at_several_seeds(finished_pareto_run, tmp_path):
+    """A seed architecture (two training seeds) wins on its mean: the export is its first
+    trial, and metrics.json and the card give the mean over both seeds."""
+    run = _copy_run(finished_pareto_run, tmp_path / "run")
+    frame = load_results(run)
+    vanilla = frame[(frame[SEED_PRESET] == "vanilla") & (frame[STATUS] == "ok")]
+    assert vanilla[SEED].tolist() == [0, 1]
+    frame.loc[vanilla.index, "val_loss"] = [0.5, 0.25]
+    frame.to_parquet(run / "trials.parquet", index=False)
+    exported = export_run(run, top=1, out=tmp_path / "out")[0]
+    assert (exported.key, exported.trial) == (vanilla[KEY].iloc[0], vanilla[TRIAL].iloc[0])
+    metrics = json.loads((exported.folder / "metrics.json").read_text())
+    assert metrics["metrics"]["val_loss"] == 0.5  # the exported trial's own
+    assert metrics["seed_mean"]["n_seeds"] == 2 and metrics["seed_mean"]["val_loss"] == 0.375
+    card = (exported.folder / "README.md").read_text()
+    assert "Mean over its 2 training seeds: val_loss 0.3750" in card
+    assert "train seed 0; the seed architecture vanilla" in card
 
 
 # ---------------------------------------------------------------------- refusals
@@ -433,11 +455,11 @@ def test_default_out_must_not_be_a_symlink(finished_run, tmp_path):
 
 
 # ---------------------------------------------------------------------- retraining, ONNX
-def _retrained_weights(spec: ArchSpec, tokens: int, work: Path) -> dict:
+def _retrained_weights(spec: ArchSpec, tokens: int, work: Path, seed: int) -> dict:
     """What train_proxy gives for the run's task and budget settings (batch 8, lr 3e-3)."""
     task = make_task("bytes-lm", spec.dims.seq_len, vocab_size=256)
     train_proxy(spec, task, Budget(tokens=tokens, eval_at=(tokens,), batch_size=8),
-                seed=0, checkpoint=work)
+                seed=seed, checkpoint=work)
     return torch.load(work / "model.pt", weights_only=True)
 
 
@@ -446,10 +468,13 @@ def test_retrain_tokens(finished_run, tmp_path):
     exported = export_run(finished_run, out=tmp_path / "out", retrain_tokens=1024)[0]
     saved = torch.load(exported.folder / WEIGHTS_FILE, weights_only=True)["state_dict"]
     spec = ArchSpec.load(exported.folder / "arch.yaml")
-    expected = _retrained_weights(spec, 1024, tmp_path / "direct")
-    assert all(torch.equal(saved[k], v) for k, v in expected.items())
     record = json.loads((exported.folder / "metrics.json").read_text())["weights"]
-    assert (record["source"], record["tokens"], record["seed"]) == ("retrained", 1024, 0)
+    winner = load_results(finished_run).set_index("trial").loc[exported.trial]
+    # retrained with the seed of the winner's exported trial (ASHA may have pruned seed 0)
+    assert (record["source"], record["tokens"], record["seed"]) == (
+        "retrained", 1024, int(winner["train_seed"]))
+    expected = _retrained_weights(spec, 1024, tmp_path / "direct", record["seed"])
+    assert all(torch.equal(saved[k], v) for k, v in expected.items())
     assert record["metrics"]["tokens"] == 1024  # 7 main steps + 1 cooldown step, 128 tokens each
     assert "retrained by sla-nas export for 1,024 tokens" in (exported.folder /
                                                              "README.md").read_text()
