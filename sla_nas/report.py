@@ -16,7 +16,6 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,15 @@ from plotly.subplots import make_subplots
 
 from . import _report_data as _data
 from ._report_data import CellInfo
+from ._report_noise import (
+    ConfirmInfo,
+    NoiseInfo,
+    _get_confirm_info,
+    _get_noise_info,
+    with_confirmation,
+)
+from ._report_page import CSS, DRAW_JS, SORT_JS, Page, fmt, header_html, table_html
+from ._schema import parse_space_yaml
 from .results import RunPaths, load_results
 
 __all__ = ["load_results", "build_report", "plot_history", "plot_pareto", "plot_connectivity",
@@ -49,19 +57,12 @@ def _status_color(status: str) -> str:
     return STATUS_COLORS.get(status, "#9467bd")
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or not math.isfinite(value):
-        return ""
-    if isinstance(value, int) or abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
 # ---------------------------------------------------------------------- best so far
-def plot_history(info: _data.HistoryInfo) -> go.Figure:
+def plot_history(info: _data.HistoryInfo, noise: float | None = None) -> go.Figure:
     """Top: each trial's objective value and the running best (a step line over the fully
-    trained trials); values beyond ``info.y_range`` sit on its edge as triangles (the value in
-    the hover). Bottom: every trial's status, so trials without a value are seen too."""
+    trained trials) with a band of ± ``noise`` (the search's seed noise) around it; values
+    beyond ``info.y_range`` sit on its edge as triangles (the value in the hover). Bottom:
+    every trial's status, so trials without a value are seen too."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2],
                         vertical_spacing=0.04)
     lo, hi = info.y_range or (-math.inf, math.inf)
@@ -89,6 +90,14 @@ def plot_history(info: _data.HistoryInfo) -> go.Figure:
                     "line": {"width": 2, "color": color}}), row=2, col=1)
     if info.best_trials:
         last = max(t for g in info.groups for t in g.trials)
+        xs, ys = [*info.best_trials, last], [*info.best_values, info.best_values[-1]]
+        if noise is not None and math.isfinite(noise):
+            for sign, fill in ((1, None), (-1, "tonexty")):
+                fig.add_trace(go.Scatter(
+                    x=xs, y=[y + sign * noise for y in ys], mode="lines", fill=fill,
+                    line={"shape": "hv", "width": 0}, fillcolor="rgba(0,0,0,0.10)",
+                    name=f"± seed noise ({noise:.4f})", showlegend=sign < 0,
+                    legendgroup="noise", hoverinfo="skip"), row=1, col=1)
         fig.add_trace(go.Scatter(
             x=[*info.best_trials, last], y=[*info.best_values, info.best_values[-1]],
             mode="lines", line={"shape": "hv", "color": "#222", "width": 2},
@@ -98,6 +107,39 @@ def plot_history(info: _data.HistoryInfo) -> go.Figure:
     fig.update_xaxes(title_text="trial (proposal order)", row=2, col=1)
     fig.update_layout(template=_TEMPLATE, height=460, margin={"t": 30, "b": 50},
                       legend={"orientation": "h", "y": 1.08})
+    return fig
+
+
+# ---------------------------------------------------------------------- confirmation
+def plot_confirmation(info: ConfirmInfo) -> go.Figure:
+    """Left: each confirmed architecture's mean with its 95 % interval over seeds. Right: its
+    seed-by-seed difference to vanilla with the 95 % interval (green: better beyond noise,
+    red: worse, grey: within noise); the dashed line is vanilla."""
+    rows = list(reversed(info.rows))  # best at the top
+    names = [f"{r.label} · {r.key}" for r in rows]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=(f"{info.metric}: mean over {len(info.seeds)} seeds",
+                                        "paired difference to vanilla"))
+    fig.add_trace(go.Scatter(
+        x=[r.mean for r in rows], y=names, mode="markers", name="mean ± 95 % interval",
+        marker={"color": "#1f4e8c", "size": 9},
+        error_x={"type": "data", "symmetric": False,
+                 "array": [r.high - r.mean if math.isfinite(r.high) else 0 for r in rows],
+                 "arrayminus": [r.mean - r.low if math.isfinite(r.low) else 0 for r in rows]},
+        hovertemplate="%{y}<br>mean %{x:.4f}<extra></extra>"), row=1, col=1)
+    diffs = [r for r in rows if r.vs is not None]
+    colors = ["#2ca02c" if r.beats else "#d62728" if r.worse else "#7f7f7f" for r in diffs]
+    fig.add_trace(go.Scatter(
+        x=[r.vs for r in diffs], y=[f"{r.label} · {r.key}" for r in diffs], mode="markers",
+        name="Δ vs vanilla ± 95 % interval", marker={"color": colors, "size": 9},
+        error_x={"type": "data", "symmetric": False,
+                 "array": [r.vs_high - r.vs for r in diffs],
+                 "arrayminus": [r.vs - r.vs_low for r in diffs], "color": "#555"},
+        hovertext=[f"p = {r.p:.2g}" for r in diffs],
+        hovertemplate="%{y}<br>Δ %{x:+.4f}, %{hovertext}<extra></extra>"), row=1, col=2)
+    fig.add_vline(x=0, line={"dash": "dash", "color": "#888"}, row=1, col=2)
+    fig.update_layout(template=_TEMPLATE, height=120 + 34 * len(rows), showlegend=False,
+                      margin={"t": 40, "b": 40, "l": 10})
     return fig
 
 
@@ -203,7 +245,7 @@ def plot_connectivity(info: _data.ConnectivityInfo, per_row: int | None = None) 
 
 
 def _arch_title(arch: _data.ArchInfo) -> str:
-    values = " · ".join(f"{SHORT.get(m, m)} {_fmt(v)}" for m, v in arch.values.items()
+    values = " · ".join(f"{SHORT.get(m, m)} {fmt(v)}" for m, v in arch.values.items()
                         if v is not None)
     seeds = f" · {arch.n_seeds} seeds" if arch.n_seeds > 1 else ""
     return (f"{'★ ' if arch.winner else ''}#{arch.rank} {arch.key}"
@@ -349,125 +391,30 @@ def plot_learning_curves(info: _data.CurvesInfo) -> go.Figure:
 
 
 # ---------------------------------------------------------------------- table
-def table_html(info: _data.TableInfo) -> str:
-    """An HTML table whose header cells sort it (`_SORT_JS`): numeric columns as numbers."""
-    numeric = [all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool)
-                   for r in info.rows if r[i] is not None) for i in range(len(info.columns))]
-    head = "".join(f"<th data-num='{int(n)}' title='click to sort'>{html.escape(c)}</th>"
-                   for c, n in zip(info.columns, numeric))
-    body = "".join("<tr>" + "".join(_cell(v, n) for v, n in zip(row, numeric)) + "</tr>"
-                   for row in info.rows)
-    return (f"<div class='scroll'><table class='sortable'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table></div>")
-
-
-def _cell(value: Any, numeric: bool) -> str:
-    if isinstance(value, bool):
-        key, text = int(value), "★" if value else ""
-    else:
-        key = "" if value is None else value
-        text = _fmt(value) if numeric else str(key)
-    return f"<td data-sort='{html.escape(str(key))}'>{html.escape(text)}</td>"
-
-
-_SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach((th, col) => th.onclick = () => {
-  const body = th.closest('table').tBodies[0], asc = th.dataset.order !== 'asc';
-  th.parentNode.querySelectorAll('th').forEach(h => delete h.dataset.order);
-  th.dataset.order = asc ? 'asc' : 'desc';
-  const cmp = (x, y) => (x === '' || y === '') ? (x === '') - (y === '') :
-    (asc ? 1 : -1) * (th.dataset.num === '1' ? x - y : x.localeCompare(y));
-  Array.from(body.rows).sort((a, b) => cmp(a.cells[col].dataset.sort,
-    b.cells[col].dataset.sort)).forEach(r => body.appendChild(r));
-});
-"""
-_DRAW_JS = """
-document.querySelectorAll('div.figure').forEach(div => {
-  const fig = JSON.parse(document.getElementById(div.id + '-data').textContent);
-  Plotly.newPlot(div, fig.data, fig.layout, {responsive: true, displaylogo: false});
-});
-"""
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:0 24px 40px;
-color:#222} h1{margin:24px 0 4px;font-size:1.6em}
-h2{margin:34px 0 4px;border-bottom:1px solid #ddd} nav a{margin-right:12px}
-.verdict{font-size:1.15em;background:#f4f7fb;border-left:4px solid #1f4e8c;padding:10px 14px}
-.read{color:#555;margin:4px 0 8px;max-width:110ch} .note{color:#8a5a00;font-style:italic}
-.meta span{margin-right:14px;color:#444} .counts span{display:inline-block;margin:2px 6px 2px 0;
-padding:1px 8px;border-radius:10px;color:#fff;font-size:.9em}
-.scroll{overflow-x:auto} .pair{display:flex;gap:16px;flex-wrap:wrap}
-.pair>div{flex:1 1 560px;min-width:0}
-table.sortable{border-collapse:collapse;font-size:.88em}
-table.sortable th{cursor:pointer;background:#f0f0f0}
-table.sortable th[data-order=asc]::after{content:' ▲'}
-table.sortable th[data-order=desc]::after{content:' ▼'}
-table.sortable td,table.sortable th{padding:4px 8px;border-bottom:1px solid #e4e4e4;
-text-align:right;white-space:nowrap}
-"""
-
-
-# ---------------------------------------------------------------------- the page
-class _Page:
-    """The sections as HTML and the figures as JSON, in page order."""
-
-    def __init__(self) -> None:
-        self.sections: list[str] = []
-        self.nav: list[str] = []
-        self.figures: list[str] = []
-
-    def section(self, anchor: str, title: str, read: str, *parts: str) -> None:
-        """``read`` says how to read the section; several parts sit side by side."""
-        body = parts[0] if len(parts) == 1 else (
-            "<div class='pair'>" + "".join(f"<div>{p}</div>" for p in parts) + "</div>")
-        self.sections.append(f"<section id='{anchor}'><h2>{html.escape(title)}</h2>"
-                             f"<p class='read'>{read}</p>{body}</section>")
-        self.nav.append(f"<a href='#{anchor}'>{html.escape(title)}</a>")
-
-    def figure(self, fig: go.Figure | None, note: str) -> str:
-        """The figure's placeholder div, or ``note`` when there is nothing to draw."""
-        if fig is None:
-            return f"<p class='note'>{html.escape(note)}</p>"
-        self.figures.append(fig.to_json())
-        return f"<div id='fig-{len(self.figures) - 1}' class='figure'></div>"
-
-    def scripts(self) -> str:
-        """The figures' JSON in data blocks; every "<" escaped (JSON reads it back), so no
-        label can end or confuse the <script> element."""
-        return "".join(f"<script type='application/json' id='fig-{i}-data'>{_lt(spec)}</script>"
-                       for i, spec in enumerate(self.figures))
-
-
-def _lt(text: str) -> str:
-    return text.replace("<", "\\u003c")
-
-
-def _header(info: _data.SummaryInfo, nav: list[str]) -> str:
-    objectives = ", ".join(f"{m} ({mode})" for m, mode in info.objectives)
-    counts = "".join(f"<span style='background:{_status_color(s)}'>{html.escape(s)} {n}</span>"
-                     for s, n in info.counts.items())
-    meta = [f"space <b>{html.escape(info.space)}</b>", f"objectives <b>{objectives}</b>",
-            f"{info.n_trials} trials", *([f"started {html.escape(info.started)}"]
-                                         if info.started else []),
-            f"report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"]
-    sentence = info.verdict[:1].upper() + info.verdict[1:]
-    return (f"<h1>sla-nas report: {html.escape(info.run)}</h1>"
-            f"<p class='meta'>{''.join(f'<span>{m}</span>' for m in meta)}</p>"
-            f"<p class='counts'>{counts}</p><p class='verdict'>{html.escape(sentence)}.</p>"
-            f"<nav>{' '.join(nav)}</nav>")
-
-
 _UNTRAINED = "no architecture has been trained to the full budget yet"
 
 
-def _sections(page: _Page, frame: Any, objectives: _data.Objectives, top: int) -> None:
+def _sections(page: Page, frame: Any, objectives: _data.Objectives, top: int,
+              confirm: ConfirmInfo | None, noise: NoiseInfo) -> None:
+    if confirm is not None:
+        page.section("confirmation", "Confirmation", (
+            f"The top architectures and the presets re-trained with the same {len(confirm.seeds)}"
+            f" fresh training seeds ({', '.join(map(str, confirm.seeds))}: not the one the "
+            f"search chose them on) at {confirm.tokens:,} tokens. Seed s gives every "
+            f"architecture the same data and shared initial weights, so the differences on the "
+            f"right are paired: their intervals are narrower than the spreads on the left. "
+            f"Bars are 95 % Student-t intervals; green: better than vanilla beyond noise, red: "
+            f"worse, grey: within noise."), page.figure(plot_confirmation(confirm), ""))
     history = _data._get_history_info(frame, objectives)
     page.section("history", "Best so far", (
         f"Each trial's {history.metric} in the order the sampler proposed them; the black step "
         f"is the best fully trained architecture so far (its mean over seeds). Pruned trials "
         f"are drawn at their last evaluation (a shorter run: not comparable); values far off "
-        f"sit on the edge as triangles. The strip below shows every trial's status, including "
-        f"those without a value."),
-        page.figure(plot_history(history) if len(frame) else None, "no trials yet"))
+        f"sit on the edge as triangles; the grey band is ± the seed noise this search "
+        f"measured. The strip below shows every trial's status, including those without a "
+        f"value."),
+        page.figure(plot_history(history, noise.paired if math.isfinite(noise.paired) else
+                                 noise.unpaired) if len(frame) else None, "no trials yet"))
     panes = [_data._get_pareto_info(frame, objectives, metric, mode)
              for metric, mode in _data.pareto_axes(objectives)]
     page.section("pareto", "Loss against cost", (
@@ -507,7 +454,7 @@ def _sections(page: _Page, frame: Any, objectives: _data.Objectives, top: int) -
         f"trial (or it failed). The legend switches the running training loss on."),
         page.figure(plot_learning_curves(curves) if curves.curves else None,
                     "no trial has reported an evaluation yet"))
-    table = _data._get_table_info(frame, objectives, top)
+    table = with_confirmation(_data._get_table_info(frame, objectives, top), confirm)
     page.section("top", f"Top {len(table.rows)} architectures", (
         "Winners first (★), then by the primary objective; click a column header to sort. "
         "Trained metrics are means over the n_seeds training seeds; costs are exact (the "
@@ -528,12 +475,17 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
                if paths.run_info.exists() else None)
     summary = _data._get_summary_info(frame, objectives, paths.root.resolve().name, space,
                                       started)
-    page = _Page()
-    _sections(page, frame, objectives, top)
+    metric, mode = _data.primary_objective(objectives)
+    confirm = _get_confirm_info(paths.root, metric, mode,
+                                parse_space_yaml(paths.space)[0].task.name)
+    noise = _get_noise_info(frame, metric)
+    page = Page()
+    _sections(page, frame, objectives, top, confirm, noise)
     text = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>sla-nas report: {html.escape(summary.run)}</title><style>{_CSS}</style>"
-            f"<script>{get_plotlyjs()}</script></head><body>{_header(summary, page.nav)}"
-            f"{''.join(page.sections)}{page.scripts()}<script>{_SORT_JS}{_DRAW_JS}</script>"
+            f"<title>sla-nas report: {html.escape(summary.run)}</title><style>{CSS}</style>"
+            f"<script>{get_plotlyjs()}</script></head><body>"
+            f"{header_html(summary, page.nav, confirm, noise, STATUS_COLORS)}"
+            f"{''.join(page.sections)}{page.scripts()}<script>{SORT_JS}{DRAW_JS}</script>"
             f"</body></html>")
     tmp = paths.report.with_name(f".{paths.report.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -300,7 +300,11 @@ def verdict(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> str:
                        "until confirmed (sla-nas confirm)")
     kind = "paired " if np.isfinite(noise["paired"]) else ""
     ratio = gain / sigma
-    judgement = ("within" if ratio < 2 else "above") + " the noise"
-    return (text + f"; the {kind}seed noise measured in this search is {sigma:.4f}, so the "
-            f"gain is {ratio:.1f}x the noise ({judgement}); sla-nas confirm re-trains the "
-            f"winners on fresh paired seeds")
+    runs = int(noise["n_runs"])
+    if ratio < 2:
+        judgement = "within that noise"
+    else:
+        judgement = (f"larger than that noise, an estimate that rests on {runs} seed runs; only "
+                     f"fresh seeds tell whether it is real")
+    return (text + f"; the {kind}seed noise measured in this search is {sigma:.4f}: the gain "
+            f"is {ratio:.1f}x it, {judgement} (sla-nas confirm)")

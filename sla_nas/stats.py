@@ -111,15 +111,16 @@ def seed_noise(table: pd.DataFrame, key: str = "arch_key", seed: str = "train_se
     """The seed noise of architectures trained with several seeds: the pooled standard
     deviation over seeds (``unpaired``) and, where two or more architectures share seeds,
     the pooled standard deviation of their seed-by-seed differences divided by sqrt(2)
-    (``paired``: the per-architecture noise left once each seed's shared shift is removed)."""
+    (``paired``: the per-architecture noise left once each seed's shared shift is removed),
+    with how many architectures and runs they rest on."""
     repeated = table.groupby(key).filter(lambda g: g[seed].nunique() >= 2)
-    out = {"unpaired": math.nan, "paired": math.nan, "n_architectures": 0}
+    out = {"unpaired": math.nan, "paired": math.nan, "n_architectures": 0, "n_runs": 0}
     if repeated.empty:
         return out
     groups = [g[metric].astype(float) for _, g in repeated.groupby(key)]
     dof = sum(len(g) - 1 for g in groups)
     out["unpaired"] = math.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof)
-    out["n_architectures"] = len(groups)
+    out["n_architectures"], out["n_runs"] = len(groups), sum(len(g) for g in groups)
     keys = list(repeated[key].unique())
     diffs = []
     for i, a in enumerate(keys):

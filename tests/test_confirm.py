@@ -4,17 +4,23 @@ statistics agree with the rows, and a rerun trains nothing new."""
 
 from __future__ import annotations
 
+import html
+import json
 import logging
+import math
 import os
+import re
 import secrets
 
 import pytest
 import ray
+import scipy.stats
 import torch
 
 from sla_nas import presets
 from sla_nas.confirmation import LABEL, load_confirm
 from sla_nas.data import make_task
+from sla_nas.report import build_report
 from sla_nas.results import KEY, SEED
 from sla_nas.search import ConfirmOptions, SearchOptions, run_confirm, run_search
 from sla_nas.stats import paired
@@ -82,3 +88,15 @@ def test_a_search_with_a_confirm_block_ends_confirmed_and_paired(tmp_path):
     assert "0 runs to train" in again[0]
     assert len(load_confirm(outcome.paths.root)) == len(table)
     assert rerun.sentence == confirmed.sentence
+
+    # the report leads with the confirmation and draws its 95 % intervals as error bars
+    page = build_report(outcome.paths.root).read_text()
+    assert html.escape(confirmed.sentence[1:]) in page.split("<section")[0]
+    figures = re.findall(r"<script type='application/json' id='fig-\d+-data'>(.*?)</script>",
+                         page)
+    bars = json.loads(figures[0])["data"]  # the confirmation section comes first
+    t = scipy.stats.t.ppf(0.975, 1)  # two seeds
+    by_label = {f"{r[LABEL]} · {r[KEY]}": r for _, r in confirmed.summary.iterrows()}
+    for name, half in zip(bars[0]["y"], bars[0]["error_x"]["array"]):
+        assert half == pytest.approx(t * by_label[name]["std"] / math.sqrt(2))
+    assert len(bars[1]["x"]) == len(by_label) - 1  # a paired difference for all but vanilla

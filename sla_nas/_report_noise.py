@@ -1,0 +1,126 @@
+"""The report's uncertainty: the confirmation runs (``confirm.csv``) and the search's own
+seed-noise estimate, as data (NamedTuples the tests check); no plotting here."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+from scipy import stats as _stats
+
+from ._report_data import TableInfo
+from .confirmation import CONFIRM_TOKENS, LABEL, UNITS, load_confirm, sentence, summary
+from .results import KEY, SEED, search_noise
+from .stats import CONFIDENCE
+
+__all__ = ["ConfirmRow", "ConfirmInfo", "NoiseInfo", "_get_confirm_info", "_get_noise_info",
+           "with_confirmation"]
+
+
+class ConfirmRow(NamedTuple):
+    label: str
+    key: str
+    n: int
+    mean: float
+    low: float  # 95 % interval of the mean over seeds (NaN for one seed)
+    high: float
+    vs: float | None  # paired difference to vanilla (None for vanilla itself)
+    vs_low: float | None
+    vs_high: float | None
+    p: float | None
+    beats: bool  # better than vanilla beyond noise
+    worse: bool  # worse than vanilla beyond noise
+
+
+class ConfirmInfo(NamedTuple):
+    metric: str
+    mode: str
+    tokens: int
+    seeds: tuple[int, ...]
+    rows: tuple[ConfirmRow, ...]  # best first
+    sentence: str
+
+
+def _mean_interval(mean: float, std: float, n: int) -> tuple[float, float]:
+    if n < 2 or not math.isfinite(std):
+        return math.nan, math.nan
+    half = float(_stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def _get_confirm_info(run_dir: str | Path, metric: str, mode: str, task: str
+                      ) -> ConfirmInfo | None:
+    """The confirmation at the longest budget confirm.csv holds (None without one)."""
+    table = load_confirm(run_dir)
+    table = table[table["status"] == "ok"] if len(table) else table
+    if table.empty or metric not in table:
+        return None
+    tokens = int(table[CONFIRM_TOKENS].max())
+    table = table[table[CONFIRM_TOKENS] == tokens].drop_duplicates([KEY, SEED], keep="last")
+    labels = dict(zip(table[KEY], table[LABEL]))
+    if not any(label.endswith("vanilla") for label in labels.values()):
+        return None
+    out = summary(table, labels, metric, mode)
+    rows = []
+    for _, r in out.iterrows():
+        base = r[LABEL].endswith("vanilla")
+        low, high = _mean_interval(r["mean"], r["std"], int(r["n_seeds"]))
+        sign = 1 if mode == "min" else -1
+        vs = None if base else float(r["vs_baseline"])
+        distinct = not base and r["vs_baseline_low"] * r["vs_baseline_high"] > 0
+        rows.append(ConfirmRow(
+            r[LABEL], r[KEY], int(r["n_seeds"]), float(r["mean"]), low, high, vs,
+            None if base else float(r["vs_baseline_low"]),
+            None if base else float(r["vs_baseline_high"]),
+            None if base else float(r["vs_baseline_p"]),
+            bool(not base and distinct and sign * vs < 0),
+            bool(not base and distinct and sign * vs > 0)))
+    return ConfirmInfo(metric, mode, tokens, tuple(sorted(int(s) for s in set(table[SEED]))),
+                       tuple(rows), sentence(out, metric, mode, UNITS.get((task, metric), "")))
+
+
+class NoiseInfo(NamedTuple):
+    metric: str
+    unpaired: float
+    paired: float
+    n_architectures: int
+    text: str
+
+
+def _get_noise_info(frame: pd.DataFrame, metric: str) -> NoiseInfo:
+    """The search's own seed-noise estimate (seed architectures run with several seeds)."""
+    noise = search_noise(frame, metric) if len(frame) else {
+        "unpaired": math.nan, "paired": math.nan, "n_architectures": 0, "n_runs": 0}
+    n = int(noise["n_architectures"])
+    if n == 0:
+        text = ("This search trained no architecture with several seeds (search.seed_runs), "
+                "so it has no estimate of its own seed noise.")
+    else:
+        parts = [f"{noise['unpaired']:.4f} between seeds"]
+        if math.isfinite(noise["paired"]):
+            parts.insert(0, f"{noise['paired']:.4f} paired (the seed's shared luck removed)")
+        text = (f"Seed noise of {metric} measured in this search: {', '.join(parts)}, from "
+                f"{int(noise['n_runs'])} runs of {n} seed architecture{'s' if n > 1 else ''} "
+                f"(a rough estimate with few runs).")
+    return NoiseInfo(metric, float(noise["unpaired"]), float(noise["paired"]), n, text)
+
+
+def with_confirmation(table: TableInfo, confirm: ConfirmInfo | None) -> TableInfo:
+    """The top table with the confirmed mean, its interval and the paired difference to
+    vanilla for the architectures that were confirmed (empty cells for the others)."""
+    if confirm is None:
+        return table
+    by_key: dict[str, Any] = {r.key: r for r in confirm.rows}
+    key_col = table.columns.index(KEY)
+    columns = (*table.columns, f"confirmed {confirm.metric}", "confirmed ± (95 %)",
+               "Δ vs vanilla", "Δ low", "Δ high")
+    rows = []
+    for row in table.rows:
+        c = by_key.get(row[key_col])
+        extra = (None,) * 5 if c is None else (
+            c.mean, (c.high - c.low) / 2 if math.isfinite(c.low) else None, c.vs, c.vs_low,
+            c.vs_high)
+        rows.append((*row, *extra))
+    return TableInfo(columns, tuple(rows))
