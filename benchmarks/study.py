@@ -170,7 +170,7 @@ def run_searches(quick: bool, trials: int, best_preset: str) -> dict[str, dict]:
         run_dir = results / name
         tokens = 20_000 if quick else None
         options = SearchOptions(results=results, n_trials=trials, tokens=tokens, quiet=True,
-                                resume=(run_dir / "tune").exists())
+                                resume=(run_dir / "tune").exists(), confirm=False)
         started = time.perf_counter()
         outcome = run_search(space_path, options, log=lambda note: print(f"  {note}"))
         seeds = [n for n, _ in SearchSpace.from_yaml(space_path).seeds]

@@ -58,6 +58,7 @@ class Provenance:
     vanilla: dict[str, Any] | None = None  # the vanilla seed's row: status and metrics
     seed_preset: str | None = None  # the preset's name if the trial was a seed architecture
     versions: dict[str, str] = field(default_factory=dict)  # of the search (run.json)
+    confirmed: dict[str, Any] | None = None  # its sla-nas confirm result, if it was confirmed
 
 
 # ---------------------------------------------------------------------- model.py
@@ -287,6 +288,7 @@ def model_card(spec: ArchSpec, prov: Provenance, folder_name: str) -> str:
                 f"{_metrics_text(_means(prov))}.", ""] if prov.seed_mean else []),
              f"Proxy training: task `{prov.task}`, {prov.budget_tokens:,} tokens. "
              + _pairing(prov, vanilla), "",
+             *_confirmation_lines(prov),
              "## Provenance", "",
              f"- run: `{prov.run}`, started {prov.started}; space file `{prov.space_file}` "
              f"(as run: `space.yaml` in the run folder); search seed {prov.search_seed}",
@@ -302,6 +304,21 @@ def model_card(spec: ArchSpec, prov: Provenance, folder_name: str) -> str:
              "`torch.load(..., weights_only=True)`",
              "- `metrics.json`: the search metrics and costs", ""]
     return "\n".join(lines)
+
+
+def _confirmation_lines(prov: Provenance) -> list[str]:
+    c = prov.confirmed
+    if not c:
+        return ["Not confirmed: `sla-nas confirm` re-trains the winners on fresh paired seeds.",
+                ""]
+    lines = ["## Confirmation", "",
+             f"Chosen by `sla-nas confirm`: re-trained with {c['n_seeds']} fresh paired seeds "
+             f"at {c['tokens']:,} tokens, mean {c['metric']} {c['mean']:.4f} ± {c['std']:.4f} "
+             f"(std over seeds)."]
+    if c.get("vs_vanilla") is not None:
+        lines.append(f"Paired difference to vanilla: {c['vs_vanilla']:+.4f} "
+                     f"[{c['low']:+.4f}, {c['high']:+.4f}] (95 % interval), p = {c['p']:.2g}.")
+    return [*lines, "", f"In words: {c['sentence']}.", ""]
 
 
 def _pairing(prov: Provenance, vanilla: dict[str, Any]) -> str:

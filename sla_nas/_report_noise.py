@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import stats as _stats
 
 from ._report_data import TableInfo
-from .confirmation import CONFIRM_TOKENS, LABEL, UNITS, load_confirm, sentence, summary
+from .confirmation import LABEL, UNITS, latest_summary, sentence
 from .results import KEY, SEED, search_noise
 from .stats import CONFIDENCE
 
@@ -53,16 +53,10 @@ def _mean_interval(mean: float, std: float, n: int) -> tuple[float, float]:
 def _get_confirm_info(run_dir: str | Path, metric: str, mode: str, task: str
                       ) -> ConfirmInfo | None:
     """The confirmation at the longest budget confirm.csv holds (None without one)."""
-    table = load_confirm(run_dir)
-    table = table[table["status"] == "ok"] if len(table) else table
-    if table.empty or metric not in table:
+    latest = latest_summary(run_dir, metric, mode)
+    if latest is None:
         return None
-    tokens = int(table[CONFIRM_TOKENS].max())
-    table = table[table[CONFIRM_TOKENS] == tokens].drop_duplicates([KEY, SEED], keep="last")
-    labels = dict(zip(table[KEY], table[LABEL]))
-    if not any(label.endswith("vanilla") for label in labels.values()):
-        return None
-    out = summary(table, labels, metric, mode)
+    table, out, tokens = latest
     rows = []
     for _, r in out.iterrows():
         base = r[LABEL].endswith("vanilla")

@@ -106,18 +106,27 @@ def _cmd_search(args: argparse.Namespace) -> int:
     options = SearchOptions(address=args.address, storage=args.storage, resume=args.resume,
                             max_failures=args.max_failures, results=args.results,
                             name=args.name, n_trials=args.n_trials, tokens=args.tokens,
-                            quiet=args.quiet)
+                            quiet=args.quiet, confirm=not args.no_confirm)
     console = Console(stderr=True, quiet=args.quiet)
     console.print(f"search {args.space}", highlight=False)
-    outcome = run_search(args.space, options,
-                         log=lambda note: console.print(f"  {note}", highlight=False))
+    log = lambda note: console.print(f"  {note}", highlight=False, soft_wrap=True)  # noqa: E731
+    outcome = run_search(args.space, options, log=log)
     if not outcome.winners.empty:
         render(ArchSpec.from_json(outcome.winners.iloc[0][SPEC]), title="best")
     print(outcome.verdict)
     if outcome.confirmed is not None:
         print_confirmation(outcome.confirmed)
-    print(f"results: {outcome.paths.root}  (trials.csv, "
-          f"{'pareto/' if len(outcome.objectives) > 1 else 'best.yaml'}, study, tune/)")
+    files = ["trials.csv", "pareto/" if len(outcome.objectives) > 1 else "best.yaml"]
+    if not (args.no_export or outcome.interrupted or outcome.winners.empty):
+        from .export import export_run
+
+        exported = export_run(outcome.paths.root, log=log)
+        files.append(f"exported/ ({', '.join(e.folder.name for e in exported)})")
+    if not args.no_report:
+        from .report import build_report
+
+        files.append(build_report(outcome.paths.root).name)
+    print(f"results: {outcome.paths.root}  ({', '.join(files)}, study, tune/)")
     return 130 if outcome.interrupted else 0
 
 
@@ -228,7 +237,9 @@ def _parser() -> argparse.ArgumentParser:
                             description="Run the search SPACE.yaml describes: Ray Tune trains "
                             "proxies of the architectures an Optuna sampler proposes. Embedded "
                             "by default (a local Ray with this machine's CPUs, an SQLite study "
-                            "in results/<name>/study.db).")
+                            "in results/<name>/study.db). Then, as the space says, the winners "
+                            "are confirmed on fresh seeds; the best is exported and "
+                            "report.html written.")
     search.add_argument("space", type=Path, help="a search-space YAML file")
     search.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, "
                         "else a local Ray started for this search)")
@@ -243,6 +254,12 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--name", help="run name (default: the space's name)")
     search.add_argument("--n-trials", type=int, help="override search.n_trials")
     search.add_argument("--tokens", type=int, help="override budget.tokens")
+    search.add_argument("--no-confirm", action="store_true",
+                        help="skip the space's confirm: block (sla-nas confirm runs it later)")
+    search.add_argument("--no-export", action="store_true",
+                        help="do not export the winners (sla-nas export can, later)")
+    search.add_argument("--no-report", action="store_true",
+                        help="do not write report.html (sla-nas report can, later)")
     search.add_argument("--quiet", action="store_true", help="print only the result")
     search.set_defaults(func=_cmd_search)
 

@@ -27,7 +27,8 @@ from .spec import ArchSpec
 from .stats import compare
 
 __all__ = ["Candidate", "candidates", "confirm_seeds", "load_confirm", "append_confirm",
-           "summary", "sentence", "LABEL", "SEARCH_TRIAL", "CONFIRM_TOKENS", "UNITS"]
+           "summary", "latest_summary", "sentence", "LABEL", "SEARCH_TRIAL", "CONFIRM_TOKENS",
+           "UNITS"]
 
 LABEL = "label"  # "rank 1", "vanilla", ...
 SEARCH_TRIAL = "search_trial"  # the search trial an architecture came from (winners)
@@ -108,6 +109,22 @@ def summary(table: pd.DataFrame, labels: dict[str, str], metric: str, mode: str
     out = compare(ok, base, metric, mode, KEY, SEED)
     out.insert(0, LABEL, out[KEY].map(labels))
     return out
+
+
+def latest_summary(run_dir: str | Path, metric: str, mode: str
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, int] | None:
+    """The confirmation at the longest budget ``confirm.csv`` holds: (its runs, their
+    `summary`, the budget), or None without runs that include vanilla."""
+    table = load_confirm(run_dir)
+    table = table[table["status"] == "ok"] if len(table) else table
+    if table.empty or metric not in table:
+        return None
+    tokens = int(table[CONFIRM_TOKENS].max())
+    table = table[table[CONFIRM_TOKENS] == tokens].drop_duplicates([KEY, SEED], keep="last")
+    labels = dict(zip(table[KEY], table[LABEL]))
+    if not any(label.endswith("vanilla") for label in labels.values()):
+        return None
+    return table, summary(table, labels, metric, mode), tokens
 
 
 def sentence(table: pd.DataFrame, metric: str, mode: str, unit: str = "") -> str:

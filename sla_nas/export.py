@@ -115,16 +115,23 @@ class _Run:
 
 # ---------------------------------------------------------------------- choosing
 def select_winners(frame: pd.DataFrame, objectives: list[tuple[str, str]],
-                   top: int | None = None) -> pd.DataFrame:
+                   top: int | None = None, confirmed: pd.DataFrame | None = None
+                   ) -> pd.DataFrame:
     """The trials to export, best first by the first objective: the best ``top`` (default 1)
     fully trained architectures, or with several objectives the Pareto set (its first ``top``
-    if given), ranked by their mean over training seeds. One row per architecture: the trials
-    table's row of its first fully trained trial (whose checkpoint is exported)."""
+    if given), ranked by their mean over training seeds. With one objective and a
+    confirmation (``confirmed``: `confirmation.summary`), the confirmed architectures come
+    first, in the confirmation's order. One row per architecture: the trials table's row of
+    its first fully trained trial (whose checkpoint is exported)."""
     if top is not None and top < 1:
         raise ValueError(f"--top must be >= 1, got {top}")
     metric, mode = objectives[0]
     chosen = ranked(frame, metric, mode) if len(objectives) == 1 else winners(frame, objectives)
     chosen = chosen.drop_duplicates(subset=[KEY], keep="first")
+    if confirmed is not None and len(objectives) == 1:
+        order = {k: i for i, k in enumerate(confirmed[KEY])}
+        position = chosen[KEY].map(lambda k: order.get(k, len(order)))
+        chosen = chosen.assign(_order=position).sort_values("_order", kind="stable")
     if chosen.empty:
         counts = frame[STATUS].value_counts().to_dict() if STATUS in frame else {}
         raise ValueError(f"no trial finished its full budget (status 'ok'), so there is no "
@@ -351,7 +358,49 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
         raise
 
 
-def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any]) -> Provenance:
+def _confirmation(run: _Run, log: Callable[[str], None]
+                  ) -> tuple[pd.DataFrame, int, str, str] | None:
+    """(summary, budget, sentence, metric) of the run's confirmation, if ``confirm.csv`` has
+    one; says so, and which confirmed architectures the search did not train."""
+    from .confirmation import UNITS, latest_summary, sentence
+
+    trained = [(m, mode) for m, mode in run.objectives if m in TRAINED_METRICS]
+    if len(run.objectives) != 1 or not trained:
+        return None
+    metric, mode = trained[0]
+    latest = latest_summary(run.paths.root, metric, mode)
+    if latest is None:
+        return None
+    _, summary, tokens = latest
+    known = set(run.frame[KEY])
+    log(f"confirmed architectures first (confirm.csv, {tokens:,} tokens, mean over "
+        f"{int(summary['n_seeds'].max())} paired seeds)")
+    for label in summary[~summary[KEY].isin(known)]["label"]:
+        log(f"{label} was confirmed but not trained by the search: export cannot take it")
+    text = sentence(summary, metric, mode, UNITS.get((run.config.task.name, metric), ""))
+    return summary, tokens, text, metric
+
+
+def _confirmed_record(confirmed: tuple[pd.DataFrame, int, str, str] | None, key: str
+                      ) -> dict[str, Any] | None:
+    if confirmed is None:
+        return None
+    summary, tokens, text, metric = confirmed
+    rows = summary[summary[KEY] == key]
+    if rows.empty:
+        return None
+    r = rows.iloc[0]
+    base = str(r["label"]).endswith("vanilla")
+    return _clean({"label": r["label"], "metric": metric, "tokens": tokens,
+                   "n_seeds": int(r["n_seeds"]), "mean": r["mean"], "std": r["std"],
+                   "vs_vanilla": None if base else r.get("vs_baseline"),
+                   "low": None if base else r.get("vs_baseline_low"),
+                   "high": None if base else r.get("vs_baseline_high"),
+                   "p": None if base else r.get("vs_baseline_p"), "sentence": text})
+
+
+def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any],
+                confirmed: tuple[pd.DataFrame, int, str, str] | None = None) -> Provenance:
     versions = run.info.get("versions")
     train_seed = int(row[SEED]) if pd.notna(row.get(SEED)) else 0
     return Provenance(
@@ -367,7 +416,7 @@ def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any]) ->
         metrics=_search_metrics(row), seed_mean=_seed_mean(run.frame, row[KEY]),
         vanilla=_vanilla(run.frame, train_seed),
         versions={str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict)
-        else {})
+        else {}, confirmed=_confirmed_record(confirmed, str(row[KEY])))
 
 
 def _metrics_file(spec: ArchSpec, row: pd.Series, prov: Provenance,
@@ -380,7 +429,8 @@ def _metrics_file(spec: ArchSpec, row: pd.Series, prov: Provenance,
             "costs": estimate(spec),
             "vanilla_costs": estimate(ArchSpec.create(spec.dims)),
             **_clean({"tokens": row.get(TOKENS), "wall_seconds": row.get(WALL_SECONDS)}),
-            "weights": record, "vanilla_seed": prov.vanilla}
+            "weights": record, "vanilla_seed": prov.vanilla,
+            **({"confirmed": prov.confirmed} if prov.confirmed else {})}
 
 
 def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | None = None,
@@ -399,15 +449,18 @@ def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | No
     if onnx:
         require_onnx()
     run = _Run.read(run_dir)
-    chosen = select_winners(run.frame, run.objectives, top)
+    confirmed = _confirmation(run, log)
+    chosen = select_winners(run.frame, run.objectives, top,
+                            confirmed[0] if confirmed is not None else None)
     specs = [_spec_of(row) for _, row in chosen.iterrows()]  # refuse a bad table up front
     root = _out_root(run.paths, out)
     shown = Path(out) if out is not None else run.paths.exported  # as the user wrote it
     exported = []
     for rank, ((_, row), spec) in enumerate(zip(chosen.iterrows(), specs), 1):
-        log(f"rank {rank}: {spec.key} (trial {row[TRIAL]})")
+        log(f"rank {rank}: {spec.key} (trial {row[TRIAL]}"
+            + (", confirmed)" if _confirmed_record(confirmed, spec.key) else ")"))
         state, record = _weights(run, row, spec, retrain_tokens, log)
-        prov = _provenance(run, row, rank, record)
+        prov = _provenance(run, row, rank, record, confirmed)
         name = f"rank-{rank}-{valid_key(spec.key)}"
         _write_winner(root, name, spec, state, prov, _metrics_file(spec, row, prov, record),
                       onnx, log)

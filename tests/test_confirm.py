@@ -20,6 +20,7 @@ import torch
 from sla_nas import presets
 from sla_nas.confirmation import LABEL, load_confirm
 from sla_nas.data import make_task
+from sla_nas.export import export_run
 from sla_nas.report import build_report
 from sla_nas.results import KEY, SEED
 from sla_nas.search import ConfirmOptions, SearchOptions, run_confirm, run_search
@@ -88,6 +89,14 @@ def test_a_search_with_a_confirm_block_ends_confirmed_and_paired(tmp_path):
     assert "0 runs to train" in again[0]
     assert len(load_confirm(outcome.paths.root)) == len(table)
     assert rerun.sentence == confirmed.sentence
+
+    # export prefers the confirmed winners, in the confirmation's order, and says so
+    exported = export_run(outcome.paths.root, top=2, out=tmp_path / "exported")
+    assert [e.key for e in exported] == list(confirmed.summary[KEY][:2])
+    record = json.loads((exported[0].folder / "metrics.json").read_text())["confirmed"]
+    assert record["n_seeds"] == 2 and record["tokens"] == 6000
+    assert record["mean"] == pytest.approx(confirmed.summary.iloc[0]["mean"])
+    assert "## Confirmation" in (exported[0].folder / "README.md").read_text()
 
     # the report leads with the confirmation and draws its 95 % intervals as error bars
     page = build_report(outcome.paths.root).read_text()

@@ -73,6 +73,7 @@ class SearchOptions:
     n_trials: int | None = None  # overrides search.n_trials
     tokens: int | None = None  # overrides budget.tokens
     quiet: bool = False
+    confirm: bool = True  # run the space's confirm: block, if it has one
 
 
 @dataclass
@@ -287,7 +288,7 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     try:
         frame, interrupted = _fit(space, objectives, plan, setup, seeds, storage, paths,
                                   options, name, trainable)
-        confirm = options_from_space(space)
+        confirm = options_from_space(space) if options.confirm else None
         if confirm is not None and not interrupted:
             confirmed = run_confirm(paths.root, dataclasses.replace(
                 confirm, max_failures=options.max_failures), log=log)
