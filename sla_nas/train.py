@@ -151,6 +151,7 @@ class _Run:
         self.tokens_trained = 0
         self.last_loss = math.nan  # the last finite training loss
         self.evaluated_model: SlaModel | None = None  # the model the last evaluation scored
+        self.resumed_step = 0  # the main-run step a checkpoint resumed this run at
         self.on_step: Callable[[int, float], None] | None = None
 
     def train_steps(self, model: SlaModel, opt: torch.optim.Optimizer, start: int, stop: int,
@@ -255,6 +256,7 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
     directory = Path(checkpoint) if checkpoint is not None else None
     if directory is not None and (directory / STATE_FILE).exists():
         run.load(torch.load(directory / STATE_FILE, weights_only=True))
+        run.resumed_step = run.step
     status = "ok"
     per_step = budget.batch_size * task.seq_len
     for point in run.points:
@@ -278,7 +280,7 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
             _save(run.evaluated_model.state_dict(), directory, MODEL_FILE)
         if report is not None:
             report(dict(metrics, history=list(run.history), curve=list(run.curve),
-                        data_digest=run.data_digest))
+                        data_digest=run.data_digest, resumed_step=run.resumed_step))
     result: dict[str, Any] = dict(run.history[-1]) if run.history else {
         "tokens": 0, "train_loss": run.last_loss, "val_loss": math.nan}
     result.update(status=status, seed=seed, key=spec.key, history=run.history, curve=run.curve,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,21 @@ def one_thread():
 
 
 REPO = Path(__file__).resolve().parents[1]
+# Ray caches the auth token of a process's first local cluster: one token for the session
+RAY_TEST_TOKEN = secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for one test module, with token authentication as the embedded search
+    uses it (the token in the environment, nothing written to the home folder)."""
+    import ray
+
+    os.environ["RAY_AUTH_TOKEN"] = RAY_TEST_TOKEN
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
 
 
 def clean_env(home: Path) -> dict[str, str]:
@@ -42,7 +59,8 @@ def _finished_run(factory: pytest.TempPathFactory, name: str, **sections) -> Pat
     folder = factory.mktemp(name)
     space = write_space(folder, name, **sections)
     done = run_cli([str(REPO / "run_search.py"), str(space), "--results",
-                    str(folder / "results"), "--quiet"], cwd=folder, home=folder)
+                    str(folder / "results"), "--quiet", "--no-export", "--no-report"],
+                   cwd=folder, home=folder)
     assert done.returncode == 0, done.stderr[-3000:]
     return folder / "results" / name
 

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import math
-import os
 import re
-import secrets
 
 import pytest
-import ray
 import scipy.stats
 import torch
 
@@ -29,18 +25,7 @@ from sla_nas.train import Budget, train_proxy
 
 from search_helpers import DIMS, write_space
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
-    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE"):
-        os.environ.pop(name, None)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def test_a_search_with_a_confirm_block_ends_confirmed_and_paired(tmp_path):

@@ -91,19 +91,10 @@ for i, folder in enumerate(sys.argv[1:]):
 """
 
 # The ten-line script of the README's Export section (keep the two equal).
-USER_SCRIPT = """\
-import torch
-from model import Model  # model.py from results/quickstart/exported/rank-1-<key>/
-
-model = Model.from_pretrained("weights.pt")  # the search's weights; Model() starts fresh
-data = torch.tensor(list(open("my_text.txt", "rb").read()))  # bytes are the tokens
-opt, T = torch.optim.AdamW(model.parameters(), lr=1e-3), model.dims.seq_len
-for step in range(200):
-    i = torch.randint(len(data) - T, (16, 1)) + torch.arange(T + 1)  # 16 windows of T+1 bytes
-    loss = model(data[i[:, :-1]], data[i[:, 1:]])[1]
-    loss.backward(); opt.step(); opt.zero_grad()
-torch.save(model.state_dict(), "finetuned.pt")
-"""
+# the README's ten-line user script, taken from the README so the two never drift apart
+_README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+USER_SCRIPT = _README.split("```python\nimport torch\nfrom model import Model", 1)[1]
+USER_SCRIPT = "import torch\nfrom model import Model" + USER_SCRIPT.split("```", 1)[0]
 
 
 def run_without_sla_nas(code: str, args: list[str], cwd: Path) -> None:

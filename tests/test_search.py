@@ -5,17 +5,13 @@ divergence, retries from checkpoints, several objectives, grid."""
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
-import secrets
 import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-import ray
 import torch
 import yaml
 from ray import cloudpickle
@@ -46,22 +42,12 @@ from sla_nas.train import Budget, train_proxy
 
 from search_helpers import DIMS, write_space
 
-pytestmark = pytest.mark.slow
-
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the wrappers below run in Ray
 FAIL_KEY = ""  # set by a test before the search; captured when the trainable is pickled
 MARKER = ""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)  # as the embedded search does
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
-    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE"):
-        os.environ.pop(name, None)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def search(tmp_path: Path, name: str, trainable=None, options: dict | None = None, **sections):
@@ -307,3 +293,41 @@ def test_grid_trains_every_distinct_architecture_once(tmp_path):
     frame = outcome.frame
     assert list(frame[STATUS]) == ["ok", "ok", "ok"] and frame[KEY].nunique() == 3
     assert yaml.safe_load(outcome.paths.space.read_text())["search"]["sampler"] == "grid"
+
+
+def test_a_trial_checkpointed_but_unrecorded_is_queued_again_from_its_checkpoint(tmp_path):
+    """The driver died after a trial's first checkpoint reached the storage but before Tune's
+    experiment snapshot recorded the trial: on restore the architecture is queued again and
+    its new trial starts from that checkpoint."""
+    from sla_nas.search import STORAGES
+    from sla_nas.search._searcher import SpaceSearch
+    from sla_nas.search._trainable import ARCH, NUMBER, RESUME_FROM
+    from sla_nas.space import SearchSpace
+
+    space = SearchSpace.from_yaml(write_space(tmp_path, "requeue", seeds=["vanilla"]))
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    STORAGES["requeue"] = storage
+    tune_dir = tmp_path / "tune"
+    vanilla = presets.get("vanilla", **DIMS)
+    searcher = SpaceSearch(space, [("val_loss", "min")], optuna.samplers.RandomSampler(0),
+                           storage, "requeue", 0, 6000, tune_dir,
+                           [("vanilla", space.params_for(vanilla), 0)], "fifo")
+    searcher.save(str(tmp_path / "snapshot.pkl"))  # Tune's last snapshot, before the trial
+    config = searcher.suggest("tune-1")
+    folder = tune_dir / f"trial-{config[NUMBER]:04d}-{vanilla.key}" / "checkpoint_000000"
+
+    def die_after_first_evaluation(metrics):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # the trial checkpoints once, then the driver dies
+        train_proxy(vanilla, make_task("bytes-lm", 16),
+                    Budget(tokens=6000, eval_at=(3000, 6000), batch_size=8),
+                    report=die_after_first_evaluation, checkpoint=folder)
+    restored = SpaceSearch.__new__(SpaceSearch)
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    again = restored.suggest("tune-2")
+    assert again[ARCH] == config[ARCH] and again[NUMBER] == config[NUMBER] + 1
+    assert again[RESUME_FROM] == str(folder)
+    first = optuna.load_study(study_name="requeue", storage=storage).trials[config[NUMBER]]
+    assert first.user_attrs[STATUS] == "abandoned"
+    assert "queued again to continue from that checkpoint" in first.user_attrs["message"]

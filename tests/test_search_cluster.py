@@ -22,6 +22,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from sla_nas import ArchSpec
 from sla_nas.results import (
     KEY,
     NODE_ID,
@@ -55,8 +56,14 @@ def test_the_command_line_runs_embedded_and_writes_no_token(tmp_path):
     assert "vanilla" in done.stdout and "results: " in done.stdout
     assert "Configuration for experiment" not in done.stdout + done.stderr  # Tune stays quiet
     assert not (tmp_path / ".ray").exists()  # the embedded Ray's token lived in the env
-    frame = load_results(tmp_path / "results" / "cli")
+    run_dir = tmp_path / "results" / "cli"
+    frame = load_results(run_dir)
     assert (frame[STATUS] == "ok").sum() == 3
+    # the main job ends with the winner exported and the report written
+    best = ArchSpec.load(run_dir / "best.yaml")
+    assert [p.name for p in (run_dir / "exported").iterdir()] == [f"rank-1-{best.key}"]
+    assert (run_dir / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
+    assert f"exported/ (rank-1-{best.key})" in done.stdout
 
 
 def test_a_cluster_of_two_raylets_runs_trials_on_both(tmp_path):
@@ -95,7 +102,7 @@ def test_a_killed_driver_resumes_to_exactly_the_planned_trials(tmp_path):
                                "--results", str(tmp_path / "results"), "--quiet"],
                               cwd=tmp_path, env=clean_env(tmp_path),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    mid_trial = None
+    mid_trial = caught_key = None
     deadline = time.monotonic() + 300
     while mid_trial is None and time.monotonic() < deadline:  # two done, one mid-way
         time.sleep(0.1)
@@ -109,7 +116,7 @@ def test_a_killed_driver_resumes_to_exactly_the_planned_trials(tmp_path):
             folder = run_dir / "tune" / f"trial-{row[TRIAL]:04d}-{row[KEY]}"
             # checkpoints 0..2 follow evaluations 1..3 of 4 (one checkpoint kept per trial)
             if any((folder / f"checkpoint_00000{i}").exists() for i in range(3)):
-                mid_trial = folder.name
+                mid_trial, caught_key = folder.name, row[KEY]
                 break
     assert mid_trial is not None, "no trial was caught between two evaluations"
     driver.send_signal(signal.SIGKILL)
@@ -130,13 +137,17 @@ def test_a_killed_driver_resumes_to_exactly_the_planned_trials(tmp_path):
         again = after.set_index(TRIAL).loc[number]
         assert again[STATUS] == "ok" and again["val_loss"] == row["val_loss"]
     for folder in run_dir.glob("tune/trial-*"):  # no trial restarted from scratch
-        steps = _progress(folder)["step"].tolist()
+        rows = _progress(folder)
+        steps = rows["step"].tolist() if "step" in rows else []
         assert steps == sorted(steps), (folder.name, steps)
-    last = json.loads((run_dir / "tune" / mid_trial / "result.json").read_text()
-                      .splitlines()[-1])
-    assert last["status"] == "ok"  # the caught trial continued from its checkpoint
-    assert last["iterations_since_restore"] < last["training_iteration"]
-    assert not after[STATUS].isin(("running", "waiting")).any()
+    # the caught architecture finished once, continuing from its checkpoint: in its own Tune
+    # trial, or (killed before Tune recorded the trial) in the trial it was queued again as
+    final = after[(after[KEY] == caught_key) & (after[STATUS] == "ok")]
+    assert len(final) == 1
+    folder = run_dir / "tune" / f"trial-{final[TRIAL].item():04d}-{caught_key}"
+    last = json.loads((folder / "result.json").read_text().splitlines()[-1])
+    assert last["status"] == "ok" and last["resumed_step"] > 0, (mid_trial, folder.name)
+    assert not after[STATUS].isin(("running", "waiting", "queued")).any()
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ from ..results import (
 )
 from ..space import SearchSpace, suggest_arch
 from ..spec import ArchSpec
-from ._trainable import ARCH, BUDGET_TOKENS, NUMBER, TRAIN_SEED
+from ._trainable import ARCH, BUDGET_TOKENS, NUMBER, RESUME_FROM, TRAIN_SEED
 
 __all__ = ["SpaceSearch", "MAX_SKIPS", "STORAGES", "close_unstarted"]
 
@@ -122,8 +122,10 @@ class SpaceSearch(OptunaSearch):
                 self._ot_trials[trial_id] = ot_trial
                 self._running[key] = ot_trial.number
                 ot_trial.set_user_attr(TUNE_ID, trial_id)
+                resume = ot_trial.user_attrs.get(RESUME_FROM)
                 return {**config, ARCH: spec.to_json(), NUMBER: ot_trial.number,
-                        TRAIN_SEED: seed}
+                        TRAIN_SEED: seed,
+                        **({RESUME_FROM: str(self.tune_dir / resume)} if resume else {})}
         self.exhausted = True  # the sampler keeps proposing what needs no training
         return Searcher.FINISHED
 
@@ -242,6 +244,28 @@ class SpaceSearch(OptunaSearch):
         return f"trial-{ot_trial.number:04d}-{ot_trial.user_attrs[KEY]}"
 
     # ------------------------------------------------------------------ pickling, resuming
+    def _requeue_checkpointed(self, known: set[int]) -> None:
+        """A trial whose first checkpoint reached the storage just before the driver stopped,
+        but not Tune's experiment snapshot, is unknown to the restored Tune: queue its
+        architecture again to continue from that checkpoint (its trial becomes abandoned)."""
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id in known or KEY not in frozen.user_attrs:
+                continue
+            folder = self.tune_dir / f"trial-{frozen.number:04d}-{frozen.user_attrs[KEY]}"
+            checkpoints = sorted(folder.glob("checkpoint_*"))
+            if not checkpoints:
+                continue
+            attrs = {k: frozen.user_attrs[k] for k in (SEED_PRESET, SEED)
+                     if k in frozen.user_attrs}
+            self._ot_study.enqueue_trial(frozen.params, user_attrs={
+                **attrs, RESUME_FROM: str(checkpoints[-1].relative_to(self.tune_dir))})
+            self._ot_study._storage.set_trial_user_attr(
+                frozen._trial_id, MESSAGE, "its first checkpoint reached the storage just "
+                "before the driver stopped, but Tune had not recorded the trial: queued again "
+                "to continue from that checkpoint")
+            self._ot_study._storage.set_trial_user_attr(frozen._trial_id, STATUS, "abandoned")
+            self._ot_study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_storage"] = state["_ot_study"] = None
@@ -281,6 +305,7 @@ class SpaceSearch(OptunaSearch):
             key = (frozen.user_attrs.get(KEY), frozen.user_attrs.get(SEED))
             if frozen.state.is_finished() and frozen.user_attrs.get(STATUS) in REUSABLE:
                 self._sources.setdefault(key, frozen.number)
+        self._requeue_checkpointed(known)
         close_unstarted(self._ot_study, known, "proposed just before the driver stopped; "
                         "never trained")
         for trial_id, ot_trial in self._ot_trials.items():

@@ -21,9 +21,10 @@ from ..spec import ArchSpec, Dims
 from ..train import STATE_FILE, Budget
 
 __all__ = ["TrialSetup", "run_trial", "trial_dirname", "ARCH", "NUMBER", "TRAIN_SEED",
-           "BUDGET_TOKENS", "FINAL_FILE"]
+           "RESUME_FROM", "BUDGET_TOKENS", "FINAL_FILE"]
 
 ARCH, NUMBER, TRAIN_SEED = "arch", "number", "train_seed"  # keys of a trial's config
+RESUME_FROM = "resume_from"  # optional: a checkpoint folder to start from
 BUDGET_TOKENS = "budget_tokens"  # the nominal run length an evaluation stands for (rungs)
 FINAL_FILE = "final.json"
 
@@ -77,6 +78,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             checkpoint.to_directory(str(work))
+        elif config.get(RESUME_FROM):  # an abandoned trial's checkpoint (see SpaceSearch)
+            shutil.copytree(config[RESUME_FROM], work, dirs_exist_ok=True)
+        if checkpoint is not None or config.get(RESUME_FROM):
             if (work / FINAL_FILE).exists():  # finished before a driver restart
                 tune.report(json.loads((work / FINAL_FILE).read_text()))
                 return
