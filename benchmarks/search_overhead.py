@@ -8,7 +8,7 @@
 * the peak memory of the whole search: the driver and every process below it (Ray's GCS,
   raylet, dashboard agents, the trial workers), as the sum of their proportional set sizes
   (shared pages split between processes; the sum of RSS, which counts them in every process,
-  is shown too), sampled every 0.25 s (target <= 4 GB).
+  is shown too), RSS sampled every 0.5 s, PSS every 5 s (target <= 4 GB).
 
     python benchmarks/search_overhead.py [--quick] [--json PATH]
 """
@@ -33,24 +33,31 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart
 
 
 class PeakMemory:
-    """Samples the summed PSS and RSS of this process and all its descendants."""
+    """Samples the summed RSS of this process and all its descendants every ``every`` seconds
+    (cheap: /proc/PID/statm) and their summed PSS every ``pss_every`` seconds (costly: the
+    kernel walks every mapping, and reading it often would slow the processes measured)."""
 
-    def __init__(self, every: float = 0.25):
-        self.every, self.peak_pss, self.peak_rss = every, 0, 0
+    def __init__(self, every: float = 0.5, pss_every: float = 5.0):
+        self.every, self.pss_every, self.peak_pss, self.peak_rss = every, pss_every, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         me = psutil.Process(os.getpid())
+        last_pss = 0.0
         while not self._stop.is_set():
+            now = time.monotonic()
+            full = now - last_pss >= self.pss_every
             pss = rss = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    info = proc.memory_full_info()
+                    rss += proc.memory_info().rss
+                    pss += proc.memory_full_info().pss if full else 0
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-                pss, rss = pss + info.pss, rss + info.rss
-            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            self.peak_rss = max(self.peak_rss, rss)
+            if full:
+                self.peak_pss, last_pss = max(self.peak_pss, pss), now
             self._stop.wait(self.every)
 
     def __enter__(self) -> PeakMemory:
@@ -72,7 +79,8 @@ def one_search(folder: Path, name: str, concurrency: int, n_trials: int,
     with PeakMemory() as memory:
         started = time.perf_counter()
         outcome = run_search(path, SearchOptions(results=folder / "results", quiet=True,
-                                                 n_trials=n_trials, tokens=tokens))
+                                                 n_trials=n_trials, tokens=tokens,
+                                                 confirm=False))  # the search alone
         wall = time.perf_counter() - started
     trained = outcome.frame[outcome.frame[STATUS] == "ok"]
     assert len(trained) == n_trials, outcome.frame[STATUS].value_counts()
