@@ -75,8 +75,12 @@ def analyse(rows: list[dict], presets_: list[str], seeds: list[int]) -> dict:
         seed_mean = {s: statistics.mean(loss[p, s][b] for p in presets_) for s in seeds}
         paired = statistics.mean(statistics.stdev(loss[p, s][b] - seed_mean[s] for s in seeds)
                                  for p in presets_)
+        four = next((c for c in budgets if abs(c - 4 * b) < 0.02 * b), None)
         out["per_budget"].append({
             "tokens": b, "tau_means_vs_longest": kendall_tau(means, final),
+            "tau_means_vs_4x": None if four is None else kendall_tau(
+                means, [statistics.mean(loss[p, s][four] for s in seeds) for p in presets_]),
+            **_separated(loss, presets_, seeds, b, longest),
             "tau_per_seed_mean": statistics.mean(per_seed),
             "seed_std_unpaired": unpaired, "seed_std_paired": paired,
             "spread": max(means) - min(means),
@@ -84,13 +88,32 @@ def analyse(rows: list[dict], presets_: list[str], seeds: list[int]) -> dict:
     return out
 
 
+def _separated(loss: dict, presets_: list[str], seeds: list[int], b: int, longest: int) -> dict:
+    """Pairs of presets whose paired difference at ``b`` is beyond noise (|t| > 2 over the
+    seeds), and how many of them keep their order at ``longest`` (by the mean over seeds)."""
+    separated = kept = 0
+    for x, y in itertools.combinations(presets_, 2):
+        diffs = [loss[x, s][b] - loss[y, s][b] for s in seeds]
+        sd = statistics.stdev(diffs)
+        if sd == 0 or abs(statistics.mean(diffs)) / (sd / len(seeds) ** 0.5) <= 2:
+            continue
+        separated += 1
+        later = statistics.mean(loss[x, s][longest] - loss[y, s][longest] for s in seeds)
+        kept += (later > 0) == (statistics.mean(diffs) > 0)
+    return {"pairs": len(presets_) * (len(presets_) - 1) // 2, "separated_pairs": separated,
+            "separated_kept": kept}
+
+
 def _table(analysis: dict, presets_: list[str]) -> str:
-    lines = ["| run tokens | tau vs longest (means) | tau per seed | seed std | paired std "
-             "| spread |", "|---|---|---|---|---|---|"]
+    lines = ["| run tokens | τ vs longest (means) | τ per seed | τ vs 4× | seed std | paired "
+             "std | spread | pairs apart beyond noise: kept at longest |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in analysis["per_budget"]:
+        four = "—" if row["tau_means_vs_4x"] is None else f"{row['tau_means_vs_4x']:.2f}"
         lines.append(f"| {row['tokens']:,} | {row['tau_means_vs_longest']:.2f} | "
-                     f"{row['tau_per_seed_mean']:.2f} | {row['seed_std_unpaired']:.4f} | "
-                     f"{row['seed_std_paired']:.4f} | {row['spread']:.4f} |")
+                     f"{row['tau_per_seed_mean']:.2f} | {four} | {row['seed_std_unpaired']:.4f} "
+                     f"| {row['seed_std_paired']:.4f} | {row['spread']:.4f} | "
+                     f"{row['separated_kept']}/{row['separated_pairs']} of {row['pairs']} |")
     last = analysis["per_budget"][-1]["mean_loss"]
     lines += ["", "| preset | " + " | ".join(f"{r['tokens'] / 1e6:g}M" for r in
                                              analysis["per_budget"]) + " |",

@@ -1,18 +1,19 @@
 """The reproduction study behind docs/STUDY.md.
 
-1. Every preset on bytes-lm at the default proxy size (d_model 128, 4 layers, seq 128, batch
-   32) with 3 paired seeds at 3M tokens, where rankings are stable (README, "How far to trust
-   a proxy"), and the rank correlation between the default 1.5M-token proxy and 3M.
-2. Every preset on MQAR (8 pairs, seq 64, d_model 64, 4 layers) with 5 paired seeds at 2M
+1. The eight presets of benchmarks/rank_fidelity.py on bytes-lm at the default proxy size
+   (d_model 128, 4 layers, seq 128, batch 32) with 3 paired seeds at 3M and 6M tokens, where
+   rankings are stable (README, "How far to trust a proxy"), and the rank correlation between
+   the default 1.5M-token proxy and 3M. (`--lm-presets all` trains the other eight too.)
+2. Every preset on MQAR (8 pairs, seq 64, d_model 64, 4 layers) with 3 paired seeds at 2M
    tokens: query loss, accuracy and how many runs escaped the 1/N plateau, and the rank
    correlation between 500k tokens and 2M.
 3. A search over search_spaces/sla_paper.yaml and one over kv_sharing.yaml, each confirmed
-   (top architectures, the space's seeds and the best preset of part 1, 3 fresh paired seeds
-   at 3M tokens), compared with the best preset.
+   (the top --confirm-top architectures, the space's seeds and the best preset of part 1,
+   --confirm-seeds fresh paired seeds at 3M tokens), compared with the best preset.
 
 Then docs/STUDY.md states what reproduced the published direction and what did not.
 
-    python benchmarks/study.py                    # everything; about four hours on 2 cores
+    python benchmarks/study.py                    # everything; about three hours on 2 cores
     python benchmarks/study.py --part presets     # one part: presets | mqar | searches | write
     python benchmarks/study.py --quick            # tiny sizes and budgets: checks the script
 
@@ -37,10 +38,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "study"
-PRESETS = ["vanilla", "sla-reproject", "sla-reuse", "cla2", "kv-pizza-bottom", "kv-pizza-middle",
-           "kv-pizza-top", "kv-sandwich-bottom", "kv-sandwich-middle", "kv-lasagna-bottom",
-           "yoco", "skipv1former", "svformer", "value-residual", "value-residual-learned",
-           "last-layer-shortcut"]
+ALL_PRESETS = ["vanilla", "sla-reproject", "sla-reuse", "cla2", "kv-pizza-bottom",
+               "kv-pizza-middle", "kv-pizza-top", "kv-sandwich-bottom", "kv-sandwich-middle",
+               "kv-lasagna-bottom", "yoco", "skipv1former", "svformer", "value-residual",
+               "value-residual-learned", "last-layer-shortcut"]
+SPACES = ("sla_paper", "kv_sharing")
+RANK_FIDELITY = ROOT / "benchmarks" / "out" / "rank_fidelity.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +58,13 @@ class Part:
     short: int
     seeds: tuple[int, ...]
     warmup: int
+    presets: tuple[str, ...] = tuple(ALL_PRESETS)
 
 
-def parts(quick: bool) -> dict[str, Part]:
+def parts(quick: bool, lm_presets: str = "rank-fidelity") -> dict[str, Part]:
+    from rank_fidelity import PRESETS as FIDELITY_PRESETS
+
+    lm = tuple(ALL_PRESETS if lm_presets == "all" else FIDELITY_PRESETS)
     if quick:
         tiny = dict(d_model=32, n_heads=4, n_layers=4, seq_len=32)
         return {"presets": Part("presets", "bytes-lm", tiny, 16, 100_000, 50_000, (0, 1, 2),
@@ -65,9 +72,9 @@ def parts(quick: bool) -> dict[str, Part]:
                 "mqar": Part("mqar", "mqar", tiny, 16, 100_000, 50_000, (0, 1, 2), 10_000)}
     return {"presets": Part("presets", "bytes-lm", dict(d_model=128, n_heads=4, n_layers=4,
                                                         seq_len=128), 32, 3_000_000,
-                            1_500_000, (0, 1, 2), 125_000),
+                            1_500_000, (0, 1, 2), 125_000, lm),
             "mqar": Part("mqar", "mqar", dict(d_model=64, n_heads=4, n_layers=4, seq_len=64), 32,
-                         2_000_000, 500_000, (0, 1, 2, 3, 4), 50_000)}
+                         2_000_000, 500_000, (0, 1, 2), 50_000)}
 
 
 # ---------------------------------------------------------------------- part 1 and 2: presets
@@ -98,7 +105,7 @@ def run_one(job: dict) -> dict:
 
 def _reused(part: Part) -> list[dict]:
     """Rows of benchmarks/rank_fidelity.py that are the same runs as this part's."""
-    path = ROOT / "benchmarks" / "out" / "rank_fidelity.jsonl"
+    path = RANK_FIDELITY
     if part.task != "bytes-lm" or not path.exists():
         return []
     from sla_nas import presets
@@ -110,7 +117,8 @@ def _reused(part: Part) -> list[dict]:
         same = all(r.get(k) == v for k, v in part.size.items()) and \
             r.get("batch_size") == part.batch_size and r.get("warmup_tokens") == part.warmup
         losses = r.get("losses", {})
-        if not same or r.get("status") != "ok" or r["seed"] not in part.seeds:
+        if not same or r.get("status") != "ok" or r["seed"] not in part.seeds or \
+                r["preset"] not in part.presets:
             continue
         long_, short = _nearest(losses, part.long), _nearest(losses, part.short)
         if long_ is None or short is None:
@@ -122,6 +130,8 @@ def _reused(part: Part) -> list[dict]:
                      "tokens_per_s": r["tokens_per_s"], "params": costs["params"],
                      "kv": costs["kv_cache_bytes_per_token"], "long_loss": long_,
                      "short_loss": short, "long_acc": None, "short_acc": None,
+                     "longest_loss": losses[max(losses, key=int)],
+                     "longest_tokens": int(max(losses, key=int)),
                      "reused_from": "rank_fidelity"})
     return rows
 
@@ -132,7 +142,7 @@ def _nearest(losses: dict, tokens: int) -> float | None:
     return min(close)[1] if close else None
 
 
-def run_presets(part: Part, workers: int) -> list[dict]:
+def run_presets(part: Part, workers: int, train: bool = True) -> list[dict]:
     out = OUT / f"{part.name}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
@@ -145,9 +155,12 @@ def run_presets(part: Part, workers: int) -> list[dict]:
                 f.write(json.dumps(row) + "\n")
     jobs = [dict(part=part.name, task=part.task, preset=p, seed=s, size=part.size,
                  batch_size=part.batch_size, long=part.long, short=part.short,
-                 warmup=part.warmup) for s, p in itertools.product(part.seeds, PRESETS)
+                 warmup=part.warmup) for s, p in itertools.product(part.seeds, part.presets)
             if (p, s) not in have]
-    print(f"{part.name}: {len(PRESETS) * len(part.seeds)} runs, {len(jobs)} to train", flush=True)
+    print(f"{part.name}: {len(part.presets) * len(part.seeds)} runs, {len(jobs)} to train",
+          flush=True)
+    if not train:
+        return done
     with ProcessPoolExecutor(workers) as pool:
         for row in pool.map(run_one, jobs):
             with out.open("a") as f:
@@ -159,12 +172,13 @@ def run_presets(part: Part, workers: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- part 3: searches
-def run_searches(quick: bool, trials: int, best_preset: str) -> dict[str, dict]:
+def run_searches(quick: bool, trials: int, best_preset: str, top: int, seeds: int,
+                 spaces: list[str]) -> None:
+    """Search and confirm each space; its section of STUDY.md is saved as it finishes."""
     from sla_nas.search import ConfirmOptions, SearchOptions, run_confirm, run_search
     from sla_nas.space import SearchSpace
 
-    out = {}
-    for name in ("sla_paper", "kv_sharing"):
+    for name in spaces:
         space_path = ROOT / "search_spaces" / f"{name}.yaml"
         results = OUT / "results"
         run_dir = results / name
@@ -173,15 +187,15 @@ def run_searches(quick: bool, trials: int, best_preset: str) -> dict[str, dict]:
                                 resume=(run_dir / "tune").exists(), confirm=False)
         started = time.perf_counter()
         outcome = run_search(space_path, options, log=lambda note: print(f"  {note}"))
-        seeds = [n for n, _ in SearchSpace.from_yaml(space_path).seeds]
+        presets_ = [n for n, _ in SearchSpace.from_yaml(space_path).seeds]
         confirmed = run_confirm(run_dir, ConfirmOptions(
-            top=3, seeds=3, tokens=40_000 if quick else 3_000_000,
-            presets=tuple(dict.fromkeys([*seeds, best_preset]))),
+            top=top, seeds=seeds, tokens=40_000 if quick else 3_000_000,
+            presets=tuple(dict.fromkeys([*presets_, best_preset]))),
             log=lambda note: print(f"  {note}"))
-        out[name] = {"outcome": outcome, "confirmed": confirmed,
-                     "hours": (time.perf_counter() - started) / 3600}
+        section = search_section(name, outcome, confirmed, top, seeds, best_preset,
+                                 (time.perf_counter() - started) / 60)
+        (OUT / f"search_{name}.md").write_text("\n".join(section))
         print(f"{name}: {confirmed.sentence}", flush=True)
-    return out
 
 
 # ---------------------------------------------------------------------- docs/STUDY.md
@@ -273,15 +287,38 @@ def _claim(preset: str, s: dict, unit: str) -> str:
     return f"- `{preset}`: {text}. Here: {gain}: {verdict}."
 
 
-def write_markdown(rows: dict[str, list[dict]], searches: dict, quick: bool) -> str:
+def _which(part: Part) -> str:
+    return "Every preset" if len(part.presets) == len(ALL_PRESETS) else \
+        f"{len(part.presets)} presets"
+
+
+def search_section(name: str, outcome, confirmed, top: int, seeds: int, best: str,
+                   minutes: float) -> list[str]:
+    trained = int(outcome.frame["status"].isin(("ok", "pruned")).sum())
+    out = [f"### `search_spaces/{name}.yaml`", "",
+           f"{trained} trials trained ({outcome.plan.note}); then the top {top}, the space's "
+           f"seeds and the best preset of part 1 (`{best}`) re-trained with {seeds} fresh "
+           f"paired seeds at {confirmed.tokens:,} tokens (`sla-nas confirm`). "
+           f"{minutes:.0f} minutes in all.", "",
+           "| architecture | key | mean ± std | Δ vs vanilla [95 % interval] | p |",
+           "|---|---|---|---|---|"]
+    for _, r in confirmed.summary.iterrows():
+        base = r["label"].endswith("vanilla")
+        out.append(f"| {r['label']} | {r['arch_key']} | {r['mean']:.4f} ± {r['std']:.4f} | "
+                   + ("—" if base else f"{r['vs_baseline']:+.4f} [{r['vs_baseline_low']:+.4f}"
+                      f", {r['vs_baseline_high']:+.4f}]") + " | "
+                   + ("—" if base else f"{r['vs_baseline_p']:.2g}") + " |")
+    return [*out, "", f"**{confirmed.sentence[0].upper() + confirmed.sentence[1:]}.**", ""]
+
+
+def write_markdown(rows: dict[str, list[dict]], quick: bool, lm_presets: str) -> str:
     import optuna
     import ray
     import torch
 
-    p = parts(quick)
+    p = parts(quick, lm_presets)
     lm_lines, lm = preset_table(rows["presets"], p["presets"])
     mq_lines, mq = preset_table(rows["mqar"], p["mqar"])
-    best = min((s for s in lm["stats"] if s != "vanilla"), key=lambda s: lm["stats"][s]["mean"])
     out = ["# The reproduction study", "",
            f"Generated by `python benchmarks/study.py` on {datetime.date.today()} (Python "
            f"{platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
@@ -292,8 +329,15 @@ def write_markdown(rows: dict[str, list[dict]], searches: dict, quick: bool) -> 
            "order, evaluation set and initial weights for what they share, and Δ is the "
            "mean over seeds of the per-seed difference with its Student-t 95 % interval "
            "(negative Δ: lower loss than vanilla).", "",
-           f"## 1. Every preset on bytes-lm ({len(p['presets'].seeds)} seeds, "
+           f"## 1. {_which(p['presets'])} on bytes-lm ({len(p['presets'].seeds)} seeds, "
            f"{p['presets'].long / 1e6:g}M tokens)", "",
+           *([] if len(p["presets"].presets) == len(ALL_PRESETS) else [
+               f"The {len(p['presets'].presets)} presets of `benchmarks/rank_fidelity.py` "
+               f"(their 3M-token results are read from its 6M-token runs: with the WSD schedule "
+               f"the 3M evaluation is the complete 3M run). The other "
+               f"{len(ALL_PRESETS) - len(p['presets'].presets)} presets are in part 2 only; "
+               f"`--lm-presets all` adds them here (about 25 minutes of 2 cores per 8 runs).",
+               ""]),
            f"Byte-level LM on the Python standard library, d_model "
            f"{p['presets'].size['d_model']}, {p['presets'].size['n_layers']} layers, seq "
            f"{p['presets'].size['seq_len']}, batch {p['presets'].batch_size}. tokens/s is each "
@@ -312,23 +356,13 @@ def write_markdown(rows: dict[str, list[dict]], searches: dict, quick: bool) -> 
            f"Kendall τ between {p['mqar'].short / 1e6:g}M and {p['mqar'].long / 1e6:g}M: "
            f"**{mq['tau']:.2f}** (means), {mq['tau_per_seed']:.2f} per seed.", "",
            "## 3. Confirmed searches", ""]
-    for name, result in searches.items():
-        confirmed, outcome = result["confirmed"], result["outcome"]
-        trained = int(outcome.frame["status"].isin(("ok", "pruned")).sum())
-        out += [f"### `search_spaces/{name}.yaml`", "",
-                f"{trained} trials trained ({outcome.plan.note}); then the top 3, the "
-                f"space's seeds and the best preset of part 1 (`{best}`) re-trained with 3 "
-                f"fresh paired seeds at {confirmed.tokens:,} tokens "
-                f"(`sla-nas confirm`). {result['hours'] * 60:.0f} minutes in all.", "",
-                "| architecture | key | mean ± std | Δ vs vanilla [95 % interval] | p |",
-                "|---|---|---|---|---|"]
-        for _, r in confirmed.summary.iterrows():
-            base = r["label"].endswith("vanilla")
-            out.append(f"| {r['label']} | {r['arch_key']} | {r['mean']:.4f} ± {r['std']:.4f} | "
-                       + ("—" if base else f"{r['vs_baseline']:+.4f} [{r['vs_baseline_low']:+.4f}"
-                          f", {r['vs_baseline_high']:+.4f}]") + " | "
-                       + ("—" if base else f"{r['vs_baseline_p']:.2g}") + " |")
-        out += ["", f"**{confirmed.sentence[0].upper() + confirmed.sentence[1:]}.**", ""]
+    for name in SPACES:
+        saved = OUT / f"search_{name}.md"
+        out += [*saved.read_text().splitlines(), ""] if saved.exists() else [
+            f"### `search_spaces/{name}.yaml`", "",
+            f"Not run for this page (it did not fit the time the study had). "
+            f"`python benchmarks/study.py --part searches --spaces {name}` runs it and adds "
+            f"its section.", ""]
     first = p["presets"]
     out += ["## What reproduced the published direction", "",
             f"Judged on part 1 (bytes-lm, d_model {first.size['d_model']}, "
@@ -352,23 +386,32 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--search-trials", type=int, default=24)
+    parser.add_argument("--confirm-top", type=int, default=3)
+    parser.add_argument("--confirm-seeds", type=int, default=3)
+    parser.add_argument("--lm-presets", choices=["rank-fidelity", "all"], default="rank-fidelity",
+                        help="bytes-lm part: the rank-fidelity presets (default) or all")
+    parser.add_argument("--spaces", default=",".join(SPACES),
+                        help="comma-separated spaces for the searches part")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "STUDY.md")
     args = parser.parse_args()
     global OUT
     if args.quick:
         OUT = OUT.with_name("study-quick")
-    p = parts(args.quick)
+    p = parts(args.quick, args.lm_presets)
     rows = {}
-    for name in ("presets", "mqar"):
-        rows[name] = run_presets(p[name], args.workers) if args.part in (name, "all", "write",
-                                                                           "searches") else []
+    for name in ("presets", "mqar"):  # `write` and `searches` only read the recorded runs
+        rows[name] = run_presets(p[name], args.workers,
+                                 train=args.part in (name, "all"))
     if args.part in ("presets", "mqar"):
         return
-    _, lm = preset_table(rows["presets"], p["presets"])
-    best = min((s for s in lm["stats"] if s != "vanilla"), key=lambda s: lm["stats"][s]["mean"])
-    searches = run_searches(args.quick, 6 if args.quick else args.search_trials, best)
+    if args.part in ("searches", "all"):
+        _, lm = preset_table(rows["presets"], p["presets"])
+        best = min((s for s in lm["stats"] if s != "vanilla"),
+                   key=lambda s: lm["stats"][s]["mean"])
+        run_searches(args.quick, 6 if args.quick else args.search_trials, best,
+                     args.confirm_top, args.confirm_seeds, args.spaces.split(","))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(write_markdown(rows, searches, args.quick))
+    args.out.write_text(write_markdown(rows, args.quick, args.lm_presets))
     print(f"wrote {args.out}")
 
 
