@@ -173,7 +173,7 @@ def run_presets(part: Part, workers: int, train: bool = True) -> list[dict]:
 
 # ---------------------------------------------------------------------- part 3: searches
 def run_searches(quick: bool, trials: int, best_preset: str, top: int, seeds: int,
-                 spaces: list[str]) -> None:
+                 spaces: list[str], compare_with: list[str] | None = None) -> None:
     """Search and confirm each space; its section of STUDY.md is saved as it finishes."""
     from sla_nas.search import ConfirmOptions, SearchOptions, run_confirm, run_search
     from sla_nas.space import SearchSpace
@@ -187,7 +187,7 @@ def run_searches(quick: bool, trials: int, best_preset: str, top: int, seeds: in
                                 resume=(run_dir / "tune").exists(), confirm=False)
         started = time.perf_counter()
         outcome = run_search(space_path, options, log=lambda note: print(f"  {note}"))
-        presets_ = [n for n, _ in SearchSpace.from_yaml(space_path).seeds]
+        presets_ = compare_with or [n for n, _ in SearchSpace.from_yaml(space_path).seeds]
         confirmed = run_confirm(run_dir, ConfirmOptions(
             top=top, seeds=seeds, tokens=40_000 if quick else 3_000_000,
             presets=tuple(dict.fromkeys([*presets_, best_preset]))),
@@ -296,8 +296,9 @@ def search_section(name: str, outcome, confirmed, top: int, seeds: int, best: st
                    minutes: float) -> list[str]:
     trained = int(outcome.frame["status"].isin(("ok", "pruned")).sum())
     out = [f"### `search_spaces/{name}.yaml`", "",
-           f"{trained} trials trained ({outcome.plan.note}); then the top {top}, the space's "
-           f"seeds and the best preset of part 1 (`{best}`) re-trained with {seeds} fresh "
+           f"{trained} trials trained ({outcome.plan.note}). Then the top {top} and the "
+           f"presets {', '.join(f'`{n}`' for n in _named(confirmed.summary))} (`{best}` is the "
+           f"best preset of part 1) re-trained with {seeds} fresh "
            f"paired seeds at {confirmed.tokens:,} tokens (`sla-nas confirm`). "
            f"{minutes:.0f} minutes in all.", "",
            "| architecture | key | mean ± std | Δ vs vanilla [95 % interval] | p |",
@@ -309,6 +310,12 @@ def search_section(name: str, outcome, confirmed, top: int, seeds: int, best: st
                       f", {r['vs_baseline_high']:+.4f}]") + " | "
                    + ("—" if base else f"{r['vs_baseline_p']:.2g}") + " |")
     return [*out, "", f"**{confirmed.sentence[0].upper() + confirmed.sentence[1:]}.**", ""]
+
+
+def _named(summary) -> list[str]:
+    """The presets of a confirmation (a winner that is a preset counts as one)."""
+    return [label.split(" = ")[-1] for label in summary["label"]
+            if not label.startswith("rank") or " = " in label]
 
 
 def write_markdown(rows: dict[str, list[dict]], quick: bool, lm_presets: str) -> str:
@@ -390,6 +397,8 @@ def main() -> None:
     parser.add_argument("--confirm-seeds", type=int, default=3)
     parser.add_argument("--lm-presets", choices=["rank-fidelity", "all"], default="rank-fidelity",
                         help="bytes-lm part: the rank-fidelity presets (default) or all")
+    parser.add_argument("--compare-with", help="comma-separated presets to confirm besides the "
+                        "winners and the best preset (default: the space's seeds)")
     parser.add_argument("--spaces", default=",".join(SPACES),
                         help="comma-separated spaces for the searches part")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "STUDY.md")
@@ -409,7 +418,8 @@ def main() -> None:
         best = min((s for s in lm["stats"] if s != "vanilla"),
                    key=lambda s: lm["stats"][s]["mean"])
         run_searches(args.quick, 6 if args.quick else args.search_trials, best,
-                     args.confirm_top, args.confirm_seeds, args.spaces.split(","))
+                     args.confirm_top, args.confirm_seeds, args.spaces.split(","),
+                     args.compare_with.split(",") if args.compare_with else None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(write_markdown(rows, args.quick, args.lm_presets))
     print(f"wrote {args.out}")

@@ -145,7 +145,11 @@ def print_confirmation(outcome: Any) -> None:
             f"{row['vs_baseline']:+.4f} [{row['vs_baseline_low']:+.4f}, "
             f"{row['vs_baseline_high']:+.4f}]")
         flags = []
-        if not row["label"].endswith("vanilla") and not bool(row.get("beats_baseline")):
+        if row["label"].endswith("vanilla"):
+            pass
+        elif bool(row.get("behind_baseline")):
+            flags.append("worse than vanilla")
+        elif not bool(row.get("beats_baseline")):
             flags.append("≈ vanilla")
         if i + 1 < len(outcome.summary) and not bool(row.get("ahead_of_next")):
             flags.append("≈ next")
@@ -202,6 +206,17 @@ def _arch_from_args(args: argparse.Namespace) -> ArchSpec:
     return load_arch(args.arch, **dims)
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer above zero."""
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sla-nas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
                            "final weights (model.pt), metrics.json and arch.yaml.")
     _add_arch_arguments(train)
     train.add_argument("--task", choices=["bytes-lm", "mqar"], default="bytes-lm")
-    train.add_argument("--tokens", type=int, default=1_500_000,
+    train.add_argument("--tokens", type=_positive, default=1_500_000,
                        help="length of the run, cooldown included (default 1,500,000)")
     train.add_argument("--seed", type=int, default=0, help="data order and weight seed")
     train.add_argument("--out", type=Path, help="folder for state, weights and metrics")
@@ -248,12 +263,13 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--resume", action="store_true",
                         help="continue the run results/<name> after an interruption")
     search.add_argument("--max-failures", type=int, default=0,
-                        help="retries of a failed trial from its last checkpoint (default 0)")
+                        help="retries of a failed trial from its last checkpoint (default 0; "
+                        "a resumed search keeps the value it started with)")
     search.add_argument("--results", type=Path, default=Path("results"),
                         help="folder that holds run folders (default: results)")
     search.add_argument("--name", help="run name (default: the space's name)")
-    search.add_argument("--n-trials", type=int, help="override search.n_trials")
-    search.add_argument("--tokens", type=int, help="override budget.tokens")
+    search.add_argument("--n-trials", type=_positive, help="override search.n_trials")
+    search.add_argument("--tokens", type=_positive, help="override budget.tokens")
     search.add_argument("--no-confirm", action="store_true",
                         help="skip the space's confirm: block (sla-nas confirm runs it later)")
     search.add_argument("--no-export", action="store_true",
@@ -271,10 +287,10 @@ def _parser() -> argparse.ArgumentParser:
                              "and which winners are within noise. Runs are appended to "
                              "RUN_DIR/confirm.csv; a rerun trains only what is missing.")
     confirm.add_argument("run_dir", type=Path, help="a search's run folder (results/<name>)")
-    confirm.add_argument("--top", type=int, default=3, help="winners to re-train (default 3)")
-    confirm.add_argument("--seeds", type=int, default=3,
+    confirm.add_argument("--top", type=_positive, default=3, help="winners to re-train (default 3)")
+    confirm.add_argument("--seeds", type=_positive, default=3,
                          help="paired training seeds per architecture (default 3)")
-    confirm.add_argument("--tokens", type=int,
+    confirm.add_argument("--tokens", type=_positive,
                          help="budget per run (default: twice the search's)")
     confirm.add_argument("--presets", help="comma-separated presets to compare with "
                          "(default: the space's seeds; vanilla always)")
@@ -295,7 +311,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--top", type=int, help="how many winners (default: the best one; with "
                         "several objectives, the whole Pareto set)")
     export.add_argument("--out", type=Path, help="where to write (default: RUN/exported)")
-    export.add_argument("--retrain-tokens", type=int, metavar="N",
+    export.add_argument("--retrain-tokens", type=_positive, metavar="N",
                         help="train each winner again for N tokens (the run's task and budget "
                         "settings, the trial's seed) instead of using its checkpoint")
     export.add_argument("--onnx", action="store_true",
@@ -312,7 +328,7 @@ def _parser() -> argparse.ArgumentParser:
                             "curves, the confirmation with its error bars, and a sortable "
                             "table. Works on a running search; rerun to refresh it.")
     report.add_argument("run_dir", type=Path, help="a search's run folder (results/<name>)")
-    report.add_argument("--top", type=int, default=10,
+    report.add_argument("--top", type=_positive, default=10,
                         help="architectures to draw and list (default 10)")
     report.set_defaults(func=_cmd_report)
 

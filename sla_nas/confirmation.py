@@ -79,8 +79,10 @@ def _objective(space: SearchSpace) -> tuple[str, str]:
 
 
 def confirm_seeds(space: SearchSpace, n: int) -> list[int]:
-    """``n`` training seeds the search did not choose its winners with."""
-    return [space.config.search.seed + 1 + i for i in range(n)]
+    """``n`` training seeds the search did not choose its winners with: after the search's
+    seed and the ``seed_runs`` seeds its seed presets were trained with."""
+    config = space.config.search
+    return [config.seed + max(1, config.seed_runs) + i for i in range(n)]
 
 
 def load_confirm(run_dir: str | Path) -> pd.DataFrame:
@@ -133,6 +135,13 @@ def sentence(table: pd.DataFrame, metric: str, mode: str, unit: str = "") -> str
         return "no confirmation runs finished"
     best = table.iloc[0]
     seeds = int(best["n_seeds"])
+    if not best[LABEL].endswith("vanilla") and "vs_baseline_n" in best:
+        seeds = int(best["vs_baseline_n"]) if math.isfinite(best["vs_baseline_n"]) else 0
+        if seeds == 0:
+            return (f"{best[LABEL]} leads, but shares no finished seed with vanilla yet: "
+                    f"nothing can be said about it")
+    chosen = int((~table[LABEL].str.endswith("vanilla")).sum())
+    among = f", the best of {chosen}" if chosen > 1 else ""
     tied = 1
     while tied < len(table) and not bool(table.iloc[tied - 1].get("ahead_of_next")):
         tied += 1
@@ -146,15 +155,15 @@ def sentence(table: pd.DataFrame, metric: str, mode: str, unit: str = "") -> str
     gain = -best["vs_baseline"] if mode == "min" else best["vs_baseline"]
     half = (best["vs_baseline_high"] - best["vs_baseline_low"]) / 2
     if bool(best.get("beats_baseline")):
-        text = (f"the best architecture ({best[LABEL]}) beats vanilla by {gain:.3f} ± "
+        text = (f"the best architecture ({best[LABEL]}{among}) beats vanilla by {gain:.3f} ± "
                 f"{half:.3f}{unit} over {seeds} paired seeds (95 % interval, "
                 f"p = {best['vs_baseline_p']:.2g})")
     elif math.isfinite(half):
-        text = (f"the best architecture ({best[LABEL]}) is within noise of vanilla: "
+        text = (f"the best architecture ({best[LABEL]}{among}) is within noise of vanilla: "
                 f"{abs(gain):.3f} ± {half:.3f}{unit} {'better' if gain >= 0 else 'worse'} "
                 f"over {seeds} paired seeds (95 % interval, p = {best['vs_baseline_p']:.2g})")
     else:
         text = f"the best architecture ({best[LABEL]}) needs 2 or more seeds to judge"
     if tied > 1:
-        text += f"; the top {tied} are within noise of each other"
+        text += f"; the top {tied} are not separated (each is within noise of the next)"
     return text

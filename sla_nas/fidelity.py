@@ -18,8 +18,9 @@ from ._schema import SpaceFile
 __all__ = ["EvalPlan", "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET"]
 
 TAU_TARGET = 0.6
-# Complete runs of at least this many tokens ranked 8 presets like runs 2-4x as long with
-# tau >= TAU_TARGET (d_model 128, 4 layers, seq 128, batch 32, bytes-lm, 3 paired seeds).
+# Measured by benchmarks/rank_fidelity.py (8 presets, d_model 128, 4 layers, seq 128, batch
+# 32, bytes-lm, 3 paired seeds, runs to 6M): complete 1M-token runs ranked the presets like
+# the default 1.5M budget with tau 0.79 (and like 2M with 0.71); 0.5M-token runs only 0.43.
 MIN_RUNG_TOKENS = 1_000_000
 
 

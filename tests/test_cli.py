@@ -101,3 +101,28 @@ def test_train_prints_json_summary(tmp_path, capsys):
     assert summary["status"] == "ok" and summary["key"] == presets.get(
         "vanilla", d_model=32, seq_len=32).key
     assert "history" not in summary and "val_loss" in summary
+
+
+@pytest.mark.parametrize("flag, value", [("--n-trials", "0"), ("--tokens", "-5"),
+                                         ("--n-trials", "ten")])
+def test_search_counts_must_be_positive(tmp_path, flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", str(tmp_path / "space.yaml"), flag, value])
+    assert exit_.value.code == 2
+    assert f"{flag}: expected a positive integer" in capsys.readouterr().err
+
+
+def test_a_search_that_cannot_open_its_storage_leaves_no_run_folder(tmp_path, capsys):
+    """A wrong --storage fails before anything runs; the retry needs no --resume."""
+    from search_helpers import write_space
+
+    space = write_space(tmp_path, "nostore")
+    results = tmp_path / "results"
+    argv = ["search", str(space), "--results", str(results), "--quiet",
+            "--storage", "postgresql://nobody@127.0.0.1:1/none"]
+    assert main(argv) == 2
+    assert "cannot open the study storage postgresql://nobody@127.0.0.1:1/none" in \
+        capsys.readouterr().err
+    assert not (results / "nostore").exists()
+    assert main(argv) == 2  # the same error again, not "already holds a run"
+    assert "already holds a run" not in capsys.readouterr().err

@@ -28,6 +28,16 @@ from search_helpers import DIMS, write_space
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
+def test_confirmation_seeds_follow_the_seeds_the_search_used(tmp_path):
+    from sla_nas.confirmation import confirm_seeds
+    from sla_nas.space import SearchSpace
+
+    twice = SearchSpace.from_yaml(write_space(tmp_path, "twice", search={"seed_runs": 2}))
+    assert confirm_seeds(twice, 3) == [2, 3, 4]  # seed presets were trained on 0 and 1
+    once = SearchSpace.from_yaml(write_space(tmp_path, "once", search={"seed": 5}))
+    assert confirm_seeds(once, 2) == [6, 7]
+
+
 def test_a_search_with_a_confirm_block_ends_confirmed_and_paired(tmp_path):
     space = write_space(tmp_path, "confirmed", search={"n_trials": 4},
                         confirm={"top": 2, "seeds": 2, "tokens": 6000})

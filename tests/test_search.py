@@ -292,6 +292,8 @@ def test_grid_trains_every_distinct_architecture_once(tmp_path):
                      search={"n_trials": 10, "sampler": "grid"})
     frame = outcome.frame
     assert list(frame[STATUS]) == ["ok", "ok", "ok"] and frame[KEY].nunique() == 3
+    # n_trials above the grid's size: the search ends complete, not "interrupted"
+    assert not outcome.interrupted and not any("interrupted" in n for n in outcome.notes)
     assert yaml.safe_load(outcome.paths.space.read_text())["search"]["sampler"] == "grid"
 
 

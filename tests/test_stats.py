@@ -85,8 +85,47 @@ def test_sentences_say_what_the_numbers_say():
     noisy = _summary({"vanilla": [2.00, 2.10, 1.95], "rank 1": [1.99, 2.12, 1.90]})
     assert sentence(noisy, "val_loss", "min") == (
         "the best architecture (rank 1) is within noise of vanilla: 0.013 ± 0.087 better "
-        "over 3 paired seeds (95 % interval, p = 0.58); the top 2 are within noise of "
-        "each other")
+        "over 3 paired seeds (95 % interval, p = 0.58); the top 2 are not separated (each is "
+        "within noise of the next)")
     base_best = _summary({"vanilla": [1.90, 2.00, 1.85], "rank 1": [1.96, 2.05, 1.92]})
     assert sentence(base_best, "val_loss", "min") == (
         "vanilla is the best of the 2 confirmed architectures (over 3 paired seeds)")
+
+
+def test_the_best_of_several_says_so_and_counts_only_shared_seeds():
+    # rank 1 and vanilla share seeds 0 and 1 only (vanilla's seed 2 failed): the interval
+    # rests on 2 pairs, whatever rank 1's own count; differences -0.10, -0.12
+    table = pd.DataFrame([
+        {"arch_key": k, "train_seed": s, "val_loss": v, "status": "ok"}
+        for k, values in {"vanilla": [2.00, 2.10], "rank 1": [1.90, 1.98, 1.95],
+                          "rank 2": [2.05, 2.20, 2.00]}.items()
+        for s, v in enumerate(values)])
+    out = summary(table, {"vanilla": "vanilla", "rank 1": "rank 1", "rank 2": "rank 2"},
+                  "val_loss", "min")
+    best = out.iloc[0]
+    assert best[LABEL] == "rank 1" and best["n_seeds"] == 3 and best["vs_baseline_n"] == 2
+    text = sentence(out, "val_loss", "min")
+    assert text.startswith("the best architecture (rank 1, the best of 2) ")
+    assert "over 2 paired seeds" in text
+
+
+def test_an_unfinished_confirmation_is_summarised_not_a_crash():
+    # vanilla has not finished any seed yet: no pairs, NaN differences, a sentence that says so
+    table = pd.DataFrame({"arch_key": ["rank 1", "rank 1"], "train_seed": [2, 3],
+                          "val_loss": [1.9, 2.0], "status": ["ok", "ok"]})
+    out = summary(table, {"rank 1": "rank 1", "vanilla": "vanilla"}, "val_loss", "min")
+    assert out.iloc[0]["vs_baseline_n"] == 0 and math.isnan(out.iloc[0]["vs_baseline"])
+    assert not bool(out.iloc[0]["beats_baseline"])
+    assert sentence(out, "val_loss", "min") == (
+        "rank 1 leads, but shares no finished seed with vanilla yet: nothing can be said "
+        "about it")
+    empty = summary(table.iloc[:0], {"rank 1": "rank 1", "vanilla": "vanilla"}, "val_loss",
+                    "min")
+    assert empty.empty and sentence(empty, "val_loss", "min") == "no confirmation runs finished"
+
+
+def test_a_clearly_worse_architecture_is_flagged_worse_not_within_noise():
+    # B - A = (+0.04, +0.05, +0.03): distinguishably worse than the baseline A
+    worse = TABLE.assign(val_loss=[2.00, 2.10, 1.95, 2.04, 2.15, 1.98])
+    out = compare(worse, baseline="A").set_index("arch_key")
+    assert bool(out.loc["B", "behind_baseline"]) and not bool(out.loc["B", "beats_baseline"])

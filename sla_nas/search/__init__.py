@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 import secrets
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -239,6 +240,14 @@ def _connect(address: str | None) -> bool:
     return True
 
 
+def _connect_or_explain(address: str | None) -> bool:
+    try:
+        return _connect(address)
+    except (ConnectionError, RuntimeError, TimeoutError) as err:
+        where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+        raise ValueError(f"cannot connect to Ray at {where}: {err}") from None
+
+
 # ---------------------------------------------------------------------- the search
 def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
                log: Callable[[str], None] | None = None,
@@ -273,6 +282,8 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     notes: list[str] = [plan.note]
     seeds = [] if options.resume else _seed_points(space, notes)
     n_trials = options.n_trials or config.search.n_trials
+    if config.search.sampler == "grid":  # the grid's points are all the trials there are
+        n_trials = min(n_trials, len(_seed_points(space, [])))
     if config.search.sampler != "grid" and len(seeds) > n_trials:
         notes.append(f"only the first {n_trials} of {len(seeds)} seed runs fit in {n_trials} "
                      f"trials: " + ", ".join(f"{n} (seed {s})" for n, _, s in seeds[n_trials:])
@@ -282,12 +293,19 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
         log(note)
     started_notes = len(notes)
     _prepare_dir(space_path, paths, options)
-    storage = _open_storage(paths, options, name)
-    started = _connect(options.address)
+    try:
+        storage = _open_storage(paths, options, name)
+        started = _connect_or_explain(options.address)
+    except BaseException:
+        if not options.resume:  # a run that never started leaves no folder in the way
+            shutil.rmtree(paths.root, ignore_errors=True)
+        raise
     confirmed = None
     try:
         frame, interrupted = _fit(space, objectives, plan, setup, seeds, storage, paths,
-                                  options, name, trainable)
+                                  options, name, trainable, n_trials)
+        best = winners(frame, objectives)
+        _write_winners(best, paths, multi=len(objectives) > 1)
         confirm = options_from_space(space) if options.confirm else None
         if confirm is not None and not interrupted:
             confirmed = run_confirm(paths.root, dataclasses.replace(
@@ -298,7 +316,7 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
 
             ray.shutdown()
     trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
-    planned = options.n_trials or config.search.n_trials
+    planned = n_trials
     if interrupted:
         notes.append(f"interrupted after {trained} of {planned} trained trials; continue with "
                      f"--resume (finished trials are kept, running ones continue from their "
@@ -309,14 +327,12 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
                      f"constraint {MAX_SKIPS} times in a row (the space is spent)")
     for note in notes[started_notes:] if log is not None else ():
         log(note)
-    best = winners(frame, objectives)
-    _write_winners(best, paths, multi=len(objectives) > 1)
     return SearchOutcome(paths, objectives, frame, best, plan, notes, interrupted, confirmed)
 
 
 def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, setup: Any,
          seeds: list, storage: Any, paths: RunPaths, options: SearchOptions, name: str,
-         function: Callable[..., None] | None) -> Any:
+         function: Callable[..., None] | None, n_trials: int) -> Any:
     import optuna
     from ray import tune
 
@@ -330,12 +346,10 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
                                     {"cpu": config.cpus_per_trial})
     tune_dir = paths.tune.resolve()
     if options.resume:
+        # a failed trial stays failed (its result is recorded); unfinished ones continue
         tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
-                                   resume_unfinished=True, resume_errored=True)
+                                   resume_unfinished=True, resume_errored=False)
     else:
-        n_trials = options.n_trials or config.n_trials
-        if config.sampler == "grid":
-            n_trials = min(n_trials, len(seeds))
         searcher = SpaceSearch(space, objectives, _sampler(space, config.seed),
                                storage, name, config.seed, plan.budget, tune_dir, seeds,
                                plan.scheduler)
@@ -358,9 +372,8 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
     study = optuna.load_study(study_name=name, storage=storage)
     frame = trials_frame(study)
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    planned = options.n_trials or config.n_trials
     trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
-    interrupted = unfinished > 0 or (trained < planned and not _spent(frame))
+    interrupted = unfinished > 0 or (trained < n_trials and not _spent(frame))
     if not interrupted:  # a proposal the ended search never started, seeds or grid points
         close_unstarted(study, set(), "the search ended before it was trained",  # never asked
                         states=(optuna.trial.TrialState.RUNNING,
@@ -399,8 +412,10 @@ def _scheduler(plan: EvalPlan, objectives: list[tuple[str, str]]) -> Any:
 
     from ._trainable import BUDGET_TOKENS
 
-    metric, mode = next(((m, d) for m, d in objectives if m in ("val_loss", "val_acc")),
-                        objectives[0])
+    metric, mode = next(((m, d) for m, d in objectives
+                         if m in ("val_loss", "val_acc", "train_loss")), (None, None))
+    if metric is None:  # only costs: nothing trained to stop a trial on
+        return FIFOScheduler()
     if plan.scheduler == "asha":
         return ASHAScheduler(time_attr=BUDGET_TOKENS, metric=metric, mode=mode,
                              max_t=plan.budget, grace_period=plan.rungs[0],

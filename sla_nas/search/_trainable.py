@@ -82,7 +82,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             shutil.copytree(config[RESUME_FROM], work, dirs_exist_ok=True)
         if checkpoint is not None or config.get(RESUME_FROM):
             if (work / FINAL_FILE).exists():  # finished before a driver restart
-                tune.report(json.loads((work / FINAL_FILE).read_text()))
+                tune.report(json.loads((work / FINAL_FILE).read_text()),
+                            checkpoint=tune.Checkpoint.from_directory(str(work)))
                 return
         base = {"arch_key": spec.key, "node_id": ray.get_runtime_context().get_node_id(),
                 NUMBER: config[NUMBER], **estimate(spec)}
