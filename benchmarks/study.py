@@ -43,6 +43,10 @@ ALL_PRESETS = ["vanilla", "sla-reproject", "sla-reuse", "cla2", "kv-pizza-bottom
                "kv-lasagna-bottom", "yoco", "skipv1former", "svformer", "value-residual",
                "value-residual-learned", "last-layer-shortcut"]
 SPACES = ("sla_paper", "kv_sharing")
+RATE_NOTE = ("tokens/s is each run's own training throughput relative to vanilla's, measured "
+             "while another run shared the 2 cores (and, for runs recorded in different "
+             "sessions, under different load): a rough guide; benchmarks/model_speed.py "
+             "measures step times properly.")
 RANK_FIDELITY = ROOT / "benchmarks" / "out" / "rank_fidelity.jsonl"
 
 
@@ -250,7 +254,9 @@ def preset_table(rows: list[dict], part: Part) -> tuple[list[str], dict]:
               for p in presets_],
              [frame[(frame.preset == p) & (frame.train_seed == s)]["long_loss"].item()
               for p in presets_]) for s in part.seeds)
-    return lines, {"stats": stats, "tau": tau, "tau_per_seed": per_seed}
+    escaped = int((frame["long_acc"] > 0.5).sum()) if part.task == "mqar" else 0
+    return lines, {"stats": stats, "tau": tau, "tau_per_seed": per_seed, "escaped": escaped,
+                   "runs": len(frame)}
 
 
 PUBLISHED = {  # preset -> (what its paper reports, the direction we test: better | cost)
@@ -347,19 +353,22 @@ def write_markdown(rows: dict[str, list[dict]], quick: bool, lm_presets: str) ->
                ""]),
            f"Byte-level LM on the Python standard library, d_model "
            f"{p['presets'].size['d_model']}, {p['presets'].size['n_layers']} layers, seq "
-           f"{p['presets'].size['seq_len']}, batch {p['presets'].batch_size}. tokens/s is each "
-           f"run's own training throughput (two runs shared the 2 cores), relative to "
-           f"vanilla's.", "", *lm_lines, "",
+           f"{p['presets'].size['seq_len']}, batch {p['presets'].batch_size}. {RATE_NOTE}", "",
+           *lm_lines, "",
            f"Rank correlation (Kendall τ) between the complete {p['presets'].short / 1e6:g}M "
            f"runs (the default proxy budget) and the {p['presets'].long / 1e6:g}M runs: "
-           f"**{lm['tau']:.2f}** on the means over seeds, {lm['tau_per_seed']:.2f} per seed.",
+           f"**{lm['tau']:.2f}** on the means over seeds, {lm['tau_per_seed']:.2f} per seed. "
+           f"Where these runs continue to 6M tokens the order moves again (README, \"How far "
+           f"to trust a proxy\"): a ranking holds for the training length it was measured at.",
            "", f"## 2. Every preset on MQAR ({len(p['mqar'].seeds)} seeds, "
            f"{p['mqar'].long / 1e6:g}M tokens)", "",
            f"Multi-query associative recall, 8 pairs, seq {p['mqar'].size['seq_len']}, "
            f"d_model {p['mqar'].size['d_model']}, {p['mqar'].size['n_layers']} layers. Loss "
            f"and accuracy on the query positions; *escaped*: runs whose accuracy left the 1/N "
-           f"plateau (> 0.5), as FINDINGS.md recommends instead of a mean accuracy.", "",
-           *mq_lines, "",
+           f"plateau (> 0.5), as FINDINGS.md recommends instead of a mean accuracy. "
+           f"{RATE_NOTE}", "", *mq_lines, "",
+           f"{mq['escaped']} of {mq['runs']} runs escaped the plateau: at this budget MQAR "
+           f"separates the presets by query loss, not yet by recall.", "",
            f"Kendall τ between {p['mqar'].short / 1e6:g}M and {p['mqar'].long / 1e6:g}M: "
            f"**{mq['tau']:.2f}** (means), {mq['tau_per_seed']:.2f} per seed.", "",
            "## 3. Confirmed searches", ""]
