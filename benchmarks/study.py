@@ -191,6 +191,8 @@ def run_searches(quick: bool, trials: int, best_preset: str, top: int, seeds: in
                                 resume=(run_dir / "tune").exists(), confirm=False)
         started = time.perf_counter()
         outcome = run_search(space_path, options, log=lambda note: print(f"  {note}"))
+        if outcome.interrupted:  # confirm only what finished; rerun to continue the search
+            raise SystemExit(f"{name}: search interrupted; run the same command to continue")
         presets_ = compare_with or [n for n, _ in SearchSpace.from_yaml(space_path).seeds]
         confirmed = run_confirm(run_dir, ConfirmOptions(
             top=top, seeds=seeds, tokens=40_000 if quick else 3_000_000,
