@@ -105,8 +105,7 @@ class _Run:
         if not paths.space.is_file():
             raise ValueError(f"{paths.root}: no space.yaml: not a run folder of sla-nas search")
         config, _ = parse_space_yaml(paths.space)
-        info = json.loads(paths.run_info.read_text()) if paths.run_info.is_file() else {}
-        return cls(paths, config, info if isinstance(info, dict) else {}, frame)
+        return cls(paths, config, paths.read_info(), frame)
 
     @property
     def objectives(self) -> list[tuple[str, str]]:

@@ -12,7 +12,6 @@ plotly; plotly.js is inlined once, so the page fetches nothing.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -471,8 +470,7 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
     paths = RunPaths(Path(run_dir))
     frame = _data.with_columns(load_results(paths.root))
     space, objectives = _data.run_objectives(paths)
-    started = (json.loads(paths.run_info.read_text()).get("started")
-               if paths.run_info.exists() else None)
+    started = paths.read_info().get("started")
     summary = _data._get_summary_info(frame, objectives, paths.root.resolve().name, space,
                                       started)
     metric, mode = _data.primary_objective(objectives)

@@ -102,6 +102,13 @@ class RunPaths:
     def run_info(self) -> Path:
         return self.root / "run.json"  # command-line overrides, versions, storage
 
+    def read_info(self) -> dict[str, Any]:
+        """``run.json`` as a dict ({} when the run has none)."""
+        if not self.run_info.is_file():
+            return {}
+        info = json.loads(self.run_info.read_text())
+        return info if isinstance(info, dict) else {}
+
     @property
     def study_db(self) -> Path:
         return self.root / "study.db"

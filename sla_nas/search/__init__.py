@@ -261,11 +261,9 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     name = valid_run_name(options.name or space.name)
     paths = RunPaths(options.results / name)
     if options.resume:
-        info = json.loads(paths.run_info.read_text()) if paths.run_info.exists() else None
-        if info is not None:
-            options = dataclasses.replace(options, **{
-                k: v for k, v in info["overrides"].items()
-                if v is not None and getattr(options, k) is None})
+        options = dataclasses.replace(options, **{
+            k: v for k, v in paths.read_info().get("overrides", {}).items()
+            if v is not None and getattr(options, k) is None})
     config = space.config
     plan = plan_evaluations(config, options.tokens)
     task = config.task
@@ -316,13 +314,12 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
 
             ray.shutdown()
     trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
-    planned = n_trials
     if interrupted:
-        notes.append(f"interrupted after {trained} of {planned} trained trials; continue with "
+        notes.append(f"interrupted after {trained} of {n_trials} trained trials; continue with "
                      f"--resume (finished trials are kept, running ones continue from their "
                      f"last checkpoint)")
-    elif trained < planned:
-        notes.append(f"the search stopped after {trained} of {planned} trained trials: the "
+    elif trained < n_trials:
+        notes.append(f"the search stopped after {trained} of {n_trials} trained trials: the "
                      f"sampler proposed only architectures already evaluated or over a "
                      f"constraint {MAX_SKIPS} times in a row (the space is spent)")
     for note in notes[started_notes:] if log is not None else ():

@@ -8,7 +8,6 @@ only what is missing). See `sla_nas.confirmation` for what is re-trained and why
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,10 +105,8 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
     space = SearchSpace.from_yaml(paths.space)
     config = space.config
     metric, mode = _objective(space)
-    searched = config.budget.tokens
-    if paths.run_info.exists():  # the search's own budget, with its --tokens override
-        searched = json.loads(paths.run_info.read_text()).get("overrides", {}).get(
-            "tokens") or searched
+    # twice the search's own budget, with its --tokens override
+    searched = paths.read_info().get("overrides", {}).get("tokens") or config.budget.tokens
     tokens = options.tokens or 2 * searched
     chosen = candidates(paths.root, options.top, list(options.presets) if options.presets
                         else None)
