@@ -48,9 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from sla_nas import presets  # noqa: E402
-from sla_nas.cost import estimate  # noqa: E402
+from sla_nas.arch import (  # noqa: E402
+    ArchSpec,
+    Dims,
+    estimate,  # noqa: E402
+)
 from sla_nas.model import build_model  # noqa: E402
-from sla_nas.spec import ArchSpec, Dims  # noqa: E402
 
 DIMS = dict(vocab_size=256, d_model=256, n_layers=4, n_heads=8, seq_len=256)
 BATCH = 16

@@ -22,8 +22,7 @@ import time
 import torch
 
 from sla_nas import build_model, presets
-from sla_nas.data import make_task
-from sla_nas.train import Budget, train_proxy
+from sla_nas.proxy import Budget, make_task, train_proxy
 
 SIZE = dict(d_model=128, n_heads=4, n_layers=4, seq_len=128)  # the default proxy (FINDINGS.md)
 BATCH = 32

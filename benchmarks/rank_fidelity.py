@@ -37,8 +37,7 @@ def _run(job: dict) -> dict:
     import torch
 
     from sla_nas import presets
-    from sla_nas.data import make_task
-    from sla_nas.train import Budget, train_proxy
+    from sla_nas.proxy import Budget, make_task, train_proxy
 
     torch.set_num_threads(job["threads"])
     spec = presets.get(job["preset"], d_model=job["d_model"], seq_len=job["seq_len"],

@@ -27,9 +27,8 @@ from typing import Any
 import pandas as pd
 
 from sla_nas import results as R
-from sla_nas.cost import estimate
+from sla_nas.arch import ArchSpec, estimate
 from sla_nas.space import SearchSpace
-from sla_nas.spec import ArchSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 10.0

@@ -87,9 +87,8 @@ def run_one(job: dict) -> dict:
     import torch
 
     from sla_nas import presets
-    from sla_nas.cost import estimate
-    from sla_nas.data import make_task
-    from sla_nas.train import Budget, train_proxy
+    from sla_nas.arch import estimate
+    from sla_nas.proxy import Budget, make_task, train_proxy
 
     torch.set_num_threads(1)
     spec = presets.get(job["preset"], **job["size"])
@@ -113,7 +112,7 @@ def _reused(part: Part) -> list[dict]:
     if part.task != "bytes-lm" or not path.exists():
         return []
     from sla_nas import presets
-    from sla_nas.cost import estimate
+    from sla_nas.arch import estimate
 
     rows = []
     for line in path.read_text().splitlines():
@@ -215,7 +214,7 @@ def preset_table(rows: list[dict], part: Part) -> tuple[list[str], dict]:
     """Markdown table of a preset sweep, and its numbers (per preset and the taus)."""
     import pandas as pd
 
-    from sla_nas.stats import paired
+    from sla_nas.results import paired
 
     frame = pd.DataFrame([r for r in rows if r["status"] == "ok"])
     frame = frame[frame["seed"].isin(part.seeds)]

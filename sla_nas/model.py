@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import EMB, ArchSpec, Gene
+from sla_nas.arch import EMB, ArchSpec, Gene
 
 __all__ = ["build_model", "SlaModel"]
 

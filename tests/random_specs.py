@@ -15,7 +15,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from sla_nas.spec import EMB, ArchSpec, Dims
+from sla_nas.arch import EMB, ArchSpec, Dims
 
 __all__ = ["random_dims", "random_rules", "random_spec", "random_specs", "features", "FEATURES"]
 

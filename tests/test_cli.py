@@ -7,9 +7,8 @@ import sys
 import pytest
 
 from sla_nas import presets
+from sla_nas.arch import cell_label, estimate, gene_label
 from sla_nas.cli import main
-from sla_nas.cost import estimate
-from sla_nas.show import cell_label, gene_label
 
 
 def test_show_preset_prints_table_and_costs(capsys):

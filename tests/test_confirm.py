@@ -14,14 +14,11 @@ import scipy.stats
 import torch
 
 from sla_nas import presets
-from sla_nas.confirmation import LABEL, load_confirm
-from sla_nas.data import make_task
 from sla_nas.export import export_run
+from sla_nas.proxy import Budget, make_task, train_proxy
 from sla_nas.report import build_report
-from sla_nas.results import KEY, SEED
+from sla_nas.results import KEY, LABEL, SEED, load_confirm, paired
 from sla_nas.search import ConfirmOptions, SearchOptions, run_confirm, run_search
-from sla_nas.stats import paired
-from sla_nas.train import Budget, train_proxy
 
 from search_helpers import DIMS, write_space
 
@@ -29,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def test_confirmation_seeds_follow_the_seeds_the_search_used(tmp_path):
-    from sla_nas.confirmation import confirm_seeds
+    from sla_nas.results import confirm_seeds
     from sla_nas.space import SearchSpace
 
     twice = SearchSpace.from_yaml(write_space(tmp_path, "twice", search={"seed_runs": 2}))

@@ -9,8 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sla_nas import build_model, presets
-from sla_nas.cost import estimate
-from sla_nas.spec import ArchSpec, Dims
+from sla_nas.arch import ArchSpec, Dims, estimate
 
 from random_specs import features, random_specs
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sla_nas.data import IGNORE, MQAR, BytesLM, default_corpus_files, make_task
+from sla_nas.proxy import IGNORE, MQAR, BytesLM, default_corpus_files, make_task
 
 
 def test_default_corpus_is_the_stdlib_and_recorded():

@@ -17,20 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-from sla_nas import _standalone, build_model, load_exported, presets
-from sla_nas._export_files import (
-    _BEGIN,
-    _END,
-    TEMPLATE,
-    WEIGHTS_FILE,
-    WEIGHTS_FORMAT,
-    Provenance,
-    model_py,
-    table_block,
-)
-from sla_nas.cost import estimate
-from sla_nas.data import make_task
-from sla_nas.export import ONNX_ATOL, export_run
+from sla_nas import build_model, load_exported, presets
+from sla_nas.arch import ArchSpec, Dims, estimate
+from sla_nas.export import ONNX_ATOL, WEIGHTS_FILE, WEIGHTS_FORMAT, _standalone, export_run
+from sla_nas.export._files import _BEGIN, _END, TEMPLATE, Provenance, model_py, table_block
+from sla_nas.proxy import Budget, make_task, train_proxy
 from sla_nas.results import (
     CHECKPOINT,
     KEY,
@@ -43,8 +34,6 @@ from sla_nas.results import (
     ranked,
     winners,
 )
-from sla_nas.spec import ArchSpec, Dims
-from sla_nas.train import Budget, train_proxy
 
 from random_specs import features, random_specs
 from reference import randomize_

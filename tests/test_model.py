@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sla_nas import build_model, presets
-from sla_nas.spec import ArchSpec, Dims
+from sla_nas.arch import ArchSpec, Dims
 
 from random_specs import features, random_specs
 from reference import gpt_logits, randomize_, rope, spec_logits

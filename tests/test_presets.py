@@ -7,8 +7,7 @@ import re
 import pytest
 
 from sla_nas import presets
-from sla_nas.cost import estimate
-from sla_nas.spec import ArchSpec, Dims, Gene
+from sla_nas.arch import ArchSpec, Dims, Gene, estimate
 
 TINY = dict(vocab_size=50, d_model=32, n_layers=4, n_heads=4, seq_len=16)
 

@@ -15,10 +15,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from sla_nas import _report_data as data
 from sla_nas import results as R
+from sla_nas.arch import ArchSpec, Dims
+from sla_nas.report import _data as data
 from sla_nas.report import build_report, load_results
-from sla_nas.spec import ArchSpec, Dims
 
 DIMS = Dims.create(vocab_size=256, d_model=16, n_layers=3, n_heads=2, seq_len=16)
 ONE = [("val_loss", "min")]

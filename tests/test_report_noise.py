@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from sla_nas._report_data import TableInfo
-from sla_nas._report_noise import _get_confirm_info, _get_noise_info, with_confirmation
-from sla_nas.confirmation import append_confirm
+from sla_nas.report._data import TableInfo
+from sla_nas.report._noise import _get_confirm_info, _get_noise_info, with_confirmation
+from sla_nas.results import append_confirm
 
 T_975_DF2 = math.sqrt(1.805 / 0.0975)  # Student t, 2 degrees of freedom (see test_stats)
 

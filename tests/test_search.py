@@ -17,7 +17,7 @@ import yaml
 from ray import cloudpickle
 
 from sla_nas import ArchSpec, presets
-from sla_nas.data import make_task
+from sla_nas.proxy import Budget, make_task, train_proxy
 from sla_nas.results import (
     CURVE,
     HISTORY,
@@ -38,7 +38,6 @@ from sla_nas.results import (
 )
 from sla_nas.search import SearchOptions, run_search
 from sla_nas.search._trainable import run_trial
-from sla_nas.train import Budget, train_proxy
 
 from search_helpers import DIMS, write_space
 

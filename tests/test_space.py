@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from sla_nas import presets
-from sla_nas.cost import estimate
+from sla_nas.arch import estimate
 from sla_nas.space import SearchSpace, SpaceError, suggest_arch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sla_nas import presets
-from sla_nas.spec import EMB, SPEC_VERSION, ArchSpec, Dims, Gene, GroupGenes
+from sla_nas.arch import EMB, SPEC_VERSION, ArchSpec, Dims, Gene, GroupGenes
 
 from random_specs import FEATURES, features, random_specs
 

@@ -7,8 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from sla_nas.confirmation import LABEL, sentence, summary
-from sla_nas.stats import compare, paired, seed_noise, summarise
+from sla_nas.results import LABEL, compare, paired, seed_noise, sentence, summarise, summary
 
 # three seeds, two architectures: B - A = (-0.04, -0.05, -0.03)
 TABLE = pd.DataFrame({

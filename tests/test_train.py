@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from sla_nas import presets
-from sla_nas.data import make_task
-from sla_nas.train import STATE_FILE, Budget, train_proxy
+from sla_nas.proxy import STATE_FILE, Budget, make_task, train_proxy
 
 DIMS = dict(d_model=32, n_heads=4, seq_len=32)
 TINY = Budget(tokens=24_000, batch_size=8, lr=3e-3)  # 94 steps of 8 x 32 tokens

@@ -125,7 +125,7 @@ def test_readme_reference_space_validates(tmp_path):
     import re
 
     from sla_nas import presets
-    from sla_nas.validate import describe
+    from sla_nas.cli._validate import describe
 
     readme = (ROOT / "README.md").read_text()
     reference = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)

@@ -18,23 +18,32 @@ import pandas as pd
 from ray import tune
 from ray.tune import Callback
 
-from ..confirmation import (
+from sla_nas.arch import ArchSpec
+from sla_nas.proxy import Budget
+from sla_nas.results import (
     CONFIRM_TOKENS,
+    KEY,
     LABEL,
+    NODE_ID,
     SEARCH_TRIAL,
+    SEED,
+    SPEC,
+    STATUS,
+    TOKENS_TRAINED,
     UNITS,
-    _objective,
+    WALL_SECONDS,
+    RunPaths,
     append_confirm,
     candidates,
     confirm_seeds,
     load_confirm,
+    objective_of,
     sentence,
     summary,
 )
-from ..results import KEY, NODE_ID, SEED, SPEC, STATUS, TOKENS_TRAINED, WALL_SECONDS, RunPaths
-from ..space import SearchSpace
-from ..spec import ArchSpec
-from ..train import Budget
+from sla_nas.space import SearchSpace
+
+from ._ray import connect, quiet_tune
 from ._trainable import ARCH, NUMBER, TRAIN_SEED, TrialSetup, run_trial
 
 __all__ = ["ConfirmOptions", "ConfirmOutcome", "run_confirm"]
@@ -99,12 +108,11 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
                 log: Callable[[str], None] | None = None) -> ConfirmOutcome:
     """Re-train the winners and presets of the run in ``run_dir`` (Ray must be initialised,
     or a local one is started) and summarise them."""
-    from . import _connect, _quiet_tune
 
     paths = RunPaths(Path(run_dir))
     space = SearchSpace.from_yaml(paths.space)
     config = space.config
-    metric, mode = _objective(space)
+    metric, mode = objective_of(space)
     # twice the search's own budget, with its --tokens override
     searched = paths.read_info().get("overrides", {}).get("tokens") or config.budget.tokens
     tokens = options.tokens or 2 * searched
@@ -129,7 +137,7 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
                                   batch_size=config.budget.batch_size, lr=config.budget.lr,
                                   schedule=config.budget.schedule),
                            threads=max(1, int(config.search.cpus_per_trial)))
-        started = _connect(options.address)
+        started = connect(options.address)
         try:
             trainable = tune.with_resources(
                 tune.with_parameters(run_confirm_trial, setup=setup),
@@ -147,7 +155,7 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
                     failure_config=tune.FailureConfig(max_failures=options.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     callbacks=[ConfirmRecorder(paths.root, labels, tokens)]))
-            with _quiet_tune():
+            with quiet_tune():
                 tuner.fit()
         finally:
             if started:

@@ -19,7 +19,7 @@ from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
 
-from ..results import (
+from sla_nas.results import (
     ERROR_ATTR,
     KEY,
     REUSED_FROM,
@@ -29,6 +29,7 @@ from ..results import (
     trials_frame,
     write_tables,
 )
+
 from ._searcher import STORAGES
 from ._trainable import NUMBER
 

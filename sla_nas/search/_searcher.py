@@ -30,8 +30,8 @@ from optuna.trial import FixedTrial, TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ..cost import estimate
-from ..results import (
+from sla_nas.arch import ArchSpec, estimate
+from sla_nas.results import (
     KEY,
     MESSAGE,
     NODE_ID,
@@ -45,8 +45,8 @@ from ..results import (
     TUNE_ID,
     WALL_SECONDS,
 )
-from ..space import SearchSpace, suggest_arch
-from ..spec import ArchSpec
+from sla_nas.space import SearchSpace, suggest_arch
+
 from ._trainable import ARCH, BUDGET_TOKENS, NUMBER, RESUME_FROM, TRAIN_SEED
 
 __all__ = ["SpaceSearch", "MAX_SKIPS", "STORAGES", "close_unstarted"]

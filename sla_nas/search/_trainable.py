@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cost import estimate
-from ..spec import ArchSpec, Dims
-from ..train import STATE_FILE, Budget
+from sla_nas.arch import ArchSpec, Dims, estimate
+from sla_nas.proxy import STATE_FILE, Budget
 
 __all__ = ["TrialSetup", "run_trial", "trial_dirname", "ARCH", "NUMBER", "TRAIN_SEED",
            "RESUME_FROM", "BUDGET_TOKENS", "FINAL_FILE"]
@@ -40,7 +39,7 @@ class TrialSetup:
     threads: int
 
     def make_task(self, dims: Dims) -> Any:
-        from ..data import make_task
+        from sla_nas.proxy import make_task
 
         return make_task(self.task, dims.seq_len, corpus=self.corpus, n_pairs=self.n_pairs,
                          vocab_size=dims.vocab_size if self.task == "mqar" else 256)
@@ -69,7 +68,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     import torch
     from ray import tune
 
-    from ..train import train_proxy
+    from sla_nas.proxy import train_proxy
 
     spec = ArchSpec.from_json(config[ARCH])
     torch.set_num_threads(setup.threads)

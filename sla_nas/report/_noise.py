@@ -10,10 +10,18 @@ from typing import Any, NamedTuple
 import pandas as pd
 from scipy import stats as _stats
 
-from ._report_data import TableInfo
-from .confirmation import LABEL, UNITS, latest_summary, sentence
-from .results import KEY, SEED, search_noise
-from .stats import CONFIDENCE
+from sla_nas.results import (
+    CONFIDENCE,
+    KEY,
+    LABEL,
+    SEED,
+    UNITS,
+    latest_summary,
+    search_noise,
+    sentence,
+)
+
+from ._data import TableInfo
 
 __all__ = ["ConfirmRow", "ConfirmInfo", "NoiseInfo", "_get_confirm_info", "_get_noise_info",
            "with_confirmation"]

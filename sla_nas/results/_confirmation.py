@@ -20,15 +20,17 @@ from typing import Any
 
 import pandas as pd
 
-from . import presets
-from .results import KEY, SEED, SPEC, TRIAL, RunPaths, load_results, ranked
-from .space import SearchSpace
-from .spec import ArchSpec
-from .stats import compare
+from sla_nas.arch import ArchSpec, presets
+from sla_nas.space import SearchSpace
+
+from ._run_folder import RunPaths
+from ._stats import compare
+from ._table import KEY, SEED, SPEC, TRIAL, load_results
+from ._winners import ranked
 
 __all__ = ["Candidate", "candidates", "confirm_seeds", "load_confirm", "append_confirm",
            "summary", "latest_summary", "sentence", "LABEL", "SEARCH_TRIAL", "CONFIRM_TOKENS",
-           "UNITS"]
+           "UNITS", "objective_of"]
 
 LABEL = "label"  # "rank 1", "vanilla", ...
 SEARCH_TRIAL = "search_trial"  # the search trial an architecture came from (winners)
@@ -51,7 +53,7 @@ def candidates(run_dir: str | Path, top: int, preset_names: list[str] | None = N
     per distinct architecture, its first label kept ("rank 1 = vanilla" if they coincide)."""
     paths = RunPaths(Path(run_dir))
     space = SearchSpace.from_yaml(paths.space)
-    metric, mode = _objective(space)
+    metric, mode = objective_of(space)
     frame = load_results(paths.root)
     dims = dataclasses.asdict(space.dims_choices[0])
     out: dict[str, Candidate] = {}
@@ -71,7 +73,7 @@ def candidates(run_dir: str | Path, top: int, preset_names: list[str] | None = N
     return list(out.values())
 
 
-def _objective(space: SearchSpace) -> tuple[str, str]:
+def objective_of(space: SearchSpace) -> tuple[str, str]:
     """The first trained objective (what a confirmation re-measures)."""
     trained = ("val_loss", "val_acc", "train_loss")
     return next(((o.metric, o.mode) for o in space.config.objectives if o.metric in trained),

@@ -31,21 +31,10 @@ from typing import Any, NamedTuple
 import pandas as pd
 import torch
 
-from ._export_files import (
-    ONNX_ATOL,
-    ONNX_RTOL,
-    WEIGHTS_FILE,
-    WEIGHTS_FORMAT,
-    Provenance,
-    model_card,
-    model_py,
-    require_onnx,
-    write_onnx,
-)
-from ._schema import SpaceFile, parse_space_yaml
-from .cost import estimate
-from .model import SlaModel, build_model
-from .results import (
+from sla_nas.arch import ArchSpec, estimate
+from sla_nas.model import SlaModel, build_model
+from sla_nas.proxy import MODEL_FILE, Budget, train_proxy
+from sla_nas.results import (
     CHECKPOINT,
     KEY,
     SEED,
@@ -63,8 +52,19 @@ from .results import (
     valid_key,
     winners,
 )
-from .spec import ArchSpec
-from .train import MODEL_FILE, Budget, train_proxy
+from sla_nas.space import SpaceFile, parse_space_yaml
+
+from ._files import (
+    ONNX_ATOL,
+    ONNX_RTOL,
+    WEIGHTS_FILE,
+    WEIGHTS_FORMAT,
+    Provenance,
+    model_card,
+    model_py,
+    require_onnx,
+    write_onnx,
+)
 
 __all__ = ["export_run", "load_exported", "select_winners", "Exported", "LoadedModel",
            "WEIGHTS_FILE", "WEIGHTS_FORMAT", "ONNX_ATOL", "ONNX_RTOL"]
@@ -253,7 +253,7 @@ def _retrain(run: _Run, spec: ArchSpec, seed: int, tokens: int,
              log: Callable[[str], None]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train ``spec`` for ``tokens`` with the run's task, batch size, learning rate and
     schedule; the weights of the final (cooled-down) evaluation and its metrics."""
-    from .data import make_task
+    from sla_nas.proxy import make_task
 
     task_cfg, budget_cfg = run.config.task, run.config.budget
     task = make_task(task_cfg.name, spec.dims.seq_len, corpus=_corpus(run),
@@ -361,7 +361,7 @@ def _confirmation(run: _Run, log: Callable[[str], None]
                   ) -> tuple[pd.DataFrame, int, str, str] | None:
     """(summary, budget, sentence, metric) of the run's confirmation, if ``confirm.csv`` has
     one; says so, and which confirmed architectures the search did not train."""
-    from .confirmation import UNITS, latest_summary, sentence
+    from sla_nas.results import UNITS, latest_summary, sentence
 
     trained = [(m, mode) for m, mode in run.objectives if m in TRAINED_METRICS]
     if len(run.objectives) != 1 or not trained:

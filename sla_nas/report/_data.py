@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ._schema import parse_space_yaml
-from .results import (
+from sla_nas.arch import EMB, ArchSpec, gene_label
+from sla_nas.results import (
     COSTS,
     CURVE,
     HISTORY,
@@ -43,8 +43,7 @@ from .results import (
     verdict,
     winners,
 )
-from .show import gene_label
-from .spec import EMB, ArchSpec
+from sla_nas.space import parse_space_yaml
 
 Objectives = list[tuple[str, str]]  # [(metric, "min" | "max"), ...] as in the space file
 

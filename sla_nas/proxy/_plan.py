@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._schema import SpaceFile
+from sla_nas.space import SpaceFile
 
 __all__ = ["EvalPlan", "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET"]
 

@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .spec import EMB
+from sla_nas.arch import EMB
 
 Choose = Callable[[str, list[Any]], Any]
 

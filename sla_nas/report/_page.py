@@ -8,8 +8,8 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from ._report_data import SummaryInfo, TableInfo
-from ._report_noise import ConfirmInfo, NoiseInfo
+from ._data import SummaryInfo, TableInfo
+from ._noise import ConfirmInfo, NoiseInfo
 
 __all__ = ["Page", "table_html", "header_html", "fmt", "SORT_JS", "DRAW_JS", "CSS"]
 

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import presets
-from .spec import ArchSpec, Dims
+from sla_nas.arch import ArchSpec, Dims, presets
 
 __all__ = ["main"]
 
@@ -33,11 +32,11 @@ def load_arch(name_or_path: str, **dims: int) -> ArchSpec:
 
 
 def _cmd_show(args: argparse.Namespace) -> None:
-    from .show import render
+    from ._render import render
 
     spec = _arch_from_args(args)
     if args.json:
-        from .cost import estimate
+        from sla_nas.arch import estimate
 
         print(json.dumps({"key": spec.key, "spec": spec.to_dict(), "cost": estimate(spec)},
                          indent=2))
@@ -46,7 +45,7 @@ def _cmd_show(args: argparse.Namespace) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> None:
-    from .validate import describe, print_description
+    from ._validate import describe, print_description
 
     info = describe(args.space)
     if args.json:
@@ -59,8 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .data import make_task
-    from .train import Budget, train_proxy
+    from sla_nas.proxy import Budget, make_task, train_proxy
 
     spec = _arch_from_args(args)
     if args.threads:
@@ -99,9 +97,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_search(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .results import SPEC
-    from .search import SearchOptions, run_search
-    from .show import render
+    from sla_nas.results import SPEC
+    from sla_nas.search import SearchOptions, run_search
+
+    from ._render import render
 
     options = SearchOptions(address=args.address, storage=args.storage, resume=args.resume,
                             max_failures=args.max_failures, results=args.results,
@@ -118,12 +117,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print_confirmation(outcome.confirmed)
     files = ["trials.csv", "pareto/" if len(outcome.objectives) > 1 else "best.yaml"]
     if not (args.no_export or outcome.interrupted or outcome.winners.empty):
-        from .export import export_run
+        from sla_nas.export import export_run
 
         exported = export_run(outcome.paths.root, log=log)
         files.append(f"exported/ ({', '.join(e.folder.name for e in exported)})")
     if not args.no_report:
-        from .report import build_report
+        from sla_nas.report import build_report
 
         files.append(build_report(outcome.paths.root).name)
     print(f"results: {outcome.paths.root}  ({', '.join(files)}, study, tune/)")
@@ -162,7 +161,7 @@ def print_confirmation(outcome: Any) -> None:
 
 
 def _cmd_confirm(args: argparse.Namespace) -> None:
-    from .search import ConfirmOptions, run_confirm
+    from sla_nas.search import ConfirmOptions, run_confirm
 
     console_log = lambda note: print(f"  {note}", file=sys.stderr)  # noqa: E731
     outcome = run_confirm(args.run_dir, ConfirmOptions(
@@ -176,7 +175,7 @@ def _cmd_confirm(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from .export import export_run
+    from sla_nas.export import export_run
 
     console = Console(stderr=True, quiet=args.quiet)
     exported = export_run(args.run, top=args.top, out=args.out,
@@ -189,7 +188,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    from sla_nas.report import build_report
 
     print(build_report(args.run_dir, top=args.top))
 
@@ -350,6 +349,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sla-nas {args.command}: error: {err}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,18 +23,19 @@ from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from . import _report_data as _data
-from ._report_data import CellInfo
-from ._report_noise import (
+from sla_nas.results import RunPaths, load_results
+from sla_nas.space import parse_space_yaml
+
+from . import _data
+from ._data import CellInfo
+from ._noise import (
     ConfirmInfo,
     NoiseInfo,
     _get_confirm_info,
     _get_noise_info,
     with_confirmation,
 )
-from ._report_page import CSS, DRAW_JS, SORT_JS, Page, fmt, header_html, table_html
-from ._schema import parse_space_yaml
-from .results import RunPaths, load_results
+from ._page import CSS, DRAW_JS, SORT_JS, Page, fmt, header_html, table_html
 
 __all__ = ["load_results", "build_report", "plot_history", "plot_pareto", "plot_connectivity",
            "plot_importances", "plot_marginal", "plot_learning_curves", "table_html"]

@@ -8,10 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-from .cost import estimate
-from .fidelity import plan_evaluations
-from .show import cell_label
-from .space import SearchSpace
+from sla_nas.arch import cell_label, estimate
+from sla_nas.proxy import plan_evaluations
+from sla_nas.space import SearchSpace
 
 __all__ = ["describe", "print_description", "DISTINCT_LIMIT"]
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from . import __version__, _standalone
-from .cost import estimate
-from .model import build_model
-from .show import LEGEND, cell_label
-from .spec import ArchSpec, Gene
+from sla_nas import __version__
+from sla_nas.arch import LEGEND, ArchSpec, Gene, cell_label, estimate
+from sla_nas.model import build_model
+
+from . import _standalone
 
 __all__ = ["Provenance", "model_py", "table_block", "model_card", "standalone_model",
            "require_onnx", "write_onnx", "check_onnx", "WEIGHTS_FORMAT", "WEIGHTS_FILE",

@@ -20,11 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import presets
+from sla_nas.arch import (
+    BYTES_PER_ELEMENT,
+    EMB,
+    ArchSpec,
+    Dims,
+    Gene,
+    GroupGenes,
+    canonical_gene,
+    estimate,
+    gene_costs,
+    parse_rules,
+    presets,
+)
+
 from ._decisions import Choose, _index_set, _label, _named, _pick, _RandomTrial, _replay
 from ._schema import SpaceError, SpaceFile, located, parse_space_yaml
-from .cost import BYTES_PER_ELEMENT, estimate, gene_costs
-from .spec import EMB, ArchSpec, Dims, Gene, GroupGenes, canonical_gene, parse_rules
 
 __all__ = ["SearchSpace", "SpaceError", "Unit", "suggest_arch"]
 

@@ -1,0 +1,70 @@
+"""What a search run leaves behind, read without Ray.
+
+The run folder (`RunPaths`), the trials table (`load_results`; column names as constants such
+as `KEY`, `STATUS`, `SEED`), the winners (`ranked`, `winners`, `verdict`), paired statistics
+over training seeds (`paired`, `compare`, `seed_noise`) and the confirmation of winners on
+fresh seeds (`confirm.csv`: `load_confirm`, `summary`, `sentence`).
+"""
+
+from __future__ import annotations
+
+from ._confirmation import (
+    CONFIRM_TOKENS,
+    LABEL,
+    SEARCH_TRIAL,
+    UNITS,
+    Candidate,
+    append_confirm,
+    candidates,
+    confirm_seeds,
+    latest_summary,
+    load_confirm,
+    objective_of,
+    sentence,
+    summary,
+)
+from ._run_folder import RunPaths, valid_key, valid_run_name
+from ._stats import CONFIDENCE, Paired, Summary, compare, paired, seed_noise, summarise
+from ._table import (
+    CHECKPOINT,
+    COSTS,
+    CURVE,
+    ERROR_ATTR,
+    FINISHED,
+    HISTORY,
+    KEY,
+    MESSAGE,
+    N_SEEDS,
+    NODE_ID,
+    PARAM_PREFIX,
+    REUSED_FROM,
+    SEED,
+    SEED_PRESET,
+    SPEC,
+    STARTED,
+    STATE,
+    STATUS,
+    STATUSES,
+    TOKENS,
+    TOKENS_TRAINED,
+    TRAINED_METRICS,
+    TRAINED_STATUSES,
+    TRIAL,
+    TUNE_ID,
+    WALL_SECONDS,
+    load_results,
+    trials_frame,
+    write_tables,
+)
+from ._winners import finished_ok, pareto_mask, ranked, search_noise, spec_of, verdict, winners
+
+__all__ = ["RunPaths", "valid_key", "valid_run_name", "trials_frame", "write_tables",
+           "load_results", "TRIAL", "TUNE_ID", "KEY", "STATUS", "STATE", "MESSAGE",
+           "REUSED_FROM", "SEED", "SEED_PRESET", "TOKENS", "TOKENS_TRAINED", "WALL_SECONDS",
+           "NODE_ID", "SPEC", "CHECKPOINT", "HISTORY", "CURVE", "STARTED", "FINISHED",
+           "N_SEEDS", "PARAM_PREFIX", "TRAINED_METRICS", "COSTS", "STATUSES",
+           "TRAINED_STATUSES", "ERROR_ATTR", "finished_ok", "ranked", "pareto_mask", "winners",
+           "spec_of", "search_noise", "verdict", "CONFIDENCE", "Summary", "Paired", "summarise",
+           "paired", "compare", "seed_noise", "Candidate", "candidates", "confirm_seeds",
+           "load_confirm", "append_confirm", "summary", "latest_summary", "sentence", "LABEL",
+           "SEARCH_TRIAL", "CONFIRM_TOKENS", "UNITS", "objective_of"]

@@ -1,0 +1,367 @@
+"""Running a search: the run folder, the study, the sampler, Tune, and what is written at
+the end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sla_nas.proxy import Budget, EvalPlan, plan_evaluations
+from sla_nas.results import (
+    STATUS,
+    TRAINED_STATUSES,
+    TRIAL,
+    RunPaths,
+    trials_frame,
+    valid_run_name,
+    verdict,
+    winners,
+    write_tables,
+)
+from sla_nas.space import SearchSpace
+
+__all__ = ["SearchOptions", "SearchOutcome", "run_search"]
+
+from ._confirm import ConfirmOutcome, options_from_space, run_confirm
+from ._ray import connect_or_explain, quiet_tune
+from ._searcher import MAX_SKIPS, STORAGES
+
+TUNE_NAME = "tune"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to run a search (the space file says what to search)."""
+
+    address: str | None = None  # a Ray cluster; default: RAY_ADDRESS, else embedded
+    storage: str | None = None  # an Optuna storage URL; default: results/<name>/study.db
+    resume: bool = False
+    max_failures: int = 0  # retries of a failed trial, from its last checkpoint
+    results: Path = Path("results")
+    name: str | None = None  # default: the space's name
+    n_trials: int | None = None  # overrides search.n_trials
+    tokens: int | None = None  # overrides budget.tokens
+    quiet: bool = False
+    confirm: bool = True  # run the space's confirm: block, if it has one
+
+
+@dataclass
+class SearchOutcome:
+    """What a finished search returns: where its files are and what it found."""
+
+    paths: RunPaths
+    objectives: list[tuple[str, str]]
+    frame: Any  # pandas.DataFrame: the trials table
+    winners: Any  # pandas.DataFrame: the best trial, or the Pareto set
+    plan: EvalPlan
+    notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    confirmed: ConfirmOutcome | None = None  # with a confirm: block in the space
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.frame, self.objectives)
+
+
+# ---------------------------------------------------------------------- preparing a run
+def _check_objectives(space: SearchSpace) -> list[tuple[str, str]]:
+    objectives = [(o.metric, o.mode) for o in space.config.objectives]
+    trained = {"val_loss", "val_acc", "train_loss", "tokens_per_s"}
+    if not any(m in trained for m, _ in objectives):
+        raise ValueError(f"{space.path}: objectives: at least one must be a trained metric "
+                         f"({', '.join(sorted(trained))}); costs alone need no search")
+    if any(m == "val_acc" for m, _ in objectives) and space.config.task.name != "mqar":
+        raise ValueError(f"{space.path}: objectives: val_acc is measured on task mqar only")
+    return objectives
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions) -> dict[str, Any]:
+    """Create (or, resuming, check) the run folder; return the run's recorded settings."""
+    text = space_path.read_text()
+    if options.resume:
+        if not paths.run_info.exists() or not paths.tune.exists():
+            raise ValueError(f"{paths.root}: nothing to resume (no run.json or tune/ folder)")
+        if paths.space.read_text() != text:
+            raise ValueError(f"{space_path} differs from the space this run started with "
+                             f"({paths.space}); resume with that file, or start a new run "
+                             f"with --name")
+        info = json.loads(paths.run_info.read_text())
+        for name in ("n_trials", "tokens"):
+            given = getattr(options, name)
+            if given is not None and given != info["overrides"].get(name):
+                raise ValueError(f"--{name.replace('_', '-')} {given} differs from the run's "
+                                 f"{info['overrides'].get(name)}; a resumed search keeps its "
+                                 f"settings")
+        return info
+    if paths.root.exists() and any(paths.root.iterdir()):
+        raise ValueError(f"{paths.root} already holds a run; add --resume to continue it, or "
+                         f"--name NAME (or remove the folder) to start another")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.space.write_text(text)
+    import optuna
+    import ray
+    import torch
+
+    from sla_nas import __version__
+
+    info = {"name": paths.root.name, "space_file": str(space_path),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "overrides": {"n_trials": options.n_trials, "tokens": options.tokens},
+            "storage": _masked(options.storage) if options.storage else "study.db",
+            "versions": {"sla_nas": __version__, "torch": torch.__version__,
+                         "ray": ray.__version__, "optuna": optuna.__version__,
+                         "python": platform.python_version()}}
+    paths.run_info.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _open_storage(paths: RunPaths, options: SearchOptions, name: str) -> Any:
+    import optuna
+
+    url = options.storage or paths.sqlite_url()
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=(
+            {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}))
+    except Exception as err:  # a wrong URL, a missing driver, a server that is down
+        raise ValueError(f"cannot open the study storage {_masked(url)}: {err}") from None
+    exists = name in optuna.study.get_all_study_names(storage)
+    if options.resume and not exists:
+        raise ValueError(f"no study {name!r} in {_masked(url)} to resume")
+    if not options.resume and exists:
+        raise ValueError(f"{_masked(url)} already holds a study {name!r}; add --resume to "
+                         f"continue it, or --name NAME to start another")
+    STORAGES[name] = storage
+    return storage
+
+
+def _sampler(space: SearchSpace, seed: int) -> Any:
+    import optuna
+
+    name = space.config.search.sampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":  # group: conditional decisions are modelled jointly
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              constant_liar=True)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)  # random, and grid after its queue
+
+
+GRID_LIMIT = 20_000
+
+
+def _seed_points(space: SearchSpace, notes: list[str]
+                 ) -> list[tuple[str, dict[str, Any], int]]:
+    """(name, parameters, training seed) to enqueue: every seed architecture once per seed of
+    ``search.seed_runs`` (their spread is the search's own estimate of seed noise), and for
+    ``sampler: grid`` every other distinct point."""
+    config = space.config.search
+    first, keys = [], set()
+    for name, spec in space.seeds:
+        params = space.params_for(spec)
+        if params is None:
+            notes.append(f"seed {name} lies outside the space and is not evaluated")
+        elif spec.key not in keys:
+            keys.add(spec.key)
+            first.append((name, params))
+    points = [(name, params, config.seed + run) for run in range(config.seed_runs)
+              for name, params in first]
+    if config.sampler == "grid":
+        if space.size() > GRID_LIMIT:
+            raise ValueError(f"{space.path}: search.sampler: grid enumerates the space, which "
+                             f"has {space.size():,} points (at most {GRID_LIMIT:,}); use tpe")
+        for params, spec in space.enumerate():
+            if spec.key not in keys:
+                keys.add(spec.key)
+                points.append(("", params, config.seed))
+    return points
+
+
+# ---------------------------------------------------------------------- the search
+def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
+               log: Callable[[str], None] | None = None,
+               trainable: Callable[..., None] | None = None) -> SearchOutcome:
+    """Run (or with ``options.resume``, continue) the search a space file describes;
+    ``log`` gets the plan and notes before the trials start. ``trainable`` replaces the
+    function Tune runs per trial (`run_trial(config, setup)`), e.g. to wrap it."""
+    space_path = Path(space_path)
+    space = SearchSpace.from_yaml(space_path)
+    objectives = _check_objectives(space)
+    name = valid_run_name(options.name or space.name)
+    paths = RunPaths(options.results / name)
+    if options.resume:
+        options = dataclasses.replace(options, **{
+            k: v for k, v in paths.read_info().get("overrides", {}).items()
+            if v is not None and getattr(options, k) is None})
+    config = space.config
+    plan = plan_evaluations(config, options.tokens)
+    task = config.task
+    corpus = str((space_path.parent / task.corpus).resolve()) if task.corpus else None
+    setup_budget = Budget(tokens=plan.budget, eval_at=plan.eval_at,
+                          batch_size=config.budget.batch_size, lr=config.budget.lr,
+                          schedule=config.budget.schedule)
+    from ._trainable import TrialSetup
+
+    setup = TrialSetup(task.name, corpus, task.n_pairs, setup_budget,
+                       threads=max(1, int(config.search.cpus_per_trial)))
+    for dims in space.dims_choices:  # a missing corpus fails here, not in every trial
+        setup.make_task(dims)
+    notes: list[str] = [plan.note]
+    seeds = [] if options.resume else _seed_points(space, notes)
+    n_trials = options.n_trials or config.search.n_trials
+    if config.search.sampler == "grid":  # the grid's points are all the trials there are
+        n_trials = min(n_trials, len(_seed_points(space, [])))
+    if config.search.sampler != "grid" and len(seeds) > n_trials:
+        notes.append(f"only the first {n_trials} of {len(seeds)} seed runs fit in {n_trials} "
+                     f"trials: " + ", ".join(f"{n} (seed {s})" for n, _, s in seeds[n_trials:])
+                     + " not evaluated")
+        seeds = seeds[:n_trials]
+    for note in notes if log is not None else ():
+        log(note)
+    started_notes = len(notes)
+    _prepare_dir(space_path, paths, options)
+    try:
+        storage = _open_storage(paths, options, name)
+        started = connect_or_explain(options.address)
+    except BaseException:
+        if not options.resume:  # a run that never started leaves no folder in the way
+            shutil.rmtree(paths.root, ignore_errors=True)
+        raise
+    confirmed = None
+    try:
+        frame, interrupted = _fit(space, objectives, plan, setup, seeds, storage, paths,
+                                  options, name, trainable, n_trials)
+        best = winners(frame, objectives)
+        _write_winners(best, paths, multi=len(objectives) > 1)
+        confirm = options_from_space(space) if options.confirm else None
+        if confirm is not None and not interrupted:
+            confirmed = run_confirm(paths.root, dataclasses.replace(
+                confirm, max_failures=options.max_failures), log=log)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
+    if interrupted:
+        notes.append(f"interrupted after {trained} of {n_trials} trained trials; continue with "
+                     f"--resume (finished trials are kept, running ones continue from their "
+                     f"last checkpoint)")
+    elif trained < n_trials:
+        notes.append(f"the search stopped after {trained} of {n_trials} trained trials: the "
+                     f"sampler proposed only architectures already evaluated or over a "
+                     f"constraint {MAX_SKIPS} times in a row (the space is spent)")
+    for note in notes[started_notes:] if log is not None else ():
+        log(note)
+    return SearchOutcome(paths, objectives, frame, best, plan, notes, interrupted, confirmed)
+
+
+def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, setup: Any,
+         seeds: list, storage: Any, paths: RunPaths, options: SearchOptions, name: str,
+         function: Callable[..., None] | None, n_trials: int) -> Any:
+    import optuna
+    from ray import tune
+
+    from ._progress import SearchProgress
+    from ._searcher import SpaceSearch, close_unstarted
+    from ._trainable import run_trial, trial_dirname
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = space.config.search
+    trainable = tune.with_resources(tune.with_parameters(function or run_trial, setup=setup),
+                                    {"cpu": config.cpus_per_trial})
+    tune_dir = paths.tune.resolve()
+    if options.resume:
+        # a failed trial stays failed (its result is recorded); unfinished ones continue
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable,
+                                   resume_unfinished=True, resume_errored=False)
+    else:
+        searcher = SpaceSearch(space, objectives, _sampler(space, config.seed),
+                               storage, name, config.seed, plan.budget, tune_dir, seeds,
+                               plan.scheduler)
+        scheduler = _scheduler(plan, objectives)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=scheduler, num_samples=n_trials,
+                max_concurrent_trials=config.concurrency, reuse_actors=True,
+                trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=TUNE_NAME, storage_path=str(paths.root.resolve()), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                # one checkpoint per trial: Tune then snapshots the experiment whenever a
+                # trial checkpoints, so a restarted driver never points at a deleted one
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[SearchProgress(paths, name, n_trials, objectives, options.quiet)]))
+    with quiet_tune():
+        grid = tuner.fit()
+    study = optuna.load_study(study_name=name, storage=storage)
+    frame = trials_frame(study)
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
+    interrupted = unfinished > 0 or (trained < n_trials and not _spent(frame))
+    if not interrupted:  # a proposal the ended search never started, seeds or grid points
+        close_unstarted(study, set(), "the search ended before it was trained",  # never asked
+                        states=(optuna.trial.TrialState.RUNNING,
+                                optuna.trial.TrialState.WAITING))
+        frame = trials_frame(study)
+    write_tables(frame, paths)
+    return frame, interrupted
+
+
+def _spent(frame: Any) -> bool:
+    """True if the search ended because the sampler proposed only what needs no training."""
+    tail = frame.sort_values(TRIAL)[STATUS].tail(MAX_SKIPS)
+    return len(tail) == MAX_SKIPS and tail.isin(("infeasible", "duplicate", "waiting")).all()
+
+
+def _scheduler(plan: EvalPlan, objectives: list[tuple[str, str]]) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    from ._trainable import BUDGET_TOKENS
+
+    metric, mode = next(((m, d) for m, d in objectives
+                         if m in ("val_loss", "val_acc", "train_loss")), (None, None))
+    if metric is None:  # only costs: nothing trained to stop a trial on
+        return FIFOScheduler()
+    if plan.scheduler == "asha":
+        return ASHAScheduler(time_attr=BUDGET_TOKENS, metric=metric, mode=mode,
+                             max_t=plan.budget, grace_period=plan.rungs[0],
+                             reduction_factor=plan.reduction_factor)
+    if plan.scheduler == "median":
+        return MedianStoppingRule(time_attr=BUDGET_TOKENS, metric=metric, mode=mode,
+                                  grace_period=plan.rungs[0], min_samples_required=3)
+    return FIFOScheduler()
+
+
+def _write_winners(best: Any, paths: RunPaths, multi: bool) -> None:
+    from sla_nas.arch import ArchSpec
+    from sla_nas.results import KEY, SPEC
+
+    if best.empty:
+        return
+    if not multi:
+        ArchSpec.from_json(best.iloc[0][SPEC]).save(paths.best)
+        return
+    paths.pareto.mkdir(exist_ok=True)
+    for old in paths.pareto.glob("*.yaml"):
+        old.unlink()
+    for rank, (_, row) in enumerate(best.iterrows(), 1):
+        ArchSpec.from_json(row[SPEC]).save(paths.pareto / f"rank-{rank}-{row[KEY]}.yaml")

@@ -1,0 +1,15 @@
+"""Search spaces from YAML: which architectures a search may propose and how it runs.
+
+`SearchSpace.from_yaml(path)` reads and checks a space file (the schema, with errors that name
+the file and the key), turns its choices into Optuna decisions, counts and enumerates the
+architectures it holds and samples them; `suggest_arch` is the define-by-run function the
+search hands to Optuna.
+"""
+
+from __future__ import annotations
+
+from ._schema import COST_METRICS, METRICS, SpaceError, SpaceFile, check_run_name, parse_space_yaml
+from ._space import SearchSpace, Unit, suggest_arch
+
+__all__ = ["SearchSpace", "SpaceError", "SpaceFile", "Unit", "suggest_arch", "parse_space_yaml",
+           "check_run_name", "METRICS", "COST_METRICS"]
