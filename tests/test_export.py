@@ -20,7 +20,8 @@ import torch
 from sla_nas import build_model, load_exported, presets
 from sla_nas.arch import ArchSpec, Dims, estimate
 from sla_nas.export import ONNX_ATOL, WEIGHTS_FILE, WEIGHTS_FORMAT, _standalone, export_run
-from sla_nas.export._files import _BEGIN, _END, TEMPLATE, Provenance, model_py, table_block
+from sla_nas.export._card import Provenance
+from sla_nas.export._modelfile import _BEGIN, _END, TEMPLATE, model_py, table_block
 from sla_nas.proxy import Budget, make_task, train_proxy
 from sla_nas.results import (
     CHECKPOINT,

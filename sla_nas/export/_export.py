@@ -54,17 +54,9 @@ from sla_nas.results import (
 )
 from sla_nas.space import SpaceFile, parse_space_yaml
 
-from ._files import (
-    ONNX_ATOL,
-    ONNX_RTOL,
-    WEIGHTS_FILE,
-    WEIGHTS_FORMAT,
-    Provenance,
-    model_card,
-    model_py,
-    require_onnx,
-    write_onnx,
-)
+from ._card import Provenance, model_card
+from ._modelfile import WEIGHTS_FILE, WEIGHTS_FORMAT, model_py
+from ._onnx import ONNX_ATOL, ONNX_RTOL, require_onnx, write_onnx
 
 __all__ = ["export_run", "load_exported", "select_winners", "Exported", "LoadedModel",
            "WEIGHTS_FILE", "WEIGHTS_FORMAT", "ONNX_ATOL", "ONNX_RTOL"]

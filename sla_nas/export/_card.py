@@ -1,40 +1,20 @@
-"""The files of an export besides the spec and weights: the standalone ``model.py`` (the fixed
-template in `_standalone` with this architecture's docstring and table), the model card
-``README.md`` and ``model.onnx`` (the standalone model exported, then checked with onnxruntime).
-
-Kept apart from `sla_nas.export`, which decides what to export and where it may write, so that
-the generated text can be read (and tested) as a pure function of a spec and its provenance.
-"""
+"""The words of an export: the docstring of its ``model.py`` and its model card
+``README.md``, pure functions of a spec and its provenance."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
 import platform
 import textwrap
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from sla_nas import __version__
-from sla_nas.arch import LEGEND, ArchSpec, Gene, cell_label, estimate
-from sla_nas.model import build_model
+from sla_nas.arch import LEGEND, ArchSpec, cell_label, estimate
 
-from . import _standalone
+__all__ = ["Provenance", "docstring", "model_card", "WEIGHTS_FILE"]
 
-__all__ = ["Provenance", "model_py", "table_block", "model_card", "standalone_model",
-           "require_onnx", "write_onnx", "check_onnx", "WEIGHTS_FORMAT", "WEIGHTS_FILE",
-           "TEMPLATE", "ONNX_ATOL", "ONNX_RTOL"]
-
-WEIGHTS_FORMAT = "sla-nas-weights/1"  # equal to _standalone.WEIGHTS_FORMAT (a test checks)
 WEIGHTS_FILE = "weights.pt"
-TEMPLATE = Path(__file__).with_name("_standalone.py")
-ONNX_ATOL, ONNX_RTOL = 1e-5, 1e-4  # onnxruntime logits against PyTorch's (numpy allclose)
-_BEGIN, _END = "# ---- architecture (generated) ----\n", "# ---- end of architecture ----\n"
 
 
 @dataclass(frozen=True)
@@ -59,71 +39,6 @@ class Provenance:
     seed_preset: str | None = None  # the preset's name if the trial was a seed architecture
     versions: dict[str, str] = field(default_factory=dict)  # of the search (run.json)
     confirmed: dict[str, Any] | None = None  # its sla-nas confirm result, if it was confirmed
-
-
-# ---------------------------------------------------------------------- model.py
-def _py(value: Any) -> str:
-    """A Python literal in the project's style (double-quoted strings)."""
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, tuple):
-        return "(" + ", ".join(map(_py, value)) + ("," if len(value) == 1 else "") + ")"
-    return repr(value)  # int, float (repr round-trips exactly), bool
-
-
-def _literal(gene: Gene) -> str:
-    """``Gene((0, 2), "reuse", "concat")``: the shortest call that rebuilds ``gene``."""
-    args = [_py(tuple(gene.sources))]
-    if gene.mode != "reproject" or gene.combine != "select":
-        args.append(_py(gene.mode))
-    if gene.combine != "select":
-        args.append(_py(gene.combine))
-    if gene.weights is not None:
-        args.append(_py(tuple(gene.weights)))
-    if gene.learned:
-        args.append("learned=True")
-    return f"Gene({', '.join(args)})"
-
-
-def _describe(spec: ArchSpec, layer: int, group: int) -> str:
-    label = cell_label(spec, layer, group)
-    return "own layer" if label == "·" else label
-
-
-def table_block(spec: ArchSpec) -> str:
-    """The generated part of model.py: the key, the dimensions and the per-layer gene table."""
-    d = spec.dims
-    fields = ", ".join(f"{f.name}={_py(getattr(d, f.name))}" for f in dataclasses.fields(d))
-    lines = [_BEGIN,
-             f'SPEC_KEY = "{spec.key}"  # the architecture\'s sla-nas key; weights.pt must '
-             f"carry the same\n",
-             *_wrap(f"DIMS = Dims({fields})", "            "),
-             "# LAYERS[l][g] = (K gene, V gene) of head group g in layer l\n",
-             "LAYERS: tuple[tuple[tuple[Gene, Gene], ...], ...] = (\n"]
-    for l, groups in enumerate(spec.layers):
-        lines.append(f"    (  # layer {l}\n")
-        for g, genes in enumerate(groups):
-            k, v = _literal(genes.k), _literal(genes.v)
-            note = f"# group {g}: {_describe(spec, l, g)}"
-            line = f"        ({k}, {v}),  {note}"
-            lines += ([line + "\n"] if len(line) <= 100 else
-                      [f"        {note}\n", f"        ({k},\n", f"         {v}),\n"])
-        lines.append("    ),\n")
-    lines += [")\n", _END]
-    return "".join(lines)
-
-
-def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
-    """Break a call at its commas to stay within ``width`` columns."""
-    lines, current = [], ""
-    for part in text.split(", "):
-        candidate = f"{current}, {part}" if current else part
-        if current and len(candidate) + 1 > width:
-            lines.append(current + ",\n")
-            current = indent + part
-        else:
-            current = candidate
-    return [*lines, current + "\n"]
 
 
 def _connectivity(spec: ArchSpec, indent: str) -> list[str]:
@@ -166,18 +81,7 @@ def _paragraphs(text: str, width: int = 96, hang: int = 0) -> list[str]:
     return textwrap.wrap(text, width, subsequent_indent=" " * hang, break_on_hyphens=False)
 
 
-def model_py(spec: ArchSpec, prov: Provenance) -> str:
-    """The standalone model definition of ``spec``: the template with this architecture's
-    docstring and table."""
-    template = TEMPLATE.read_text()
-    end_doc = template.index('"""', 3) + 3
-    begin, end = template.index(_BEGIN), template.index(_END) + len(_END)
-    assert template.count(_BEGIN) == template.count(_END) == 1, "template markers"
-    return (_docstring(spec, prov) + template[end_doc:begin] + table_block(spec)
-            + template[end:])
-
-
-def _docstring(spec: ArchSpec, prov: Provenance) -> str:
+def docstring(spec: ArchSpec, prov: Provenance) -> str:
     d = spec.dims
     lines = [f'"""Architecture {spec.key}: a decoder-only Transformer whose cross-layer attention',
              f"was found by sla-nas (rank {prov.rank} of run {prov.run!r}, trial {prov.trial}).",
@@ -253,7 +157,6 @@ def _versions_text(versions: dict[str, str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in versions.items()) or "unknown versions"
 
 
-# ---------------------------------------------------------------------- README.md
 def model_card(spec: ArchSpec, prov: Provenance, folder_name: str) -> str:
     """The model card: what it is, its costs next to vanilla's, the search it came from."""
     d = spec.dims
@@ -344,81 +247,3 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4f}"
 
 
-# ---------------------------------------------------------------------- model.onnx
-def standalone_model(spec: ArchSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The template model (the code of every model.py) with this architecture's table."""
-    sa = _standalone
-    table = tuple(tuple((sa.Gene(*dataclasses.astuple(genes.k)),
-                         sa.Gene(*dataclasses.astuple(genes.v))) for genes in groups)
-                  for groups in spec.layers)
-    model = sa.Model(sa.Dims(**dataclasses.asdict(spec.dims)), table)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def require_onnx() -> None:
-    """Fail before any work when --onnx cannot be honoured."""
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(f"--onnx needs {', '.join(missing)}: pip install onnx onnxscript "
-                         f"onnxruntime")
-
-
-class _Logits(torch.nn.Module):
-    """The model with one output, the logits: what model.onnx computes."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx)[0]
-
-
-def write_onnx(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
-    """``model.onnx`` of the standalone model (input ``idx``: (batch, seq <= seq_len) int64;
-    output ``logits``), exported with torch's dynamo exporter; returns `check_onnx`'s
-    largest difference."""
-    d = spec.dims
-    example = torch.randint(0, d.vocab_size, (2, d.seq_len),
-                            generator=torch.Generator().manual_seed(0))
-    seq = {1: torch.export.Dim("seq", min=1, max=d.seq_len)} if d.seq_len > 1 else {}
-    quiet = logging.getLogger("torch.onnx")  # notes on operators of packages not installed
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
-            torch.onnx.export(_Logits(standalone_model(spec, state)).eval(), (example,),
-                              str(path), dynamo=True, verbose=False, input_names=["idx"],
-                              output_names=["logits"], external_data=False, dynamic_shapes={
-                                  "idx": {0: torch.export.Dim("batch", min=1), **seq}})
-    finally:
-        quiet.setLevel(level)
-    return check_onnx(path, spec, state)
-
-
-def check_onnx(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]) -> float:
-    """onnxruntime's logits against build_model's at a full and a shorter input; raises
-    unless they agree within ONNX_ATOL + ONNX_RTOL * |logits|. The largest difference."""
-    import numpy as np
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    reference = build_model(spec)
-    reference.load_state_dict(state)
-    d, gen, worst = spec.dims, torch.Generator().manual_seed(1), 0.0
-    for shape in ((2, d.seq_len), (3, max(1, d.seq_len // 2))):
-        idx = torch.randint(0, d.vocab_size, shape, generator=gen)
-        with torch.no_grad():
-            expected = reference(idx)[0].numpy()
-        got = session.run(None, {"idx": idx.numpy()})[0]
-        worst = max(worst, float(np.abs(got - expected).max()))
-        if not np.allclose(got, expected, atol=ONNX_ATOL, rtol=ONNX_RTOL):
-            raise ValueError(f"{path}: onnxruntime's logits differ from PyTorch's by up to "
-                             f"{worst:.3g} at input shape {shape} (allowed: atol {ONNX_ATOL}, "
-                             f"rtol {ONNX_RTOL}); the ONNX file is not trustworthy")
-    return worst
