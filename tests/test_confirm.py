@@ -93,9 +93,10 @@ def test_a_search_with_a_confirm_block_ends_confirmed_and_paired(tmp_path):
     # the report leads with the confirmation and draws its 95 % intervals as error bars
     page = build_report(outcome.paths.root).read_text()
     assert html.escape(confirmed.sentence[1:]) in page.split("<section")[0]
-    figures = re.findall(r"<script type='application/json' id='fig-\d+-data'>(.*?)</script>",
+    figures = re.findall(r"<script type='application/json' id='fig-([\w-]+)-data'>(.*?)</script>",
                          page)
-    bars = json.loads(figures[0])["data"]  # the confirmation section comes first
+    assert figures[0][0] == "confirmation"  # the confirmation section comes first
+    bars = json.loads(figures[0][1])["data"]
     t = scipy.stats.t.ppf(0.975, 1)  # two seeds
     by_label = {f"{r[LABEL]} · {r[KEY]}": r for _, r in confirmed.summary.iterrows()}
     for name, half in zip(bars[0]["y"], bars[0]["error_x"]["array"]):

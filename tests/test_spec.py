@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sla_nas import presets
-from sla_nas.arch import EMB, SPEC_VERSION, ArchSpec, Dims, Gene, GroupGenes
+from sla_nas.arch import EMB, SPEC_VERSION, ArchSpec, Dims, Gene, GroupGenes, parse_index_set
 
 from random_specs import FEATURES, features, random_specs
 
@@ -483,3 +483,48 @@ def test_reuse_chain_that_would_repeat_a_concat_source_is_kept_as_written():
         {"layers": [2], "kv": {"sources": [0, 1, 2], "mode": "reuse", "combine": "concat"}}])
     assert spec.gene(2, 0, "k").sources == (0, 1, 2)
     assert ArchSpec.from_yaml(spec.to_yaml()) == spec
+
+
+# ---------------------------------------------------------------------- index sets
+FORMS = "expected 'all', an integer, a list or a range 'a-b'"
+
+
+@pytest.mark.parametrize("value, count, expected", [
+    ("all", 3, [0, 1, 2]), (2, 4, [2]), ([3, 1, 3], 4, [1, 3]), ("1-3", 4, [1, 2, 3]),
+    (" 0 - 1 ", 2, [0, 1]), ("2-2", 3, [2])])
+def test_index_set_forms(value, count, expected):
+    assert parse_index_set(value, count, "layer") == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    (True, f"true/false is not a layer index: {FORMS}, got True"),
+    (False, f"true/false is not a layer index: {FORMS}, got False"),
+    ([1, True], f"true/false is not a layer index: {FORMS}, got [1, True]"),
+    ("3-1", "the range '3-1' is empty (write it low-high)"),
+    ("1-x", f"{FORMS}, got '1-x'"),
+    ("-1-2", f"{FORMS}, got '-1-2'"),
+    ("2", f"{FORMS}, got '2'"),
+    (None, f"{FORMS}, got None"),
+    ([], "an empty list names no layer: write 'all' or at least one, got []"),
+    (["a"], f"{FORMS}, got ['a']"),
+    (4, "layer 4 is out of range 0..3"),
+    (-1, "layer -1 is out of range 0..3"),
+])
+def test_index_set_mistakes_have_exact_messages(value, message):
+    with pytest.raises(ValueError) as err:
+        parse_index_set(value, 4, "layer")
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("rule, message", [
+    ({"layers": True, "kv": {"sources": [0]}},
+     f"genes[0].layers: true/false is not a layer index: {FORMS}, got True"),
+    ({"layers": [1], "groups": [0, False], "kv": {"sources": [0]}},
+     f"genes[0].groups: true/false is not a group index: {FORMS}, got [0, False]"),
+    ({"layers": None, "kv": {"sources": [0]}}, f"genes[0].layers: {FORMS}, got None"),
+])
+def test_spec_rules_reject_booleans_as_indices(rule, message):
+    # YAML reads `layers: true` as True, which Python would take for layer 1
+    with pytest.raises(ValueError) as err:
+        ArchSpec.from_dict(_spec_dict([rule]))
+    assert str(err.value) == message

@@ -1,4 +1,4 @@
-"""The parts of a spec: dimensions, genes and the checks they share (see `sla_nas.spec`)."""
+"""The parts of a spec: dimensions, genes and the checks they share (docs/CONNECTIVITY.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ POSITIONS = ("learned", "rope")
 STREAMS = ("k", "v")
 
 
+def did_you_mean(word: Any, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``choices`` to a misspelt ``word``, or
+    "" when none is close: the hint every "unknown ..." message of the package ends with."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _fail(path: str, message: str) -> ValueError:
     return ValueError(f"{path}: {message}" if path else message)
 
@@ -27,9 +34,8 @@ def _check_keys(data: Mapping[str, Any], allowed: Iterable[str], path: str) -> N
     allowed = list(allowed)
     for key in data:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _fail(path, f"unknown key {key!r}{hint}; expected one of {allowed}")
+            raise _fail(path, f"unknown key {key!r}{did_you_mean(key, allowed)}; "
+                        f"expected one of {allowed}")
 
 
 def _int(value: Any, path: str, minimum: int = 1) -> int:

@@ -2,37 +2,71 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._genes import COMBINES, EMB, MODES, Dims, Gene, _check_keys, _fail
 
-__all__ = ["parse_rules"]
+__all__ = ["parse_rules", "parse_index_set", "check_index_set", "INDEX_SET_FORMS"]
 
 
-def _parse_index_set(value: Any, count: int, path: str, what: str) -> list[int]:
-    if value is None or value == "all":
+INDEX_SET_FORMS = "'all', an integer, a list or a range 'a-b'"
+
+
+def _index_items(value: Any, what: str) -> list[int] | None:
+    """The indices an index set names as written (None for 'all'), or why it is malformed."""
+    if isinstance(value, str) and value == "all":
+        return None
+    if isinstance(value, bool) or (isinstance(value, list)
+                                   and any(isinstance(i, bool) for i in value)):
+        raise ValueError(f"true/false is not a {what} index: expected {INDEX_SET_FORMS}, "
+                         f"got {value!r}")
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+        if match is None:
+            raise ValueError(f"expected {INDEX_SET_FORMS}, got {value!r}")
+        lo, hi = int(match[1]), int(match[2])
+        if hi < lo:
+            raise ValueError(f"the range {value!r} is empty (write it low-high)")
+        return list(range(lo, hi + 1))
+    if isinstance(value, list) and value and all(isinstance(i, int) for i in value):
+        return value
+    if isinstance(value, list) and not value:
+        raise ValueError(f"an empty list names no {what}: write 'all' or at least one, got []")
+    raise ValueError(f"expected {INDEX_SET_FORMS}, got {value!r}")
+
+
+def check_index_set(value: Any, what: str = "layer") -> None:
+    """Raise ValueError if ``value`` is not an index set in form (see `parse_index_set`);
+    for a file read before the number of layers or groups is known."""
+    _index_items(value, what)
+
+
+def parse_index_set(value: Any, count: int, what: str = "layer") -> list[int]:
+    """The indices an index set names, sorted and distinct, each in ``0..count-1``.
+
+    An index set is ``all``, one index ``N``, a list ``[a, b, ...]`` or a range ``"a-b"``
+    (both ends included); spec rules and search spaces both write their ``layers`` and
+    ``groups`` this way. YAML's true/false are not indices (Python would read them as 1/0):
+    they are an error. ``what`` ("layer", "group") names an index in the messages, which
+    carry no key path: the caller prefixes where the value was."""
+    items = _index_items(value, what)
+    if items is None:
         return list(range(count))
-    if isinstance(value, str) and "-" in value:
-        lo, _, hi = value.partition("-")
-        try:
-            items = list(range(int(lo), int(hi) + 1))
-        except ValueError:
-            raise _fail(path, f"expected 'all', an integer, a list or a range 'a-b', "
-                        f"got {value!r}") from None
-        if not items:
-            raise _fail(path, f"the range {value!r} is empty (write it low-high)")
-    elif isinstance(value, int) and not isinstance(value, bool):
-        items = [value]
-    elif isinstance(value, list) and value:
-        items = value
-    else:
-        raise _fail(path, f"expected 'all', an integer, a non-empty list or a range 'a-b', "
-                    f"got {value!r}")
     for i in items:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < count:
-            raise _fail(path, f"{what} {i!r} is out of range 0..{count - 1}")
+        if not 0 <= i < count:
+            raise ValueError(f"{what} {i} is out of range 0..{count - 1}")
     return sorted(set(items))
+
+
+def _index_set(value: Any, count: int, path: str, what: str) -> list[int]:
+    try:
+        return parse_index_set(value, count, what)
+    except ValueError as err:
+        raise _fail(path, str(err)) from None
 
 
 def _parse_source(token: Any, layer: int, path: str) -> int:
@@ -104,8 +138,8 @@ def parse_rules(rules: Iterable[Mapping[str, Any]], dims: Dims, path: str
                    for s in (("k", "v") if key == "kv" else (key,))}
         if not streams:
             raise _fail(where, "a rule needs a gene under kv, k or v")
-        layers = _parse_index_set(rule.get("layers"), dims.n_layers, f"{where}.layers", "layer")
-        groups = _parse_index_set(rule.get("groups"), dims.n_groups, f"{where}.groups", "group")
+        layers = _index_set(rule.get("layers", "all"), dims.n_layers, f"{where}.layers", "layer")
+        groups = _index_set(rule.get("groups", "all"), dims.n_groups, f"{where}.groups", "group")
         for l in layers:
             for stream, raw in streams.items():
                 key = "kv" if "kv" in rule else stream

@@ -1,7 +1,7 @@
 """The architecture spec: one frozen, validated, canonical value per architecture.
 
 An `ArchSpec` holds the model dimensions and, for every layer ``l`` and head group ``g``, a
-`Gene` for the K stream and one for the V stream (DESIGN.md section 2):
+`Gene` for the K stream and one for the V stream (docs/CONNECTIVITY.md):
 
 * ``sources``: layers ``<= l`` whose hidden state (``reproject``) or computed K/V (``reuse``)
   the group reads; ``EMB`` (written ``e``) is the token-embedding output, normed by its own norm.

@@ -1,4 +1,4 @@
-"""Published cross-layer connectivity patterns as points of the spec (DESIGN.md section 1).
+"""Published cross-layer connectivity patterns as points of the spec (docs/CONNECTIVITY.md).
 
 Each preset is a function of the model dimensions that *returns an ArchSpec*: connectivity is
 data, never a model flag. ``names()`` lists the registered presets and ``get(name, **dims)``
@@ -9,12 +9,17 @@ builds one; dimension keywords are those of `Dims.create` (defaults: 4 layers, d
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from ._genes import did_you_mean
 from ._spec import ArchSpec, Dims
 
-__all__ = ["names", "get", "vanilla", "sla", "cla", "kv_sharing", "yoco", "skipv1former",
-           "svformer", "value_residual", "last_layer_shortcut"]
+__all__ = ["names", "get", "load_arch", "VANILLA", "vanilla", "sla", "cla", "kv_sharing", "yoco",
+           "skipv1former", "svformer", "value_residual", "last_layer_shortcut"]
+
+
+VANILLA = "vanilla"  # the baseline preset: results are compared with it (see sla_nas.results)
 
 
 def vanilla(dims: Dims) -> ArchSpec:
@@ -148,7 +153,7 @@ def last_layer_shortcut(dims: Dims, sources: list[int] | None = None) -> ArchSpe
 
 
 _REGISTRY: dict[str, Callable[[Dims], ArchSpec]] = {
-    "vanilla": vanilla,
+    VANILLA: vanilla,
     "sla-reproject": lambda d: sla(d, mode="reproject"),
     "sla-reuse": lambda d: sla(d, mode="reuse"),
     "cla2": lambda d: cla(d, 2),
@@ -175,9 +180,23 @@ def names() -> list[str]:
 def get(name: str, **dims: Any) -> ArchSpec:
     """Build preset ``name`` at the given dimensions (keywords of `Dims.create`)."""
     if name not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(name, names(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown preset {name!r}{hint}; known: {', '.join(names())}")
+        raise ValueError(f"unknown preset {name!r}{did_you_mean(name, names())}; "
+                         f"known: {', '.join(names())}")
     return _REGISTRY[name](Dims.create(**dims))
+
+
+def load_arch(name_or_path: str | Path, **dims: Any) -> ArchSpec:
+    """A preset name, built at ``dims``, or a spec file (``.yaml``/``.yml``/``.json``): what a
+    user names an architecture by on the command line. Dimension keywords apply to presets
+    only; a file carries its own dims, and silently ignoring them would train something else."""
+    if str(name_or_path) in _REGISTRY:
+        return get(str(name_or_path), **dims)
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        if dims:
+            raise ValueError(f"{path}: dimension flags apply to presets only; edit the file's "
+                             f"dims instead")
+        return ArchSpec.load(path)
+    return get(str(name_or_path))  # raises "unknown preset ... (did you mean ...)"

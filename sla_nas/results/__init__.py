@@ -2,12 +2,14 @@
 
 The run folder (`RunPaths`), the trials table (`load_results`; column names as constants such
 as `KEY`, `STATUS`, `SEED`), the winners (`ranked`, `winners`, `verdict`), paired statistics
-over training seeds (`paired`, `compare`, `seed_noise`) and the confirmation of winners on
-fresh seeds (`confirm.csv`: `load_confirm`, `summary`, `sentence`).
+over training seeds (`paired`, `compare`, `seed_noise`), the confirmation of winners on fresh
+seeds (`confirm.csv`: `load_confirm`, `summary`, `sentence`) and the baseline all of them are
+compared with (`is_vanilla`). The metric columns come from `sla_nas.arch.metrics`.
 """
 
 from __future__ import annotations
 
+from ._baseline import is_vanilla, joined_label
 from ._confirmation import (
     CONFIRM_TOKENS,
     LABEL,
@@ -67,4 +69,5 @@ __all__ = ["RunPaths", "valid_key", "valid_run_name", "trials_frame", "write_tab
            "spec_of", "search_noise", "verdict", "CONFIDENCE", "Summary", "Paired", "summarise",
            "paired", "compare", "seed_noise", "Candidate", "candidates", "confirm_seeds",
            "load_confirm", "append_confirm", "summary", "latest_summary", "sentence", "LABEL",
-           "SEARCH_TRIAL", "CONFIRM_TOKENS", "UNITS", "objective_of"]
+           "SEARCH_TRIAL", "CONFIRM_TOKENS", "UNITS", "objective_of", "is_vanilla",
+           "joined_label"]

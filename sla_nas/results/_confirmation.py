@@ -4,7 +4,7 @@
 search and the seed presets (vanilla always) with several *fresh* training seeds (the search
 chose its winners on its own seed; re-using it would re-use their luck) at a longer budget.
 Seed index i is the same training seed for every architecture: the same data order,
-evaluation set and initial shared weights, so differences are paired (`sla_nas.stats`).
+evaluation set and initial shared weights, so differences are paired (docs/EVALUATION.md).
 Every finished run is appended to ``RUN_DIR/confirm.csv``; a run already there (same
 architecture, seed and budget) is never trained again.
 """
@@ -20,9 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from sla_nas.arch import ArchSpec, presets
+from sla_nas.arch import ArchSpec, metrics, presets
 from sla_nas.space import SearchSpace
 
+from ._baseline import is_vanilla, joined_label
 from ._run_folder import RunPaths
 from ._stats import compare
 from ._table import KEY, SEED, SPEC, TRIAL, load_results
@@ -35,8 +36,7 @@ __all__ = ["Candidate", "candidates", "confirm_seeds", "load_confirm", "append_c
 LABEL = "label"  # "rank 1", "vanilla", ...
 SEARCH_TRIAL = "search_trial"  # the search trial an architecture came from (winners)
 CONFIRM_TOKENS = "budget_tokens"  # the length of the confirmation runs
-UNITS = {("bytes-lm", "val_loss"): "nats/byte", ("mqar", "val_loss"): "nats",
-         ("bytes-lm", "train_loss"): "nats/byte"}
+UNITS = metrics.TASK_UNITS  # {(task, metric): unit} where a unit depends on the task
 
 
 @dataclass(frozen=True)
@@ -62,22 +62,22 @@ def candidates(run_dir: str | Path, top: int, preset_names: list[str] | None = N
         out[spec.key] = Candidate(f"rank {rank}", spec, int(row[TRIAL]))
     named = [(n, s) for n, s in space.seeds] if preset_names is None else [
         (n, presets.get(n, **dims)) for n in preset_names]
-    if not any(n == "vanilla" for n, _ in named):
-        named.append(("vanilla", presets.get("vanilla", **dims)))
+    if not any(is_vanilla(n) for n, _ in named):
+        named.append((presets.VANILLA, presets.get(presets.VANILLA, **dims)))
     for name, spec in named:
         if spec.key in out:
             first = out[spec.key]
-            out[spec.key] = Candidate(f"{first.label} = {name}", spec, first.search_trial)
+            out[spec.key] = Candidate(joined_label(first.label, name), spec, first.search_trial)
         else:
             out[spec.key] = Candidate(name, spec, None)
     return list(out.values())
 
 
 def objective_of(space: SearchSpace) -> tuple[str, str]:
-    """The first trained objective (what a confirmation re-measures)."""
-    trained = ("val_loss", "val_acc", "train_loss")
-    return next(((o.metric, o.mode) for o in space.config.objectives if o.metric in trained),
-                ("val_loss", "min"))
+    """The first objective that says what training achieved (`metrics.QUALITY`): what a
+    confirmation re-measures."""
+    return next(((o.metric, o.mode) for o in space.config.objectives
+                 if o.metric in metrics.QUALITY), ("val_loss", "min"))
 
 
 def confirm_seeds(space: SearchSpace, n: int) -> list[int]:
@@ -108,7 +108,10 @@ def summary(table: pd.DataFrame, labels: dict[str, str], metric: str, mode: str
             ) -> pd.DataFrame:
     """Per architecture: mean and std over seeds, paired difference (and 95 % interval,
     p-value) to vanilla and to the next in the ranking, and whether each is distinguishable."""
-    base = next(k for k, label in labels.items() if label.endswith("vanilla"))
+    base = next((k for k, label in labels.items() if is_vanilla(label)), None)
+    if base is None:
+        raise ValueError(f"no vanilla among the labels {sorted(labels.values())}: a "
+                         f"confirmation is compared with it")
     ok = table[(table["status"] == "ok") & table[KEY].isin(labels)]
     out = compare(ok, base, metric, mode, KEY, SEED)
     out.insert(0, LABEL, out[KEY].map(labels))
@@ -126,7 +129,7 @@ def latest_summary(run_dir: str | Path, metric: str, mode: str
     tokens = int(table[CONFIRM_TOKENS].max())
     table = table[table[CONFIRM_TOKENS] == tokens].drop_duplicates([KEY, SEED], keep="last")
     labels = dict(zip(table[KEY], table[LABEL]))
-    if not any(label.endswith("vanilla") for label in labels.values()):
+    if not any(is_vanilla(label) for label in labels.values()):
         return None
     return table, summary(table, labels, metric, mode), tokens
 
@@ -137,18 +140,18 @@ def sentence(table: pd.DataFrame, metric: str, mode: str, unit: str = "") -> str
         return "no confirmation runs finished"
     best = table.iloc[0]
     seeds = int(best["n_seeds"])
-    if not best[LABEL].endswith("vanilla") and "vs_baseline_n" in best:
+    if not is_vanilla(best[LABEL]) and "vs_baseline_n" in best:
         seeds = int(best["vs_baseline_n"]) if math.isfinite(best["vs_baseline_n"]) else 0
         if seeds == 0:
             return (f"{best[LABEL]} leads, but shares no finished seed with vanilla yet: "
                     f"nothing can be said about it")
-    chosen = int((~table[LABEL].str.endswith("vanilla")).sum())
+    chosen = int((~table[LABEL].map(is_vanilla)).sum())
     among = f", the best of {chosen}" if chosen > 1 else ""
     tied = 1
     while tied < len(table) and not bool(table.iloc[tied - 1].get("ahead_of_next")):
         tied += 1
     unit = f" {unit}" if unit else ""
-    if best[LABEL].endswith("vanilla"):
+    if is_vanilla(best[LABEL]):
         text = f"vanilla is the best of the {len(table)} confirmed architectures"
         runner = table.iloc[1] if len(table) > 1 else None
         if runner is not None and not bool(best.get("ahead_of_next")):

@@ -33,7 +33,7 @@ def valid_key(key: Any) -> str:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """The files of one run folder ``results/<name>/`` (DESIGN.md section 5)."""
+    """The files of one run folder ``results/<name>/`` (README, "The run folder")."""
 
     root: Path
 

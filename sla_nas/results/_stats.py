@@ -6,12 +6,16 @@ data order, the evaluation set and the initial value of every weight two archite
 therefore taken seed by seed, which removes each seed's shared luck: the paired standard
 deviation is smaller than the unpaired one (0.008 against 0.008-0.016 nats/byte at the default
 proxy size: README, "How far to trust a proxy"). Intervals are Student-t 95 % intervals of
-the mean paired difference; p-values are two-sided paired t-tests.
+the mean paired difference; p-values are two-sided paired t-tests (both from
+`scipy.stats.ttest_rel`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -24,12 +28,14 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class Summary:
-    """One architecture over seeds."""
+    """One architecture over seeds: the mean, its spread and a 95 % interval of the mean."""
 
     key: str
     n: int
     mean: float
     std: float  # sample standard deviation (n - 1); NaN for one seed
+    low: float = math.nan  # Student-t interval of the mean; NaN for one seed
+    high: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -55,43 +61,67 @@ class Paired:
         return self.n >= 2 and (self.low > 0 or self.high < 0)
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """scipy warns of precision loss when values are nearly identical; the interval it then
+    gives is as narrow as the data, which is what it should say."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        yield
+
+
 def summarise(values: pd.Series, key: str) -> Summary:
+    """Mean, sample standard deviation and the `CONFIDENCE` Student-t interval of the mean
+    (scipy's one-sample t-test against 0: only its interval is used)."""
     v = values.astype(float)
-    return Summary(key, len(v), float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return Summary(key, len(v), mean, math.nan)
+    std = float(v.std(ddof=1))
+    if std == 0:
+        return Summary(key, len(v), mean, std, mean, mean)
+    with _quiet():
+        low, high = _stats.ttest_1samp(v, 0.0).confidence_interval(CONFIDENCE)
+    return Summary(key, len(v), mean, std, float(low), float(high))
 
 
 def paired(table: pd.DataFrame, a: str, b: str, key: str = "arch_key", seed: str = "train_seed",
            metric: str = "val_loss") -> Paired:
-    """Seed-by-seed difference ``a - b`` of ``metric`` over the seeds both were trained with."""
+    """Seed-by-seed difference ``a - b`` of ``metric`` over the seeds both were trained with:
+    scipy's paired t-test (`scipy.stats.ttest_rel`), its two-sided p-value and its
+    `CONFIDENCE` interval of the mean difference."""
     x = table[table[key] == a].set_index(seed)[metric].astype(float)
     y = table[table[key] == b].set_index(seed)[metric].astype(float)
-    d = (x - y).dropna()
-    n = len(d)
+    both = pd.concat([x.rename("a"), y.rename("b")], axis=1, join="inner").dropna()
+    n = len(both)
     if n == 0:
         raise ValueError(f"{a} and {b} share no training seed")
+    d = both["a"] - both["b"]
     mean = float(d.mean())
     if n < 2:
         return Paired(a, b, n, mean, math.nan, math.nan, math.nan, math.nan)
     std = float(d.std(ddof=1))
-    half = float(_stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
-    if std == 0:
-        p = 1.0 if mean == 0 else 0.0
-    else:
-        p = float(2 * _stats.t.sf(abs(mean) / (std / math.sqrt(n)), n - 1))
-    return Paired(a, b, n, mean, std, mean - half, mean + half, p)
+    if std == 0:  # identical differences: scipy's t is undefined (0/0) or infinite
+        return Paired(a, b, n, mean, std, mean, mean, 1.0 if mean == 0 else 0.0)
+    with _quiet():
+        test = _stats.ttest_rel(both["a"], both["b"])
+        low, high = test.confidence_interval(CONFIDENCE)
+    return Paired(a, b, n, mean, std, float(low), float(high), float(test.pvalue))
 
 
 def compare(table: pd.DataFrame, baseline: str, metric: str = "val_loss", mode: str = "min",
             key: str = "arch_key", seed: str = "train_seed") -> pd.DataFrame:
-    """Per architecture: mean and std over seeds, and the paired difference to ``baseline``
-    and to the next architecture in the ranking (best first by mean). Flags say whether the
-    architecture is distinguishable from the baseline and from the runner-up below it."""
+    """Per architecture: mean, std and the interval of the mean over seeds (``low``,
+    ``high``), and the paired difference to ``baseline`` and to the next architecture in the
+    ranking (best first by mean). Flags say whether the architecture is distinguishable from
+    the baseline and from the runner-up below it."""
     rows = []
     for k, group in table.groupby(key, sort=False):
         s = summarise(group[metric], str(k))
-        rows.append({key: k, "n_seeds": s.n, "mean": s.mean, "std": s.std})
+        rows.append({key: k, "n_seeds": s.n, "mean": s.mean, "std": s.std, "low": s.low,
+                     "high": s.high})
     if not rows:
-        return pd.DataFrame(columns=[key, "n_seeds", "mean", "std"])
+        return pd.DataFrame(columns=[key, "n_seeds", "mean", "std", "low", "high"])
     out = pd.DataFrame(rows).sort_values("mean", ascending=mode == "min").reset_index(drop=True)
     sign = 1 if mode == "min" else -1
     for i, row in out.iterrows():

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from sla_nas.space import COST_METRICS
+from sla_nas.arch import metrics
 
 from ._run_folder import RunPaths
 
@@ -48,8 +48,8 @@ CURVE = "curve_json"  # running training loss: [[tokens, loss], ...]
 STARTED, FINISHED = "started", "finished"
 N_SEEDS = "n_seeds"  # ranked(): training seeds an architecture's mean is over
 PARAM_PREFIX = "param:"  # one column per searched decision, e.g. "param:L3.g1.kv_src"
-TRAINED_METRICS = ("val_loss", "val_acc", "train_loss", "tokens_per_s")
-COSTS = (*COST_METRICS, "decode_kv_bytes_per_token")
+TRAINED_METRICS = metrics.MEASURED  # one column each (`sla_nas.arch.metrics` says what they are)
+COSTS = metrics.ANALYTIC  # one column each: `sla_nas.arch.estimate` of the trial's spec
 
 TRAINED_STATUSES = ("ok", "pruned", "diverged", "error")  # trials Tune ran
 STATUSES = {

@@ -8,6 +8,7 @@ import pandas as pd
 
 from sla_nas.arch import ArchSpec
 
+from ._baseline import is_vanilla
 from ._table import KEY, N_SEEDS, SEED, SEED_PRESET, SPEC, STATUS, TRIAL
 
 __all__ = ["finished_ok", "ranked", "pareto_mask", "winners", "spec_of", "search_noise",
@@ -78,7 +79,7 @@ def verdict(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> str:
     if ok.empty:
         return "no trial finished its full budget, so there is no best architecture"
     best = ok.iloc[0]
-    base = ok[ok[SEED_PRESET] == "vanilla"] if SEED_PRESET in ok else ok.iloc[0:0]
+    base = ok[ok[SEED_PRESET].map(is_vanilla)] if SEED_PRESET in ok else ok.iloc[0:0]
     if base.empty:
         return (f"the best architecture is {best[KEY]} ({metric} {best[metric]:.4f}); the "
                 f"vanilla seed was not evaluated, so there is nothing to compare it with")

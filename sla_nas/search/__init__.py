@@ -9,7 +9,7 @@
   any SQLAlchemy URL (``storage``, e.g. PostgreSQL). A new run never continues an old study.
 * **Resumable**: ``resume=True`` restores Tune's experiment and the study after the driver
   died; finished trials are kept, unfinished ones continue from their last checkpoint.
-* **Output** (DESIGN.md section 5): the space file as run, ``trials.csv`` / ``.parquet``
+* **Output** (README, "The run folder"): the space file as run, ``trials.csv`` / ``.parquet``
   (rewritten after every trial), ``best.yaml`` or ``pareto/``, the study and Tune's folder.
 
 This package is the only part of sla-nas that imports Ray.

@@ -2,7 +2,7 @@
 
 A plain Tune run over (architecture, seed) jobs: no sampler, no scheduler. Each finished run
 is appended to ``confirm.csv`` as it ends (nothing is lost if the driver dies; a rerun trains
-only what is missing). See `sla_nas.confirmation` for what is re-trained and why.
+only what is missing). See `sla_nas.results.candidates` for what is re-trained and why.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from ray import tune
 from ray.tune import Callback
 
-from sla_nas.arch import ArchSpec
+from sla_nas.arch import ArchSpec, metrics
 from sla_nas.proxy import Budget
 from sla_nas.results import (
     CONFIRM_TOKENS,
@@ -30,7 +30,6 @@ from sla_nas.results import (
     SPEC,
     STATUS,
     TOKENS_TRAINED,
-    UNITS,
     WALL_SECONDS,
     RunPaths,
     append_confirm,
@@ -91,7 +90,7 @@ class ConfirmRecorder(Callback):
         append_confirm(self.run_dir, [{
             KEY: key, LABEL: label, SEARCH_TRIAL: search_trial, SEED: job[TRAIN_SEED],
             CONFIRM_TOKENS: self.tokens, STATUS: status or result.get("status", "error"),
-            **{m: result.get(m) for m in ("val_loss", "val_acc", "train_loss")},
+            **{m: result.get(m) for m in metrics.QUALITY},
             TOKENS_TRAINED: result.get("tokens_trained"), "data_digest": result.get(
                 "data_digest"),
             WALL_SECONDS: result.get("time_total_s"), NODE_ID: result.get("node_id"),
@@ -167,7 +166,7 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
     table = table[(table[CONFIRM_TOKENS] == tokens) & table[KEY].isin(keys) &
                   table[SEED].isin(seeds)].drop_duplicates([KEY, SEED], keep="last")
     result = summary(table, keys, metric, mode)
-    unit = UNITS.get((config.task.name, metric), "")
+    unit = metrics.unit_of(metric, config.task.name)
     return ConfirmOutcome(table, result, sentence(result, metric, mode, unit), metric, tokens)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sla_nas.arch import metrics
 from sla_nas.proxy import Budget, EvalPlan, plan_evaluations
 from sla_nas.results import (
     STATUS,
@@ -74,12 +75,15 @@ class SearchOutcome:
 # ---------------------------------------------------------------------- preparing a run
 def _check_objectives(space: SearchSpace) -> list[tuple[str, str]]:
     objectives = [(o.metric, o.mode) for o in space.config.objectives]
-    trained = {"val_loss", "val_acc", "train_loss", "tokens_per_s"}
-    if not any(m in trained for m, _ in objectives):
+    if not any(m in metrics.MEASURED for m, _ in objectives):
         raise ValueError(f"{space.path}: objectives: at least one must be a trained metric "
-                         f"({', '.join(sorted(trained))}); costs alone need no search")
-    if any(m == "val_acc" for m, _ in objectives) and space.config.task.name != "mqar":
-        raise ValueError(f"{space.path}: objectives: val_acc is measured on task mqar only")
+                         f"({', '.join(sorted(metrics.MEASURED))}); costs alone need no search")
+    task = space.config.task.name
+    for m, _ in objectives:
+        tasks = metrics.REGISTRY[m].tasks
+        if tasks is not None and task not in tasks:
+            raise ValueError(f"{space.path}: objectives: {m} is measured on task "
+                             f"{' or '.join(tasks)} only")
     return objectives
 
 
@@ -338,7 +342,7 @@ def _scheduler(plan: EvalPlan, objectives: list[tuple[str, str]]) -> Any:
     from ._trainable import BUDGET_TOKENS
 
     metric, mode = next(((m, d) for m, d in objectives
-                         if m in ("val_loss", "val_acc", "train_loss")), (None, None))
+                         if m in metrics.QUALITY), (None, None))
     if metric is None:  # only costs: nothing trained to stop a trial on
         return FIFOScheduler()
     if plan.scheduler == "asha":

@@ -55,27 +55,6 @@ def _replay(walk: Callable[[Choose], dict]) -> Iterator[tuple[dict[str, Any], di
         yield path.params, genes
 
 
-def _index_set(value: Any, count: int, what: str) -> list[int]:
-    if value == "all":
-        return list(range(count))
-    if isinstance(value, str) and "-" in value:
-        lo, _, hi = value.partition("-")
-        if not (lo.strip().isdigit() and hi.strip().isdigit()):
-            raise ValueError(f"expected 'all', a number, a list or a range 'a-b', got {value!r}")
-        items = list(range(int(lo), int(hi) + 1))
-    elif isinstance(value, int):
-        items = [value]
-    elif isinstance(value, list) and value:
-        items = value
-    else:
-        raise ValueError(f"expected 'all', a number, a non-empty list or a range 'a-b', "
-                         f"got {value!r}")
-    bad = [i for i in items if not 0 <= i < count]
-    if bad:
-        raise ValueError(f"{what} {bad[0]} is out of range 0..{count - 1}")
-    return sorted(set(items))
-
-
 class _RandomTrial:
     """The part of optuna.Trial that `sample` uses, drawing uniformly."""
 

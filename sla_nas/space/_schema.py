@@ -6,20 +6,28 @@ was found and what was expected; unknown keys get a "did you mean".
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from sla_nas.arch import check_index_set, did_you_mean, metrics
 
 __all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS",
            "check_run_name"]
 
-COST_METRICS = ("params", "kv_cache_bytes_per_token", "train_flops_per_token",
-                "decode_bytes_per_token")
-METRICS = ("val_loss", "val_acc", "train_loss", "tokens_per_s", *COST_METRICS)
+METRICS = metrics.OBJECTIVES  # what an objective may name (the registry's order)
+COST_METRICS = tuple(m for m in METRICS if metrics.REGISTRY[m].analytic)  # max_<name> limits
 
 IndexSet = Literal["all"] | int | str | list[int]
 
@@ -87,6 +95,12 @@ class ConnectivitySection(_Strict):
 
     _lists = field_validator("modes", "combines", "mix_weights")(_non_empty_unique)
 
+    @field_validator("layers", "groups", mode="before")
+    @classmethod
+    def _index_set(cls, value: Any, info: ValidationInfo) -> Any:
+        check_index_set(value, info.field_name.removesuffix("s"))  # before: true is not 1
+        return value
+
 
 class ConstraintsSection(_Strict):
     max_params: int | None = Field(default=None, ge=1)
@@ -96,16 +110,25 @@ class ConstraintsSection(_Strict):
 
 
 class Objective(_Strict):
+    """A metric to optimise; ``mode`` defaults to the metric's better direction."""
+
     metric: str
     mode: Literal["min", "max"] = "min"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mode(cls, data: Any) -> Any:
+        name = data.get("metric") if isinstance(data, dict) else None
+        if isinstance(name, str) and name in METRICS and "mode" not in data:
+            return {**data, "mode": metrics.REGISTRY[name].mode}
+        return data
 
     @field_validator("metric")
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in METRICS:
-            close = difflib.get_close_matches(value, METRICS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown metric{hint}; expected one of {list(METRICS)}")
+            raise ValueError(f"unknown metric{did_you_mean(value, METRICS)}; "
+                             f"expected one of {list(METRICS)}")
         return value
 
 
@@ -169,9 +192,9 @@ class SpaceFile(_Strict):
     def _objectives(cls, value: list[Objective]) -> list[Objective]:
         if not value:
             raise ValueError("an empty choice: name at least one objective")
-        metrics = [o.metric for o in value]
-        if len(set(metrics)) != len(metrics):
-            raise ValueError(f"an objective is listed twice: {metrics}")
+        names = [o.metric for o in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"an objective is listed twice: {names}")
         return value
 
 
@@ -242,12 +265,13 @@ def _message(err: dict[str, Any], model: type[BaseModel], data: Any
             field = getattr(owner, "model_fields", {}).get(part)
             owner = field.annotation if field is not None else None
         allowed = list(getattr(owner, "model_fields", {}))
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return loc, f"unknown key {loc[-1]!r}{hint}; expected one of {allowed}"
+        return loc, (f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], allowed)}; "
+                     f"expected one of {allowed}")
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         return loc, "missing"
+    if ", got " in msg or (isinstance(found, str) and repr(found) in msg):  # said already
+        return loc, msg
     hint = ""
     if isinstance(found, str):
         try:

@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import operator
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +31,12 @@ from sla_nas.arch import (
     canonical_gene,
     estimate,
     gene_costs,
+    parse_index_set,
     parse_rules,
     presets,
 )
 
-from ._decisions import Choose, _index_set, _label, _named, _pick, _RandomTrial, _replay
+from ._decisions import Choose, _label, _named, _pick, _RandomTrial, _replay
 from ._schema import SpaceError, SpaceFile, located, parse_space_yaml
 
 __all__ = ["SearchSpace", "SpaceError", "Unit", "suggest_arch"]
@@ -150,21 +152,24 @@ class SearchSpace:
         rules = self.config.connectivity.fixed
         try:
             return dict(parse_rules(rules, dims, "connectivity.fixed"))
+        except ValueError as err:  # "connectivity.fixed[0].layers: ...": point at that key
+            where, _, message = str(err).partition(": ")
+            loc = tuple(int(part) if part.isdigit() else part
+                        for part in re.findall(r"[^.\[\]]+", where))
+            raise self._error(loc, message) from None
+
+    def _index_set(self, key: str, count: int) -> list[int]:
+        """``connectivity.layers`` or ``.groups`` at a model with ``count`` of them."""
+        try:
+            return parse_index_set(getattr(self.config.connectivity, key), count, key[:-1])
         except ValueError as err:
-            text = str(err)
-            index = int(text.split("[", 1)[1].split("]", 1)[0]) if "fixed[" in text else 0
-            raise self._error(("connectivity", "fixed", index),
-                              text.split(": ", 1)[-1]) from None
+            raise self._error(("connectivity", key), str(err)) from None
 
     def units(self, dims: Dims) -> list[Unit]:
         """The searched decisions at ``dims``, in layer order."""
         c = self.config.connectivity
-        try:
-            layers = _index_set(c.layers, dims.n_layers, "layer")
-            groups = _index_set(c.groups, dims.n_groups, "group")
-        except ValueError as err:
-            key = "groups" if "group" in str(err) else "layers"
-            raise self._error(("connectivity", key), str(err)) from None
+        layers = self._index_set("layers", dims.n_layers)
+        groups = self._index_set("groups", dims.n_groups)
         streams = {"tied": ("kv",), "separate": ("k", "v"), "k": ("k",), "v": ("v",)}[c.streams]
         fixed = self._fixed(dims)
         out = []
