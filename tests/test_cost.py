@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sla_nas import build_model, presets
-from sla_nas.arch import ArchSpec, Dims, estimate
+from sla_nas.arch import ArchSpec, Dims, cell_label, connectivity_table, cost_table, estimate
 
 from random_specs import features, random_specs
 
@@ -211,3 +211,27 @@ def test_decode_reads():
     assert set(vanilla) == {"params", "kv_cache_bytes_per_token", "train_flops_per_token",
                             "decode_bytes_per_token", "decode_kv_bytes_per_token"}
     assert all(isinstance(v, int) for v in vanilla.values())
+
+
+def test_cost_table_puts_every_cost_next_to_vanillas():
+    """skipv1former at TINY: layers 1-3 of groups 2-3 reuse layer 0's V, so the cache holds
+    4 + 1 + 3/2 of vanilla's 8 vectors per layer-group pair (hand count, as above)."""
+    spec = presets.get("skipv1former", **TINY)
+    rows = cost_table(spec)
+    vanilla = estimate(presets.vanilla(spec.dims))
+    assert [r.metric for r in rows] == list(estimate(spec))
+    assert [(r.this, r.vanilla) for r in rows] == [(v, vanilla[k])
+                                                   for k, v in estimate(spec).items()]
+    kv = next(r for r in rows if r.metric == "kv_cache_bytes_per_token")
+    assert kv.ratio == pytest.approx(6.5 / 8) and kv.unit == "bytes/token"
+    assert {r.metric: r.unit for r in rows}["params"] == "parameters"
+    assert all(r.ratio == 1.0 for r in cost_table(presets.vanilla(spec.dims)))
+    assert cost_table(spec, bytes_per_element=4)[1].this == 2 * kv.this
+
+
+def test_connectivity_table_has_a_row_per_layer_and_a_column_per_group():
+    spec = presets.get("skipv1former", **dict(TINY, n_heads=8, n_kv_heads=4, n_groups=2))
+    header, rows = connectivity_table(spec)
+    assert header == ["layer", "group 0", "group 1"]
+    assert rows == [[str(l), *(cell_label(spec, l, g) for g in range(2))] for l in range(4)]
+    assert rows[1][1:] == ["·", "K· V↺0"]

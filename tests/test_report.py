@@ -1,9 +1,8 @@
-"""The report: data functions on a small hand-made trials table (exact values), the HTML file
-on real run folders, and the page rendered in headless Chromium."""
+"""The report: data functions and the page on a small hand-made trials table and run folder
+(exact values), the page of a real search's run folder, and that page in headless Chromium."""
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -14,11 +13,16 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from markupsafe import escape
 
 from sla_nas import results as R
-from sla_nas.arch import ArchSpec, Dims
+from sla_nas.arch import ArchSpec, Dims, cost_table
 from sla_nas.report import _data as data
 from sla_nas.report import build_report, load_results
+from sla_nas.report._noise import _get_confirm_info
+from sla_nas.results import append_confirm
+
+from search_helpers import write_space
 
 DIMS = Dims.create(vocab_size=256, d_model=16, n_layers=3, n_heads=2, seq_len=16)
 ONE = [("val_loss", "min")]
@@ -268,13 +272,172 @@ def test_table_lists_the_top_with_every_metric_and_cost(frame):
                                   192, 6000, 10.0))
 
 
-def test_run_objectives_come_from_the_space_file(finished_pareto_run):
-    name, objectives = data.run_objectives(R.RunPaths(finished_pareto_run))
-    assert name == "pareto" and objectives == TWO
+def test_run_objectives_come_from_the_space_file(tmp_path):
+    run = run_folder(tmp_path, TWO)
+    name, objectives = data.run_objectives(R.RunPaths(run))
+    assert name == "synth" and objectives == TWO
+
+
+def test_costs_of_the_top_architecture_against_vanilla(frame):
+    info = data._get_costs_info(frame, ONE)
+    assert (info.trial, info.key) == (6, SPECS["E"].key)
+    assert info.rows == tuple(cost_table(SPECS["E"]))
+    assert data._get_costs_info(frame[frame[R.STATUS] != "ok"], ONE) is None
 
 
 # ---------------------------------------------------------------------- report.html
 SECTIONS = ("history", "pareto", "connectivity", "choices", "curves", "top")
+
+
+def run_folder(tmp_path: Path, objectives: list[tuple[str, str]] = ONE,
+               frame: pd.DataFrame | None = None) -> Path:
+    """A run folder as a search leaves it, without running one: the space file as run,
+    run.json and the trials table (the hand-made one unless ``frame`` is given)."""
+    run = tmp_path / "synth"
+    run.mkdir()
+    write_space(run, "synth", objectives=[{"metric": m, "mode": d} for m, d in objectives]
+                ).rename(run / "space.yaml")
+    (run / "run.json").write_text(json.dumps({"started": "2026-01-01T10:00:00"}))
+    (synthetic_frame() if frame is None else frame).to_csv(run / "trials.csv", index=False)
+    return run
+
+
+def _check_self_contained(text: str) -> dict[str, dict[str, Any]]:
+    """No external resource, plotly.js inlined once, every figure's JSON with data; the
+    figures by name."""
+    from plotly.offline import get_plotlyjs
+
+    assert text.count(get_plotlyjs()) == 1
+    text = text.replace(get_plotlyjs(), "")  # its own strings (modebar links) are not loaded
+    assert not re.search(r"<script[^>]*\bsrc=|<link\b|<img\b|<iframe\b", text)
+    assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?(https?:)?//""", text)
+    figures = dict(re.findall(r"<script type='application/json' id='fig-([\w-]+)-data'>"
+                              r"(.*?)</script>", text, flags=re.S))
+    assert re.findall(r"<div id='fig-([\w-]+)' class='figure'>", text) == list(figures)
+    specs = {name: json.loads(f) for name, f in figures.items()}
+    for spec in specs.values():
+        assert any(len(t.get("x") or t.get("y") or []) for t in spec["data"])
+    return specs
+
+
+def _titles(specs: dict[str, dict[str, Any]]) -> list[str]:
+    """The connectivity pictures' titles, first line."""
+    return [a["text"].split("<br>")[0] for a in specs["connectivity"]["layout"]["annotations"]]
+
+
+def _column(text: str, table: str, col: int) -> list[str]:
+    """The cells of one column of the first ``<table class='table'>`` (sort keys for the
+    sortable one, texts otherwise)."""
+    body = text.split(f"<table class='{table}'>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>")[1], flags=re.S)
+    cells = [re.findall(r"<td(?: data-sort='([^']*)')?>([^<]*)</td>", r) for r in rows]
+    return [(c[col][0] if table == "sortable" else c[col][1]) for c in cells]
+
+
+def test_report_of_a_hand_made_run(tmp_path, frame):
+    """Every section from the hand-made trials table, with what each must show."""
+    path = build_report(run_folder(tmp_path), top=3)
+    assert path.name == "report.html" and not list(path.parent.glob(".*.tmp"))
+    text = path.read_text()
+    specs = _check_self_contained(text)
+    # 4 fully trained architectures: too few for importances (6), the note says so
+    assert list(specs) == ["history", "pareto", "connectivity", "marginal", "curves"]
+    assert ("<p class='note'>Importances: only 4 fully trained architectures: importances "
+            "need at least 6.</p>") in text
+    assert re.findall(r"<section id='(\w+)'>", text) == list(SECTIONS)
+    assert re.findall(r"<a href='#\w+'>([^<]*)</a>", text) == [
+        "Best so far", "Loss against cost", "Connectivity of the top 3", "Which choices matter",
+        "Learning curves", "Top 3 architectures"]
+    verdict = R.verdict(frame, ONE)
+    assert f"<p class='verdict'>{escape(verdict[0].upper() + verdict[1:])}.</p>" in text
+    assert "started 2026-01-01T10:00:00" in text and "<b>val_loss (min)</b>" in text
+    assert "<span style='background:#ff7f0e'>pruned 1</span>" in text
+    assert [len(t["x"]) for t in specs["history"]["data"][:1]] == [5]  # the ok trials
+    assert _titles(specs) == [f"★ #1 {SPECS['E'].key}", f"#2 {SPECS['A'].key}",
+                              f"#3 {SPECS['D'].key}"]
+    seeds = [t for t in specs["pareto"]["data"] if t["name"] == "seed presets"]
+    assert [t["text"] for t in seeds] == [["vanilla"], ["vanilla"]]  # KV cache, parameters
+    assert "pruned here" in [t["name"] for t in specs["curves"]["data"]]
+    # the winner's costs: the rows of sla_nas.arch.cost_table, as the page writes numbers
+    costs = cost_table(SPECS["E"])
+    assert _column(text, "costs", 0) == [r.metric for r in costs]
+    assert _column(text, "costs", 1) == [f"{r.this:,}" for r in costs]
+    assert _column(text, "costs", 3) == [f"{r.ratio:.3f}" for r in costs]
+    assert _column(text, "costs", 4) == [r.unit for r in costs]
+    # the sortable table: the top 3, winner first, numbers as sort keys and formatted text
+    assert "<th data-num='1' title='click to sort'>val_loss</th>" in text
+    assert "<th data-num='0' title='click to sort'>arch_key</th>" in text
+    assert _column(text, "sortable", 1) == ["6", "1", "4"]
+    assert _column(text, "sortable", 4) == ["1", "0", "0"]  # winner: a star
+    assert "<td data-sort='1'>★</td>" in text and "<td data-sort='1010'>1,010</td>" in text
+
+
+def test_report_of_all_trials_names_every_seed_run(tmp_path):
+    text = build_report(run_folder(tmp_path), top=10).read_text()
+    specs = _check_self_contained(text)
+    titles = [a["text"] for a in specs["connectivity"]["layout"]["annotations"]]
+    assert len(titles) == 4 and titles[3].startswith(f"#4 {SPECS['V'].key} (vanilla) · 2 seeds")
+    assert "Top 4 architectures" in text
+
+
+def test_report_of_two_objectives_draws_each_plane(tmp_path):
+    text = build_report(run_folder(tmp_path, TWO)).read_text()
+    specs = _check_self_contained(text)
+    axes = [specs["pareto"]["layout"][a]["title"]["text"] for a in ("xaxis", "xaxis2")]
+    assert axes == ["KV cache bytes/token", "parameters"]
+    assert "<b>val_loss (min), kv_cache_bytes_per_token (min)</b>" in text
+    assert _titles(specs)[:2] == [f"★ #1 {SPECS['E'].key}", f"★ #2 {SPECS['D'].key}"]
+
+
+def test_report_with_a_confirmation_leads_with_it(tmp_path):
+    run = run_folder(tmp_path)
+    append_confirm(run, [
+        {"arch_key": SPECS[a].key, "label": label, "search_trial": trial, "train_seed": s,
+         "budget_tokens": 12000, "status": "ok", "val_loss": v}
+        for a, label, trial, values in (("V", "vanilla", 0, [2.00, 2.10, 1.95]),
+                                        ("E", "rank 1", 6, [1.96, 2.05, 1.92]))
+        for s, v in zip((1, 2, 3), values)])
+    text = build_report(run, top=3).read_text()
+    specs = _check_self_contained(text)
+    assert list(specs)[0] == "confirmation"
+    assert re.findall(r"<section id='(\w+)'>", text) == ["confirmation", *SECTIONS]
+    sentence = _get_confirm_info(run, "val_loss", "min", "bytes-lm").sentence
+    assert f"<p class='verdict'>{escape(sentence[0].upper() + sentence[1:])}.</p>" in text
+    assert "Confirmed: 2 architectures re-trained with 3\nfresh paired seeds at 12,000" in text
+    assert "<th data-num='1' title='click to sort'>confirmed val_loss</th>" in text
+
+
+def test_report_escapes_what_a_run_folder_holds(tmp_path):
+    """Labels come from the run folder: none may add markup to the page or end a script."""
+    frame = synthetic_frame()
+    frame.loc[frame[R.TRIAL] == 6, R.SEED_PRESET] = "<img src=x onerror=alert(1)>"
+    frame.loc[frame[R.TRIAL] == 7, R.MESSAGE] = "</script><script>alert(2)</script>"
+    text = build_report(run_folder(tmp_path, frame=frame)).read_text()
+    _check_self_contained(text)  # no <img, every figure's JSON still parses
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "</script><script>alert(2)" not in text
+
+
+def test_report_of_a_search_that_has_just_started(tmp_path):
+    """Nothing trained yet, a CSV table only, holding the few columns a trial has when it is
+    proposed: notes instead of empty figures; and a table with no trial at all."""
+    run = run_folder(tmp_path, frame=pd.DataFrame({
+        R.TRIAL: [0, 1], R.KEY: [SPECS["V"].key, SPECS["V"].key],
+        R.STATUS: ["running", "waiting"], R.STATE: ["RUNNING", "RUNNING"],
+        R.MESSAGE: [None, "same architecture as running trial 0"]}))
+    text = build_report(run, top=3).read_text()
+    assert list(_check_self_contained(text)) == ["history"]  # the trials by status
+    assert text.count("no architecture has been trained to the full budget yet") == 3
+    assert "no trial has reported an evaluation yet" in text
+    assert "<table class='costs'>" not in text
+    assert "No trial finished its full budget, so there is no best architecture." in text
+    pd.DataFrame(columns=[R.TRIAL, R.KEY, R.STATUS]).to_csv(run / "trials.csv", index=False)
+    text = build_report(run).read_text()
+    assert _check_self_contained(text) == {} and "no trials yet" in text
+    with pytest.raises(ValueError, match="top"):
+        build_report(run, top=0)
+    with pytest.raises(ValueError, match="no such run folder"):
+        build_report(tmp_path / "missing")
 
 
 def _copy(run: Path, tmp_path: Path) -> Path:
@@ -284,78 +447,18 @@ def _copy(run: Path, tmp_path: Path) -> Path:
     return target
 
 
-def _check_self_contained(text: str) -> list[dict[str, Any]]:
-    """No external resource, plotly.js inlined once, every figure's JSON with data."""
-    from plotly.offline import get_plotlyjs
-
-    assert text.count(get_plotlyjs()) == 1
-    text = text.replace(get_plotlyjs(), "")  # its own strings (modebar links) are not loaded
-    assert not re.search(r"<script[^>]*\bsrc=|<link\b|<img\b|<iframe\b", text)
-    assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?(https?:)?//""", text)
-    figures = re.findall(r"<script type='application/json' id='fig-\d+-data'>(.*?)</script>",
-                         text, flags=re.S)
-    assert len(figures) == text.count("class='figure'")
-    specs = [json.loads(f) for f in figures]
-    for spec in specs:
-        assert any(len(t.get("x") or t.get("y") or []) for t in spec["data"])
-    return specs
-
-
-def test_report_of_a_finished_run(finished_run, tmp_path):
+def test_report_of_a_real_run(finished_run, tmp_path):
+    """End to end on what a search writes (a parquet table, no study needed)."""
     run = _copy(finished_run, tmp_path)
     (run / "study.db").unlink()  # e.g. a study kept in PostgreSQL: the table is enough
-    path = build_report(run)
-    assert path == run / "report.html" and not list(run.glob(".*.tmp"))
-    text = path.read_text()
+    text = build_report(run).read_text()
     specs = _check_self_contained(text)
     frame = load_results(run)
     archs = R.ranked(frame, "val_loss", "min")  # fully trained, one row per architecture
-    enough = len(archs) >= data.MIN_IMPORTANCE_TRIALS
-    assert len(specs) == 5 + enough  # every section drew its figure(s); importances need 6
-    for anchor in SECTIONS:
-        assert f"<section id='{anchor}'>" in text
-    assert html.escape(R.verdict(frame, ONE)[1:]) in text
-    titles = [a["text"] for a in specs[2]["layout"]["annotations"]]  # connectivity pictures
-    assert titles[0].startswith(f"★ #1 {archs.iloc[0][R.KEY]}")
-    assert len(titles) == min(10, len(archs))
-    several = archs[R.N_SEEDS].head(10) > 1  # seed presets run at two training seeds
-    assert sum("seeds<br>" in t for t in titles) == several.sum()
-    if (frame[R.STATUS] == "pruned").any():  # ASHA stopped some: marked where
-        assert "pruned here" in text
-    assert "<th data-num='1' title='click to sort'>val_loss</th>" in text
-
-
-def test_report_of_a_pareto_run_names_the_seeds(finished_pareto_run, tmp_path):
-    text = build_report(_copy(finished_pareto_run, tmp_path)).read_text()
-    specs = _check_self_contained(text)
-    pareto = specs[1]
-    seeds = [t for t in pareto["data"] if t["name"] == "seed presets"]
-    assert {name for t in seeds for name in t["text"]} == {"vanilla", "cla2"}
-    assert "kv_cache_bytes_per_token (min)" in text
-
-
-def test_report_of_a_search_that_has_just_started(finished_run, tmp_path):
-    """Nothing trained yet, a CSV table only, holding the few columns a trial has when it is
-    proposed: notes instead of empty figures; and a table with no trial at all."""
-    run = tmp_path / "early"
-    run.mkdir()
-    shutil.copy(finished_run / "space.yaml", run / "space.yaml")
-    pd.DataFrame({R.TRIAL: [0, 1], R.KEY: [SPECS["V"].key, SPECS["V"].key],
-                  R.STATUS: ["running", "waiting"], R.STATE: ["RUNNING", "RUNNING"],
-                  R.MESSAGE: [None, "same architecture as running trial 0"]}
-                 ).to_csv(run / "trials.csv", index=False)
-    text = build_report(run, top=3).read_text()
-    assert len(_check_self_contained(text)) == 1  # the trials by status
-    assert text.count("no architecture has been trained to the full budget yet") == 3
-    assert "no trial has reported an evaluation yet" in text
-    assert "No trial finished its full budget, so there is no best architecture." in text
-    pd.DataFrame(columns=[R.TRIAL, R.KEY, R.STATUS]).to_csv(run / "trials.csv", index=False)
-    text = build_report(run).read_text()
-    assert len(_check_self_contained(text)) == 0 and "no trials yet" in text
-    with pytest.raises(ValueError, match="top"):
-        build_report(run, top=0)
-    with pytest.raises(ValueError, match="no such run folder"):
-        build_report(tmp_path / "missing")
+    assert {"history", "pareto", "connectivity", "marginal", "curves"} <= set(specs)
+    assert re.findall(r"<section id='(\w+)'>", text) == list(SECTIONS)
+    assert _titles(specs)[0].startswith(f"★ #1 {archs.iloc[0][R.KEY]}")
+    assert _column(text, "sortable", 2)[0] == archs.iloc[0][R.KEY]
 
 
 # ---------------------------------------------------------------------- in a browser

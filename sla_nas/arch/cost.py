@@ -1,4 +1,4 @@
-"""Analytic costs of a spec (DESIGN.md section 3), exact where a number can be exact.
+"""Analytic costs of a spec (docs/CONNECTIVITY.md), exact where a number can be exact.
 
 * ``params``: exactly ``sum(p.numel() for p in build_model(spec).parameters())``.
 * ``kv_cache_bytes_per_token``: the K/V tensors some layer has to keep per token at inference.
@@ -16,12 +16,15 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import NamedTuple
 
 from ._spec import ArchSpec, Dims, Gene
+from .metrics import unit_of
 
 BYTES_PER_ELEMENT = 2  # fp16/bf16 cache and weights
 
-__all__ = ["estimate", "gene_costs", "gene_cache_tensors", "BYTES_PER_ELEMENT"]
+__all__ = ["estimate", "gene_costs", "gene_cache_tensors", "BYTES_PER_ELEMENT", "CostRow",
+           "cost_table"]
 
 
 def gene_cache_tensors(gene: Gene, layer: int) -> int:
@@ -93,3 +96,21 @@ def vanilla_ratio(spec: ArchSpec, key: str = "kv_cache_bytes_per_token") -> floa
     base = estimate(ArchSpec.create(spec.dims))[key]
     return estimate(spec)[key] / base
 
+
+class CostRow(NamedTuple):
+    """One cost of a spec next to vanilla attention's at the same dimensions."""
+
+    metric: str  # the key of `estimate`
+    this: int
+    vanilla: int
+    ratio: float  # this / vanilla
+    unit: str  # what it counts, from the metric registry, e.g. "bytes/token"
+
+
+def cost_table(spec: ArchSpec, bytes_per_element: int = BYTES_PER_ELEMENT) -> list[CostRow]:
+    """Every cost of `estimate` for ``spec`` and for vanilla attention at its dimensions: the
+    one table that ``sla-nas show``, the model card, the exported docstring and the report
+    render, each in its own format."""
+    costs = estimate(spec, bytes_per_element)
+    base = estimate(ArchSpec.create(spec.dims), bytes_per_element)
+    return [CostRow(k, v, base[k], v / base[k], unit_of(k)) for k, v in costs.items()]

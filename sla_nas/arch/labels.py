@@ -3,10 +3,10 @@ exported model files and the report."""
 
 from __future__ import annotations
 
-from ._genes import EMB, Gene
+from ._genes import EMB, Dims, Gene
 from ._spec import ArchSpec
 
-__all__ = ["gene_label", "cell_label", "LEGEND"]
+__all__ = ["gene_label", "cell_label", "connectivity_table", "dims_sentence", "LEGEND"]
 
 LEGEND = ("·  own layer (vanilla)   3  reproject layer 3's state with this layer's W   "
           "↺3  reuse layer 3's K/V   e  token embedding   a+b  concat (attend over both)   "
@@ -35,5 +35,26 @@ def gene_label(gene: Gene, layer: int) -> str:
 
 
 def cell_label(spec: ArchSpec, layer: int, group: int) -> str:
+    """One layer's head group: its gene's label, or ``K<label> V<label>`` where K and V
+    differ."""
     k, v = (gene_label(spec.gene(layer, group, s), layer) for s in "kv")
     return k if k == v else f"K{k} V{v}"
+
+
+def connectivity_table(spec: ArchSpec) -> tuple[list[str], list[list[str]]]:
+    """The header (``layer``, ``group 0`` ...) and one row per layer of `cell_label`s: the
+    connectivity as the terminal, the model card and the exported docstring show it."""
+    d = spec.dims
+    header = ["layer", *(f"group {g}" for g in range(d.n_groups))]
+    rows = [[str(l), *(cell_label(spec, l, g) for g in range(d.n_groups))]
+            for l in range(d.n_layers)]
+    return header, rows
+
+
+def dims_sentence(dims: Dims) -> str:
+    """The dimensions in one line of words."""
+    d = dims
+    return (f"{d.n_layers} layers, d_model {d.d_model}, {d.n_heads} heads of {d.head_dim} "
+            f"dims, {d.n_kv_heads} K/V heads in {d.n_groups} groups, d_ff {d.d_ff}, seq_len "
+            f"{d.seq_len}, vocab {d.vocab_size}, {d.norm}, {d.pos} positions, "
+            f"{'tied' if d.tie_embeddings else 'untied'} embeddings")

@@ -1,38 +1,37 @@
 """A readable text picture of a spec in the terminal: layers x head groups with K and V
-sources, and its costs next to vanilla's."""
+sources, and its costs next to vanilla's (the tables of `sla_nas.arch`, drawn with rich)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-from sla_nas.arch import LEGEND, ArchSpec, cell_label, estimate
+from sla_nas.arch import LEGEND, ArchSpec, connectivity_table, cost_table, dims_sentence
 
 __all__ = ["render"]
 
 
 def render(spec: ArchSpec, title: str = "", console: Console | None = None) -> None:
-    """Print the connectivity table, the legend and the costs next to vanilla's."""
+    """Print the connectivity table, the legend, the dimensions and the costs next to
+    vanilla's."""
     console = console or Console()
-    d = spec.dims
+    header, rows = connectivity_table(spec)
     table = Table(title=f"{title}  (key {spec.key})".strip(), title_justify="left")
-    table.add_column("layer", justify="right")
-    for g in range(d.n_groups):
-        table.add_column(f"group {g}", justify="center")
-    for l in range(d.n_layers):
-        table.add_row(str(l), *(cell_label(spec, l, g) for g in range(d.n_groups)))
+    table.add_column(header[0], justify="right")
+    for name in header[1:]:
+        table.add_column(name, justify="center")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
-    console.print(f"[dim]{LEGEND}[/dim]")
-    console.print(f"[dim]dims: {d.n_layers} layers, d_model {d.d_model}, {d.n_heads} heads, "
-                  f"{d.n_kv_heads} K/V heads in {d.n_groups} groups, d_ff {d.d_ff}, "
-                  f"seq {d.seq_len}, vocab {d.vocab_size}, {d.norm}, {d.pos} positions"
-                  f"{', tied' if d.tie_embeddings else ''}[/dim]")
-    costs, base = estimate(spec), estimate(ArchSpec.create(d))
-    ct = Table(title="costs", title_justify="left")
-    ct.add_column("")
-    ct.add_column("this", justify="right")
-    ct.add_column("vanilla", justify="right")
-    ct.add_column("ratio", justify="right")
-    for key, value in costs.items():
-        ct.add_row(key, f"{value:,}", f"{base[key]:,}", f"{value / base[key]:.3f}")
-    console.print(ct)
+    console.print(LEGEND, style="dim", markup=False)
+    console.print(f"dims: {dims_sentence(spec.dims)}", style="dim", markup=False)
+    costs = Table(title="costs, next to vanilla attention at the same dimensions",
+                  title_justify="left")
+    costs.add_column("")
+    for name in ("this", "vanilla", "ratio"):
+        costs.add_column(name, justify="right")
+    costs.add_column("unit", style="dim")
+    for row in cost_table(spec):
+        costs.add_row(row.metric, f"{row.this:,}", f"{row.vanilla:,}", f"{row.ratio:.3f}",
+                      row.unit)
+    console.print(costs)

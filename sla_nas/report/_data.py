@@ -1,6 +1,6 @@
 """The data behind ``report.html``, without plotly.
 
-Optuna's visualization pattern (STYLE.md, "data first, then the picture"): every
+Optuna's visualization pattern (data first, then the picture): every
 ``_get_..._info`` function turns the trials table into a NamedTuple of plain numbers and strings
 that the tests check exactly; `sla_nas.report` only draws them. Values that a later issue may
 want to show with error bars (several training seeds per architecture) carry a spread already
@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from sla_nas.arch import EMB, ArchSpec, gene_label
+from sla_nas.arch import EMB, ArchSpec, CostRow, cost_table, gene_label
 from sla_nas.results import (
     COSTS,
     CURVE,
@@ -324,6 +324,24 @@ def _get_connectivity_info(frame: pd.DataFrame, objectives: Objectives,
                               spec.dims.n_groups, arch_cells(spec)))
     reach = max((c.reach for a in archs for c in a.cells if not c.embedding), default=0)
     return ConnectivityInfo(tuple(archs), reach)
+
+
+class CostsInfo(NamedTuple):
+    """The costs of the top architecture next to vanilla attention's at its dimensions."""
+
+    trial: int
+    key: str
+    rows: tuple[CostRow, ...]  # `sla_nas.arch.cost_table`
+
+
+def _get_costs_info(frame: pd.DataFrame, objectives: Objectives) -> CostsInfo | None:
+    """None until an architecture is fully trained."""
+    rows = top_rows(frame, objectives, 1)
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    return CostsInfo(int(row[TRIAL]), str(row[KEY]),
+                     tuple(cost_table(ArchSpec.from_json(row[SPEC]))))
 
 
 # ---------------------------------------------------------------------- which choices matter

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
-from scipy import stats as _stats
 
+from sla_nas.arch import unit_of
 from sla_nas.results import (
-    CONFIDENCE,
     KEY,
     LABEL,
     SEED,
-    UNITS,
+    is_vanilla,
     latest_summary,
     search_noise,
     sentence,
@@ -51,13 +50,6 @@ class ConfirmInfo(NamedTuple):
     sentence: str
 
 
-def _mean_interval(mean: float, std: float, n: int) -> tuple[float, float]:
-    if n < 2 or not math.isfinite(std):
-        return math.nan, math.nan
-    half = float(_stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
-    return mean - half, mean + half
-
-
 def _get_confirm_info(run_dir: str | Path, metric: str, mode: str, task: str
                       ) -> ConfirmInfo | None:
     """The confirmation at the longest budget confirm.csv holds (None without one)."""
@@ -67,20 +59,17 @@ def _get_confirm_info(run_dir: str | Path, metric: str, mode: str, task: str
     table, out, tokens = latest
     rows = []
     for _, r in out.iterrows():
-        base = r[LABEL].endswith("vanilla")
-        low, high = _mean_interval(r["mean"], r["std"], int(r["n_seeds"]))
-        sign = 1 if mode == "min" else -1
+        base = is_vanilla(r[LABEL])
         vs = None if base else float(r["vs_baseline"])
-        distinct = not base and r["vs_baseline_low"] * r["vs_baseline_high"] > 0
         rows.append(ConfirmRow(
-            r[LABEL], r[KEY], int(r["n_seeds"]), float(r["mean"]), low, high, vs,
+            r[LABEL], r[KEY], int(r["n_seeds"]), float(r["mean"]), float(r["low"]),
+            float(r["high"]), vs,
             None if base else float(r["vs_baseline_low"]),
             None if base else float(r["vs_baseline_high"]),
             None if base else float(r["vs_baseline_p"]),
-            bool(not base and distinct and sign * vs < 0),
-            bool(not base and distinct and sign * vs > 0)))
+            not base and bool(r["beats_baseline"]), not base and bool(r["behind_baseline"])))
     return ConfirmInfo(metric, mode, tokens, tuple(sorted(int(s) for s in set(table[SEED]))),
-                       tuple(rows), sentence(out, metric, mode, UNITS.get((task, metric), "")))
+                       tuple(rows), sentence(out, metric, mode, unit_of(metric, task)))
 
 
 class NoiseInfo(NamedTuple):

@@ -2,16 +2,16 @@
 
 ``build_report(RUN_DIR)`` (``sla-nas report RUN_DIR``) reads the trials table (`load_results`,
 which works on a running search too) and the objectives of ``space.yaml``, and writes a summary
-sentence, the best value over the trials, the loss against the costs, the connectivity of the
-top architectures, which choices matter, the learning curves and a sortable table. Optuna's
-visualization style: the ``_get_..._info`` functions of `sla_nas._report_data` compute the
-numbers, the ``plot_...`` functions here draw them. This is the only module that imports
-plotly; plotly.js is inlined once, so the page fetches nothing.
+sentence, the best value over the trials, the loss against the costs, the connectivity and the
+costs of the top architectures, which choices matter, the learning curves and a sortable table.
+Optuna's visualization style: the ``_get_..._info`` functions of `sla_nas.report._data` compute
+the numbers, the ``plot_...`` functions here draw them and ``templates/report.html.j2`` lays
+out the page and says how to read each part. This is the only module that imports plotly;
+plotly.js is inlined once, so the page fetches nothing.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
 from collections.abc import Sequence
@@ -23,6 +23,7 @@ from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from sla_nas.arch import metrics
 from sla_nas.results import RunPaths, load_results
 from sla_nas.space import parse_space_yaml
 
@@ -30,26 +31,22 @@ from . import _data
 from ._data import CellInfo
 from ._noise import (
     ConfirmInfo,
-    NoiseInfo,
     _get_confirm_info,
     _get_noise_info,
     with_confirmation,
 )
-from ._page import CSS, DRAW_JS, SORT_JS, Page, fmt, header_html, table_html
+from ._page import fmt, render_page, sortable
 
 __all__ = ["load_results", "build_report", "plot_history", "plot_pareto", "plot_connectivity",
-           "plot_importances", "plot_marginal", "plot_learning_curves", "table_html"]
+           "plot_importances", "plot_marginal", "plot_learning_curves"]
 
 STATUS_COLORS = {"ok": "#2ca02c", "pruned": "#ff7f0e", "infeasible": "#7f7f7f",
                  "duplicate": "#17becf", "diverged": "#d62728", "error": "#8c1a1a",
                  "running": "#1f77b4", "waiting": "#aec7e8", "abandoned": "#3b3b3b"}
 OWN_COLOR, EMBEDDING_COLOR = "#ececec", "#e07b39"
 BORDERS = {"concat": "thick", "mix": "dotted"}
-UNITS = {"kv_cache_bytes_per_token": "KV cache bytes/token", "params": "parameters",
-         "train_flops_per_token": "training FLOPs/token", "decode_bytes_per_token":
-         "decode bytes/token", "tokens_per_s": "training tokens/s"}
-SHORT = {"kv_cache_bytes_per_token": "KV B/tok", "train_flops_per_token": "FLOPs/tok",
-         "decode_bytes_per_token": "decode B/tok", "tokens_per_s": "tok/s"}
+TITLES = {m.name: m.title for m in metrics.REGISTRY.values()}  # axis titles
+SHORT = {m.name: m.short for m in metrics.REGISTRY.values()}  # names in dense hover text
 _TEMPLATE = "plotly_white"
 
 
@@ -175,7 +172,7 @@ def plot_pareto(infos: Sequence[_data.ParetoInfo]) -> go.Figure:
                 hovertext=[hover[i] for i in index],
                 hovertemplate=f"%{{hovertext}}<br>{info.y_metric} %{{y:.4f}}<br>"
                               f"{info.x_metric} %{{x:,}}<extra></extra>"), row=1, col=col)
-        fig.update_xaxes(title_text=UNITS.get(info.x_metric, info.x_metric), row=1, col=col)
+        fig.update_xaxes(title_text=TITLES.get(info.x_metric, info.x_metric), row=1, col=col)
     fig.update_yaxes(title_text=infos[0].y_metric, row=1, col=1)
     fig.update_layout(template=_TEMPLATE, height=420, margin={"t": 30},
                       legend={"orientation": "h", "y": 1.1})
@@ -390,102 +387,51 @@ def plot_learning_curves(info: _data.CurvesInfo) -> go.Figure:
     return fig
 
 
-# ---------------------------------------------------------------------- table
-_UNTRAINED = "no architecture has been trained to the full budget yet"
-
-
-def _sections(page: Page, frame: Any, objectives: _data.Objectives, top: int,
-              confirm: ConfirmInfo | None, noise: NoiseInfo) -> None:
-    if confirm is not None:
-        page.section("confirmation", "Confirmation", (
-            f"The top architectures and the presets re-trained with the same {len(confirm.seeds)}"
-            f" fresh training seeds ({', '.join(map(str, confirm.seeds))}: not the one the "
-            f"search chose them on) at {confirm.tokens:,} tokens. Seed s gives every "
-            f"architecture the same data and shared initial weights, so the differences on the "
-            f"right are paired: their intervals are narrower than the spreads on the left. "
-            f"Bars are 95 % Student-t intervals; green: better than vanilla beyond noise, red: "
-            f"worse, grey: within noise."), page.figure(plot_confirmation(confirm), ""))
-    history = _data._get_history_info(frame, objectives)
-    page.section("history", "Best so far", (
-        f"Each trial's {history.metric} in the order the sampler proposed them; the black step "
-        f"is the best fully trained architecture so far (its mean over seeds). Pruned trials "
-        f"are drawn at their last evaluation (a shorter run: not comparable); values far off "
-        f"sit on the edge as triangles; the grey band is ± the seed noise this search "
-        f"measured. The strip below shows every trial's status, including those without a "
-        f"value."),
-        page.figure(plot_history(history, noise.paired if math.isfinite(noise.paired) else
-                                 noise.unpaired) if len(frame) else None, "no trials yet"))
-    panes = [_data._get_pareto_info(frame, objectives, metric, mode)
-             for metric, mode in _data.pareto_axes(objectives)]
-    page.section("pareto", "Loss against cost", (
-        "Fully trained architectures, each at its mean over training seeds (seed presets run "
-        "with several). The dark step line is the front of each plane (nothing "
-        "is both cheaper and better); stars are the run's winners (its best, or its Pareto "
-        "set over all objectives); open diamonds are the seed presets, named."),
-        page.figure(plot_pareto(panes) if panes[0].trials else None, _UNTRAINED))
-    connectivity = _data._get_connectivity_info(frame, objectives, top)
-    page.section("connectivity", f"Connectivity of the top {len(connectivity.archs)}", (
-        "Rows are layers (0 at the top, as <code>sla-nas show</code> prints), columns the head "
-        "groups split into their K and V streams. Grey: the stream reads its own layer; "
-        "colour: how many layers back it reads (orange: the token embedding). Hatched: "
-        "<i>reuse</i> (the source's K/V: no own weights, nothing cached); plain: "
-        "<i>reproject</i>. Thick border: <i>concat</i>; dotted: <i>mix</i>. Labels as in "
-        "<code>sla-nas show</code>: ↺3 reuses layer 3, 0+· attends over layer 0 and its own, "
-        "⊕ mixes. A legend click hides one kind in all pictures."),
-        page.figure(plot_connectivity(connectivity) if connectivity.archs else None,
-                    _UNTRAINED))
-    importance = _data._get_importance_info(frame, objectives)
-    marginal = _data._get_marginal_info(frame, objectives)
-    page.section("choices", "Which choices matter", (
-        f"Left: Optuna's parameter importances (PED-ANOVA: how much a decision matters to "
-        f"reach the best {importance.target_quantile:.0%} of the {importance.n_archs} fully "
-        f"trained architectures, by {importance.metric}, each its mean over seeds). Right: per "
-        f"decision and choice, the mean {marginal.metric} of the architectures that made it "
-        f"against the mean of all, with one standard error (faded: one architecture). Both "
-        f"are observational: the sampler chose what to train."),
-        page.figure(plot_importances(importance) if importance.params else None,
-                    f"Importances: {importance.note}."),
-        page.figure(plot_marginal(marginal) if marginal.rows else None, "Marginal effects: no "
-                    "searched decision took two values among the fully trained trials."))
-    curves = _data._get_curves_info(frame, objectives)
-    page.section("curves", "Learning curves", (
-        f"Every trained trial's {curves.metric} at its honest evaluations (each a complete "
-        f"shorter run with its own cooldown). A cross marks where the scheduler stopped a "
-        f"trial (or it failed). The legend switches the running training loss on."),
-        page.figure(plot_learning_curves(curves) if curves.curves else None,
-                    "no trial has reported an evaluation yet"))
-    table = with_confirmation(_data._get_table_info(frame, objectives, top), confirm)
-    page.section("top", f"Top {len(table.rows)} architectures", (
-        "Winners first (★), then by the primary objective; click a column header to sort. "
-        "Trained metrics are means over the n_seeds training seeds; costs are exact (the "
-        "analytic cost model); tokens is the run length of the last evaluation."),
-        table_html(table) if table.rows else page.figure(None, _UNTRAINED))
+# ---------------------------------------------------------------------- the page
+def _json(fig: go.Figure | None) -> str | None:
+    return None if fig is None else fig.to_json()
 
 
 def build_report(run_dir: str | Path, top: int = 10) -> Path:
     """Write ``RUN_DIR/report.html`` (replaced atomically) and return its path. Works on a
     finished or a running search: it reads only ``trials.parquet`` (or ``.csv``),
-    ``space.yaml`` and ``run.json``, never the study or Ray's folder."""
+    ``space.yaml`` and ``run.json``, never the study or Ray's folder. The data functions
+    compute each section, the ``plot_`` functions draw it, ``templates/report.html.j2`` says
+    how to read it and lays out the page."""
     if top < 1:
         raise ValueError(f"`top` must be >= 1, got {top=}")
     paths = RunPaths(Path(run_dir))
     frame = _data.with_columns(load_results(paths.root))
     space, objectives = _data.run_objectives(paths)
-    started = paths.read_info().get("started")
     summary = _data._get_summary_info(frame, objectives, paths.root.resolve().name, space,
-                                      started)
+                                      paths.read_info().get("started"))
     metric, mode = _data.primary_objective(objectives)
     confirm = _get_confirm_info(paths.root, metric, mode,
                                 parse_space_yaml(paths.space)[0].task.name)
     noise = _get_noise_info(frame, metric)
-    page = Page()
-    _sections(page, frame, objectives, top, confirm, noise)
-    text = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>sla-nas report: {html.escape(summary.run)}</title><style>{CSS}</style>"
-            f"<script>{get_plotlyjs()}</script></head><body>"
-            f"{header_html(summary, page.nav, confirm, noise, STATUS_COLORS)}"
-            f"{''.join(page.sections)}{page.scripts()}<script>{SORT_JS}{DRAW_JS}</script>"
-            f"</body></html>")
+    history = _data._get_history_info(frame, objectives)
+    panes = [_data._get_pareto_info(frame, objectives, metric, mode)
+             for metric, mode in _data.pareto_axes(objectives)]
+    connectivity = _data._get_connectivity_info(frame, objectives, top)
+    importance = _data._get_importance_info(frame, objectives)
+    marginal = _data._get_marginal_info(frame, objectives)
+    curves = _data._get_curves_info(frame, objectives)
+    band = noise.paired if math.isfinite(noise.paired) else noise.unpaired
+    figures = {  # in page order; None: the page says why there is nothing to draw
+        "confirmation": plot_confirmation(confirm) if confirm is not None else None,
+        "history": plot_history(history, band) if len(frame) else None,
+        "pareto": plot_pareto(panes) if panes[0].trials else None,
+        "connectivity": plot_connectivity(connectivity) if connectivity.archs else None,
+        "importances": plot_importances(importance) if importance.params else None,
+        "marginal": plot_marginal(marginal) if marginal.rows else None,
+        "curves": plot_learning_curves(curves) if curves.curves else None}
+    table = with_confirmation(_data._get_table_info(frame, objectives, top), confirm)
+    text = render_page(
+        summary=summary, confirm=confirm, noise=noise, colors=STATUS_COLORS, history=history,
+        connectivity=connectivity, costs=_data._get_costs_info(frame, objectives),
+        importance=importance, marginal=marginal, curves=curves, table=sortable(table),
+        figures={name: _json(fig) for name, fig in figures.items()},
+        plotly_js=get_plotlyjs())
     tmp = paths.report.with_name(f".{paths.report.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, paths.report)  # a browser reloading it never sees half a file
