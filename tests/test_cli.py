@@ -9,6 +9,7 @@ import pytest
 from sla_nas import presets
 from sla_nas.arch import cell_label, estimate, gene_label
 from sla_nas.cli import main
+from sla_nas.cli._main import COMMANDS
 
 
 def test_show_preset_prints_table_and_costs(capsys):
@@ -57,6 +58,16 @@ def test_show_bad_file_names_file_and_key(tmp_path, capsys):
     assert str(path) in err and "unknown key 'd_modle' (did you mean 'd_model'?)" in err
 
 
+@pytest.mark.parametrize("command", [c.name for c in COMMANDS])
+def test_every_command_has_help(command, capsys):
+    """Every help text formats (argparse %-formats each argument's help when asked)."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: sla-nas {command}") and "--help" in out
+
+
 def test_console_script_runs_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "sla_nas.cli", "show", "nope"],
                           capture_output=True, text=True)
@@ -73,23 +84,43 @@ def test_labels():
     assert cell_label(presets.get("sla-reproject"), 3, 3) == "1"
 
 
-def test_train_writes_summary_weights_and_resumes(tmp_path, capsys):
+def test_train_writes_summary_weights_and_resumes(tmp_path, capsys, monkeypatch):
     import torch
 
     from sla_nas import ArchSpec, build_model
+    from sla_nas.proxy import _trainer
 
     out = tmp_path / "run"
     argv = ["train", "cla2", "--tokens", "6000", "--d-model", "32", "--seq-len", "32",
             "--batch-size", "8", "--out", str(out), "--quiet", "--threads", "1"]
     assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("  tokens ") == 4  # one line per evaluation
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok" and len(metrics["history"]) == 4
     spec = ArchSpec.load(out / "arch.yaml")
     assert spec == presets.get("cla2", d_model=32, seq_len=32)
     model = build_model(spec)
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
-    assert main(argv) == 0  # a rerun resumes from the saved state: same result, no training
-    assert json.loads((out / "metrics.json").read_text())["val_loss"] == metrics["val_loss"]
+
+    # a rerun resumes from the saved state, which is complete: not one step is trained, no
+    # evaluation runs and the checkpoint is not rewritten
+    def checkpoint() -> dict[str, tuple[int, bytes]]:
+        return {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes())
+                for name in (_trainer.STATE_FILE, _trainer.MODEL_FILE)}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the rerun trained steps instead of resuming")
+
+    before = checkpoint()
+    monkeypatch.setattr(_trainer._Run, "train_steps", no_training)
+    monkeypatch.setattr(_trainer, "evaluate", no_training)
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "  tokens " not in again
+    assert json.loads(again[again.index("{\n"):]) == json.loads(printed[printed.index("{\n"):])
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert checkpoint() == before
 
 
 def test_train_prints_json_summary(tmp_path, capsys):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -77,38 +79,83 @@ def direct_val_loss(name: str, tokens: int = 6000, seed: int = 0) -> float:
         torch.set_num_threads(threads)
 
 
-def test_seeds_come_first_and_every_trial_is_recorded(tmp_path):
-    outcome = search(tmp_path, "basic")
-    paths = outcome.paths
-    table = load_results(paths.root)
+@dataclass(frozen=True)
+class Basic:
+    """One search of the default space, read by several tests: seeds vanilla and cla2, four
+    trials, FIFO."""
+
+    outcome: Any
+    table: pd.DataFrame  # every trial, as load_results reads it back
+    trained: pd.DataFrame  # the trials that trained (status ok)
+    folder: Path  # where the space file was written
+
+
+@pytest.fixture(scope="module")
+def basic(local_ray, tmp_path_factory) -> Basic:
+    folder = tmp_path_factory.mktemp("basic")
+    outcome = search(folder, "basic")
+    table = load_results(outcome.paths.root)
+    return Basic(outcome, table, table[table[STATUS] == "ok"], folder)
+
+
+def test_trials_are_numbered_in_order_and_the_seeds_come_first(basic):
+    table = basic.table
     assert list(table[TRIAL]) == list(range(len(table)))
     assert list(table[SEED_PRESET][:2]) == ["vanilla", "cla2"]
     assert list(table[KEY][:2]) == [presets.get(n, **DIMS).key for n in ("vanilla", "cla2")]
+
+
+def test_every_trial_completes_and_each_architecture_trains_once(basic):
+    table = basic.table
     assert set(table[STATUS]) <= {"ok", "duplicate"} and (table[STATE] == "COMPLETE").all()
-    frame = table[table[STATUS] == "ok"]
-    assert len(frame) == 4 and frame[KEY].nunique() == 4  # n_trials trained, once each
-    # the search trains exactly the proxy: the same loss as a direct run
+    assert len(basic.trained) == 4 and basic.trained[KEY].nunique() == 4  # n_trials
+    assert len(tune_folders(basic.outcome)) == 4
+
+
+def test_the_search_trains_exactly_the_proxy(basic):
+    """The same loss as a direct run of train_proxy outside Ray."""
+    frame = basic.trained
     assert frame[frame[SEED_PRESET] == "vanilla"]["val_loss"].item() == \
         direct_val_loss("vanilla")
+
+
+def test_each_trained_trial_records_its_node_wall_time_and_tokens(basic):
+    frame = basic.trained
     assert frame[NODE_ID].notna().all() and (frame[WALL_SECONDS] > 0).all()
     assert (frame[TOKENS] == 6016).all()  # 39 main + 8 cooldown steps of 8 x 16 tokens
-    for _, row in frame.iterrows():
+
+
+def test_each_trained_trial_keeps_its_spec_history_and_curve(basic):
+    for _, row in basic.trained.iterrows():
         assert ArchSpec.from_json(row[SPEC]).key == row[KEY]
         history = json.loads(row[HISTORY])
         assert history[-1]["val_loss"] == row["val_loss"]
         assert len(json.loads(row[CURVE])) > 10
-    csv = pd.read_csv(paths.trials_csv)
-    assert list(csv[KEY]) == list(table[KEY]) and list(csv[STATUS]) == list(table[STATUS])
-    best = frame.loc[frame["val_loss"].idxmin()]
-    assert ArchSpec.load(paths.best).key == best[KEY]
-    assert outcome.winners.iloc[0][KEY] == best[KEY]
-    assert paths.space.read_text() == (tmp_path / "basic.yaml").read_text()
+
+
+def test_trials_csv_holds_the_table(basic):
+    csv = pd.read_csv(basic.outcome.paths.trials_csv)
+    assert list(csv[KEY]) == list(basic.table[KEY])
+    assert list(csv[STATUS]) == list(basic.table[STATUS])
+
+
+def test_the_best_is_saved_and_ranked_first(basic):
+    best = basic.trained.loc[basic.trained["val_loss"].idxmin()]
+    assert ArchSpec.load(basic.outcome.paths.best).key == best[KEY]
+    assert basic.outcome.winners.iloc[0][KEY] == best[KEY]
+
+
+def test_the_run_folder_keeps_the_space_the_versions_and_the_study(basic):
+    paths = basic.outcome.paths
+    assert paths.space.read_text() == (basic.folder / "basic.yaml").read_text()
     info = json.loads(paths.run_info.read_text())
     assert set(info["versions"]) == {"sla_nas", "torch", "ray", "optuna", "python"}
-    assert study_of(outcome).study_name == "basic"
-    assert len(tune_folders(outcome)) == 4
-    assert "vanilla" in outcome.verdict
-    assert outcome.notes == ["FIFO: every trial trains to the full budget"]
+    assert study_of(basic.outcome).study_name == "basic"
+
+
+def test_the_verdict_and_the_notes(basic):
+    assert "vanilla" in basic.outcome.verdict
+    assert basic.outcome.notes == ["FIFO: every trial trains to the full budget"]
 
 
 def test_seed_architectures_run_with_several_seeds_and_give_a_noise_estimate(tmp_path):

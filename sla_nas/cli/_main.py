@@ -1,14 +1,23 @@
-"""The ``sla-nas`` command line: each subcommand calls one library function and prints."""
+"""The ``sla-nas`` command line: each subcommand calls one library function and prints.
+
+Every argument is declared once, as an `Arg` in the table below; a subcommand (`Command`) lists
+the arguments it takes, shared ones by name (``ARCH`` is the architecture and its dimension
+flags, ``QUIET``, ``ADDRESS``, ...). Where a shared option means something slightly different
+for one command, `Arg.but` says so in that command's row (``search --max-failures`` is kept by
+a resumed search, ``confirm --max-failures`` is not) instead of a second declaration.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sla_nas.arch import ArchSpec, Dims, presets
+from sla_nas.arch import ArchSpec, Dims, load_arch, presets
 
 __all__ = ["main"]
 
@@ -16,21 +25,7 @@ _DIM_FLAGS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "n_g
               "seq_len")
 
 
-def load_arch(name_or_path: str, **dims: int) -> ArchSpec:
-    """A preset name (built at ``dims``) or a spec file (YAML/JSON)."""
-    if name_or_path in presets.names():
-        return presets.get(name_or_path, **dims)
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file")
-        if dims:
-            raise ValueError(f"{path}: dimension flags apply to presets only; edit the file's "
-                             f"dims instead")
-        return ArchSpec.load(path)
-    return presets.get(name_or_path)  # raises "unknown preset ... did you mean"
-
-
+# ---------------------------------------------------------------------- subcommands
 def _cmd_show(args: argparse.Namespace) -> None:
     from ._render import render
 
@@ -134,17 +129,20 @@ def print_confirmation(outcome: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from sla_nas.results import is_vanilla
+
     table = Table(title=f"confirmed: {outcome.metric} at {outcome.tokens:,} tokens, "
                   f"mean ± std over seeds", title_justify="left")
     for name in ("", "architecture", "seeds", outcome.metric, "vs vanilla (95 % interval)",
                  "p", ""):
         table.add_column(name, justify="left" if name in ("", "architecture") else "right")
     for i, row in outcome.summary.iterrows():
-        versus = "" if row["label"].endswith("vanilla") else (
+        base = is_vanilla(row["label"])
+        versus = "" if base else (
             f"{row['vs_baseline']:+.4f} [{row['vs_baseline_low']:+.4f}, "
             f"{row['vs_baseline_high']:+.4f}]")
         flags = []
-        if row["label"].endswith("vanilla"):
+        if base:
             pass
         elif bool(row.get("behind_baseline")):
             flags.append("worse than vanilla")
@@ -152,7 +150,7 @@ def print_confirmation(outcome: Any) -> None:
             flags.append("≈ vanilla")
         if i + 1 < len(outcome.summary) and not bool(row.get("ahead_of_next")):
             flags.append("≈ next")
-        p = "" if row["label"].endswith("vanilla") else f"{row['vs_baseline_p']:.2g}"
+        p = "" if base else f"{row['vs_baseline_p']:.2g}"
         table.add_row(str(i + 1), f"{row['label']} {row['arch_key']}", str(row["n_seeds"]),
                       f"{row['mean']:.4f} ± {row['std']:.4f}", versus, p, ", ".join(flags))
     console = Console()
@@ -193,20 +191,13 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(build_report(args.run_dir, top=args.top))
 
 
-def _add_arch_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("arch", help="a preset name or an ARCH.yaml / .json spec file")
-    for name in _DIM_FLAGS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int,
-                            help=f"preset dimension (default {getattr(Dims.create(), name)})")
-
-
 def _arch_from_args(args: argparse.Namespace) -> ArchSpec:
     dims = {k: getattr(args, k) for k in _DIM_FLAGS if getattr(args, k) is not None}
     return load_arch(args.arch, **dims)
 
 
 def _positive(text: str) -> int:
-    """argparse type: an integer above zero."""
+    """argparse type: an integer above zero (``1_500_000`` allowed)."""
     try:
         value = int(text.replace("_", ""))
     except ValueError:
@@ -216,128 +207,163 @@ def _positive(text: str) -> int:
     return value
 
 
+# ---------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Arg:
+    """One command-line argument: its name(s) and `argparse.ArgumentParser.add_argument`'s
+    keywords."""
+
+    flags: tuple[str, ...]
+    options: Mapping[str, Any]
+
+    def but(self, **changes: Any) -> Arg:
+        """The same argument with some keywords changed (help, default) for one command."""
+        return Arg(self.flags, {**self.options, **changes})
+
+
+def arg(*flags: str, **options: Any) -> Arg:
+    return Arg(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: the function it runs, its one-line help, its description, its arguments."""
+
+    name: str
+    run: Callable[[argparse.Namespace], int | None]
+    help: str
+    description: str
+    args: tuple[Arg, ...]
+
+
+_DEFAULT_DIMS = Dims.create()
+ARCH = (arg("arch", help="a preset name or an ARCH.yaml / .json spec file"),
+        *(arg(f"--{name.replace('_', '-')}", dest=name, type=int,
+              help=f"preset dimension (default {getattr(_DEFAULT_DIMS, name)})")
+          for name in _DIM_FLAGS))
+SPACE = arg("space", type=Path, help="a search-space YAML file")
+RUN_DIR = arg("run_dir", type=Path, help="a search's run folder (results/<name>)")
+JSON = arg("--json", action="store_true")
+QUIET = arg("--quiet", action="store_true")
+TOKENS = arg("--tokens", type=_positive)
+TOP = arg("--top", type=_positive)
+OUT = arg("--out", type=Path)
+ADDRESS = arg("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a local "
+              "Ray)")
+MAX_FAILURES = arg("--max-failures", type=int, default=0,
+                   help="retries of a failed run from its last checkpoint (default 0)")
+
+COMMANDS = (
+    Command("show", _cmd_show, "print an architecture's connectivity and costs",
+            "Print the connectivity (layers x head groups, K and V sources) and the costs of a "
+            "preset or a spec file. Presets: " + ", ".join(presets.names()),
+            (*ARCH, JSON.but(help="print the spec and costs as JSON"))),
+    Command("train", _cmd_train, "train one architecture on a proxy task",
+            "Train a preset or spec file with train_proxy and print a JSON summary; --out DIR "
+            "keeps the state (a rerun resumes), the final weights (model.pt), metrics.json and "
+            "arch.yaml.",
+            (*ARCH,
+             arg("--task", choices=["bytes-lm", "mqar"], default="bytes-lm",
+                 help="the proxy task (default bytes-lm)"),
+             TOKENS.but(default=1_500_000,
+                        help="length of the run, cooldown included (default 1,500,000)"),
+             arg("--seed", type=int, default=0, help="data order and weight seed (default 0)"),
+             OUT.but(help="folder for state, weights and metrics"),
+             arg("--corpus", help="bytes-lm: a text file or folder instead of the stdlib"),
+             arg("--n-pairs", type=int, default=8, help="mqar: key-value pairs (default 8)"),
+             arg("--batch-size", type=int, default=32, help="sequences per step (default 32)"),
+             arg("--lr", type=float, default=3e-3, help="peak learning rate (default 0.003)"),
+             arg("--schedule", choices=["wsd", "cosine"], default="wsd",
+                 help="learning-rate schedule (default wsd)"),
+             arg("--eval-every", type=int, help="tokens between evaluations"),
+             arg("--threads", type=int, help="torch threads (default: torch's)"),
+             QUIET.but(help="no progress bar"))),
+    Command("search", _cmd_search, "search a space with Ray Tune and Optuna",
+            "Run the search SPACE.yaml describes: Ray Tune trains proxies of the architectures "
+            "an Optuna sampler proposes. Embedded by default (a local Ray with this machine's "
+            "CPUs, an SQLite study in results/<name>/study.db). Then, as the space says, the "
+            "winners are confirmed on fresh seeds; the best is exported and report.html "
+            "written.",
+            (SPACE,
+             ADDRESS.but(help="an existing Ray cluster (default: $RAY_ADDRESS, else a local Ray "
+                         "started for this search)"),
+             arg("--storage", help="an Optuna storage URL, e.g. postgresql://user@host/db "
+                 "(default: results/<name>/study.db)"),
+             arg("--resume", action="store_true",
+                 help="continue the run results/<name> after an interruption"),
+             MAX_FAILURES.but(help="retries of a failed trial from its last checkpoint (default "
+                              "0; a resumed search keeps the value it started with)"),
+             arg("--results", type=Path, default=Path("results"),
+                 help="folder that holds run folders (default: results)"),
+             arg("--name", help="run name (default: the space's name)"),
+             arg("--n-trials", type=_positive, help="override search.n_trials"),
+             TOKENS.but(help="override budget.tokens"),
+             arg("--no-confirm", action="store_true",
+                 help="skip the space's confirm: block (sla-nas confirm runs it later)"),
+             arg("--no-export", action="store_true",
+                 help="do not export the winners (sla-nas export can, later)"),
+             arg("--no-report", action="store_true",
+                 help="do not write report.html (sla-nas report can, later)"),
+             QUIET.but(help="print only the result"))),
+    Command("confirm", _cmd_confirm, "re-train a search's winners with paired seeds",
+            "Re-train the top architectures of a finished search and the seed presets (vanilla "
+            "always) with several fresh paired training seeds at a longer budget, on Ray like "
+            "the search, and report means, paired differences to vanilla with 95 % intervals "
+            "and which winners are within noise. Runs are appended to RUN_DIR/confirm.csv; a "
+            "rerun trains only what is missing.",
+            (RUN_DIR,
+             TOP.but(default=3, help="winners to re-train (default 3)"),
+             arg("--seeds", type=_positive, default=3,
+                 help="paired training seeds per architecture (default 3)"),
+             TOKENS.but(help="budget per run (default: twice the search's)"),
+             arg("--presets", help="comma-separated presets to compare with (default: the "
+                 "space's seeds; vanilla always)"),
+             ADDRESS,
+             MAX_FAILURES)),
+    Command("export", _cmd_export, "write the winners of a search as standalone models",
+            "Write the best architectures of a finished search run to OUT/rank-N-<key>/: "
+            "arch.yaml, a standalone model.py that needs only PyTorch, weights.pt (loads with "
+            "weights_only=True), metrics.json and a README.md model card. Winners: the best "
+            "--top by the objective (confirmed ones first, if sla-nas confirm ran), or the "
+            "Pareto set when the search had several.",
+            (arg("run", type=Path, help="a run folder, e.g. results/quickstart"),
+             TOP.but(help="how many winners (default: the best one; with several objectives, "
+                     "the whole Pareto set)"),
+             OUT.but(help="where to write (default: RUN/exported)"),
+             arg("--retrain-tokens", type=_positive, metavar="N",
+                 help="train each winner again for N tokens (the run's task and budget "
+                 "settings, the trial's seed) instead of using its checkpoint"),
+             arg("--onnx", action="store_true",
+                 help="also write model.onnx, checked against PyTorch with onnxruntime "
+                 "(pip install 'sla-nas[onnx]')"),
+             QUIET.but(help="print only the exported folders"))),
+    Command("report", _cmd_report, "write a run's report.html (opens offline)",
+            "Write RUN_DIR/report.html: one self-contained page (plotly.js inlined, no network) "
+            "with the best value over the trials, the loss against KV cache and parameters, "
+            "the connectivity of the top architectures, which choices matter, the learning "
+            "curves, the confirmation with its error bars, and a sortable table. Works on a "
+            "running search; rerun to refresh it.",
+            (RUN_DIR, TOP.but(default=10, help="architectures to draw and list (default 10)"))),
+    Command("validate", _cmd_validate, "check a search-space file and summarise it",
+            "Check SPACE.yaml without running anything: print its size, distinct architectures, "
+            "cost range, seeds and three example architectures. Exit 2 on any mistake.",
+            (SPACE, JSON.but(help="print the summary as JSON"))),
+)
+
+DESCRIPTION = ("Search the cross-layer attention connectivity of Transformers: show or train "
+               "one architecture, search a space of them with Ray Tune and Optuna, confirm the "
+               "winners on fresh seeds, export them as standalone models and write a report. "
+               "'sla-nas COMMAND --help' describes each command.")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sla-nas", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sla-nas", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("show", help="print an architecture's connectivity and costs",
-                          description="Print the connectivity (layers x head groups, K and V "
-                          "sources) and the costs of a preset or a spec file. Presets: "
-                          + ", ".join(presets.names()))
-    _add_arch_arguments(show)
-    show.add_argument("--json", action="store_true", help="print the spec and costs as JSON")
-    show.set_defaults(func=_cmd_show)
-
-    train = sub.add_parser("train", help="train one architecture on a proxy task",
-                           description="Train a preset or spec file with train_proxy and print "
-                           "a JSON summary; --out DIR keeps the state (a rerun resumes), the "
-                           "final weights (model.pt), metrics.json and arch.yaml.")
-    _add_arch_arguments(train)
-    train.add_argument("--task", choices=["bytes-lm", "mqar"], default="bytes-lm")
-    train.add_argument("--tokens", type=_positive, default=1_500_000,
-                       help="length of the run, cooldown included (default 1,500,000)")
-    train.add_argument("--seed", type=int, default=0, help="data order and weight seed")
-    train.add_argument("--out", type=Path, help="folder for state, weights and metrics")
-    train.add_argument("--corpus", help="bytes-lm: a text file or folder instead of the stdlib")
-    train.add_argument("--n-pairs", type=int, default=8, help="mqar: key-value pairs")
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=3e-3)
-    train.add_argument("--schedule", choices=["wsd", "cosine"], default="wsd")
-    train.add_argument("--eval-every", type=int, help="tokens between evaluations")
-    train.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=_cmd_train)
-
-    search = sub.add_parser("search", help="search a space with Ray Tune and Optuna",
-                            description="Run the search SPACE.yaml describes: Ray Tune trains "
-                            "proxies of the architectures an Optuna sampler proposes. Embedded "
-                            "by default (a local Ray with this machine's CPUs, an SQLite study "
-                            "in results/<name>/study.db). Then, as the space says, the winners "
-                            "are confirmed on fresh seeds; the best is exported and "
-                            "report.html written.")
-    search.add_argument("space", type=Path, help="a search-space YAML file")
-    search.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, "
-                        "else a local Ray started for this search)")
-    search.add_argument("--storage", help="an Optuna storage URL, e.g. "
-                        "postgresql://user@host/db (default: results/<name>/study.db)")
-    search.add_argument("--resume", action="store_true",
-                        help="continue the run results/<name> after an interruption")
-    search.add_argument("--max-failures", type=int, default=0,
-                        help="retries of a failed trial from its last checkpoint (default 0; "
-                        "a resumed search keeps the value it started with)")
-    search.add_argument("--results", type=Path, default=Path("results"),
-                        help="folder that holds run folders (default: results)")
-    search.add_argument("--name", help="run name (default: the space's name)")
-    search.add_argument("--n-trials", type=_positive, help="override search.n_trials")
-    search.add_argument("--tokens", type=_positive, help="override budget.tokens")
-    search.add_argument("--no-confirm", action="store_true",
-                        help="skip the space's confirm: block (sla-nas confirm runs it later)")
-    search.add_argument("--no-export", action="store_true",
-                        help="do not export the winners (sla-nas export can, later)")
-    search.add_argument("--no-report", action="store_true",
-                        help="do not write report.html (sla-nas report can, later)")
-    search.add_argument("--quiet", action="store_true", help="print only the result")
-    search.set_defaults(func=_cmd_search)
-
-    confirm = sub.add_parser("confirm", help="re-train a search's winners with paired seeds",
-                             description="Re-train the top architectures of a finished search "
-                             "and the seed presets (vanilla always) with several fresh paired "
-                             "training seeds at a longer budget, on Ray like the search, and "
-                             "report means, paired differences to vanilla with 95 %% intervals "
-                             "and which winners are within noise. Runs are appended to "
-                             "RUN_DIR/confirm.csv; a rerun trains only what is missing.")
-    confirm.add_argument("run_dir", type=Path, help="a search's run folder (results/<name>)")
-    confirm.add_argument("--top", type=_positive, default=3, help="winners to re-train (default 3)")
-    confirm.add_argument("--seeds", type=_positive, default=3,
-                         help="paired training seeds per architecture (default 3)")
-    confirm.add_argument("--tokens", type=_positive,
-                         help="budget per run (default: twice the search's)")
-    confirm.add_argument("--presets", help="comma-separated presets to compare with "
-                         "(default: the space's seeds; vanilla always)")
-    confirm.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, "
-                         "else a local Ray)")
-    confirm.add_argument("--max-failures", type=int, default=0,
-                         help="retries of a failed run from its last checkpoint")
-    confirm.set_defaults(func=_cmd_confirm)
-
-    export = sub.add_parser("export", help="write the winners of a search as standalone models",
-                            description="Write the best architectures of a finished search run "
-                            "to OUT/rank-N-<key>/: arch.yaml, a standalone model.py that needs "
-                            "only PyTorch, weights.pt (loads with weights_only=True), "
-                            "metrics.json and a README.md model card. Winners: the best --top "
-                            "by the objective (confirmed ones first, if sla-nas confirm ran), "
-                            "or the Pareto set when the search had several.")
-    export.add_argument("run", type=Path, help="a run folder, e.g. results/quickstart")
-    export.add_argument("--top", type=int, help="how many winners (default: the best one; with "
-                        "several objectives, the whole Pareto set)")
-    export.add_argument("--out", type=Path, help="where to write (default: RUN/exported)")
-    export.add_argument("--retrain-tokens", type=_positive, metavar="N",
-                        help="train each winner again for N tokens (the run's task and budget "
-                        "settings, the trial's seed) instead of using its checkpoint")
-    export.add_argument("--onnx", action="store_true",
-                        help="also write model.onnx, checked against PyTorch with onnxruntime "
-                        "(pip install 'sla-nas[onnx]')")
-    export.add_argument("--quiet", action="store_true", help="print only the exported folders")
-    export.set_defaults(func=_cmd_export)
-
-    report = sub.add_parser("report", help="write a run's report.html (opens offline)",
-                            description="Write RUN_DIR/report.html: one self-contained page "
-                            "(plotly.js inlined, no network) with the best value over the "
-                            "trials, the loss against KV cache and parameters, the connectivity "
-                            "of the top architectures, which choices matter, the learning "
-                            "curves, the confirmation with its error bars, and a sortable "
-                            "table. Works on a running search; rerun to refresh it.")
-    report.add_argument("run_dir", type=Path, help="a search's run folder (results/<name>)")
-    report.add_argument("--top", type=_positive, default=10,
-                        help="architectures to draw and list (default 10)")
-    report.set_defaults(func=_cmd_report)
-
-    validate = sub.add_parser("validate", help="check a search-space file and summarise it",
-                              description="Check SPACE.yaml without running anything: print "
-                              "its size, distinct architectures, cost range, seeds and three "
-                              "example architectures. Exit 2 on any mistake.")
-    validate.add_argument("space", help="a search-space YAML file")
-    validate.add_argument("--json", action="store_true", help="print the summary as JSON")
-    validate.set_defaults(func=_cmd_validate)
+    for command in COMMANDS:
+        one = sub.add_parser(command.name, help=command.help, description=command.description)
+        for argument in command.args:
+            one.add_argument(*argument.flags, **argument.options)
+        one.set_defaults(func=command.run)
     return parser
 
 
@@ -348,4 +374,3 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"sla-nas {args.command}: error: {err}", file=sys.stderr)
         return 2
-

@@ -3,8 +3,10 @@
 A Ray Tune callback: after every ended trial it rewrites ``trials.csv`` / ``trials.parquet``
 from the study (so nothing finished is lost if the driver dies) and prints one line; on a
 terminal a status line shows trials done / running / pruned / failed, the best architecture
-so far and the time left. Tune pickles callbacks with the experiment and restores them on
-``--resume``: the console and the study are reopened lazily.
+so far, the time elapsed and the time left (rich's progress columns: the time left is rich's
+estimate from the rate of trials completed since this driver started, so a resumed search does
+not count the trials its first driver trained as fast ones). Tune pickles callbacks with the
+experiment and restores them on ``--resume``: the console and the study are reopened lazily.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from typing import Any
 import optuna
 from ray.tune import Callback
 from rich.console import Console
-from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from sla_nas.results import (
     ERROR_ATTR,
@@ -36,6 +45,9 @@ from ._trainable import NUMBER
 __all__ = ["SearchProgress"]
 
 REFRESH_SECONDS = 1.0
+# rich estimates the time left from the completions within this window: the whole search, as
+# trials take minutes each and a 30 s window (rich's default) would rarely hold two of them
+SPEED_WINDOW_SECONDS = 7 * 24 * 3600.0
 
 
 def _last_error(path: str | None) -> str:
@@ -49,10 +61,14 @@ def _last_error(path: str | None) -> str:
     return lines[-1][:500] if lines else "the trial raised an exception (no error file)"
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
+def _status_bar(console: Console) -> Progress:
+    """``3/8 trained · 2 running · 1 pruned ━━━━━━  │ best <key> val_loss 1.2345  │ 0:01:12
+    elapsed, 0:02:30 left``: the counts and the best come from the trials table."""
+    columns = (MofNCompleteColumn(), TextColumn("trained{task.fields[counts]}"),
+               BarColumn(bar_width=20), TextColumn("{task.fields[best]}│"), TimeElapsedColumn(),
+               TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"))
+    return Progress(*columns, console=console, refresh_per_second=2, transient=True,
+                    speed_estimate_period=SPEED_WINDOW_SECONDS)
 
 
 class SearchProgress(Callback):
@@ -67,11 +83,10 @@ class SearchProgress(Callback):
 
     def _transient(self) -> None:
         self._console: Console | None = None
-        self._live: Live | None = None
+        self._bar: Progress | None = None  # only on a terminal
         self._study: optuna.Study | None = None
         self._frame = None
         self._printed: set[int] = set()
-        self._started = time.monotonic()
         self._last_refresh = 0.0
         self._running = 0
 
@@ -91,25 +106,21 @@ class SearchProgress(Callback):
         self._frame = trials_frame(self._study)
         write_tables(self._frame, self.paths)
 
-    def _status_text(self) -> str:
+    def _status(self) -> dict[str, Any]:
+        """The status bar's fields: trials trained (the bar's progress), the other counts, the
+        best architecture so far."""
         frame = self._frame
         counts = frame[STATUS].value_counts().to_dict() if frame is not None else {}
         trained = sum(counts.get(s, 0) for s in ("ok", "pruned", "diverged", "error"))
-        parts = [f"{trained}/{self.n_trials} trained", f"{self._running} running"]
+        parts = [f"{self._running} running"]
         for status in ("pruned", "diverged", "error", "infeasible", "duplicate"):
             if counts.get(status):
                 parts.append(f"{counts[status]} {'failed' if status == 'error' else status}")
-        text = " · ".join(parts)
         best = self._best()
-        if best is not None:
-            metric = self.objectives[0][0]
-            text += f"  │ best {best[KEY]} {metric} {best[metric]:.4f}"
-        elapsed = time.monotonic() - self._started
-        text += f"  │ {_duration(elapsed)} elapsed"
-        if trained and trained < self.n_trials:
-            left = elapsed / trained * (self.n_trials - trained)
-            text += f", ~{_duration(left)} left"
-        return text
+        shown = "" if best is None else \
+            f"best {best[KEY]} {self.objectives[0][0]} {best[self.objectives[0][0]]:.4f}  "
+        return {"completed": trained, "counts": "".join(f" · {p}" for p in parts),
+                "best": shown}
 
     def _best(self) -> Any:
         frame = self._frame
@@ -149,17 +160,17 @@ class SearchProgress(Callback):
         if self._console is None:
             self._console = Console(stderr=True)
             if self._console.is_terminal:
-                self._live = Live("", console=self._console, refresh_per_second=2,
-                                  transient=True)
-                self._live.start()
+                self._bar = _status_bar(self._console)
+                self._bar.add_task("search", total=self.n_trials, counts="", best="")
+                self._bar.start()
         return self._console
 
     def _show(self) -> None:
         if self.quiet:
             return
         self._get_console()
-        if self._live is not None:
-            self._live.update(self._status_text())
+        if self._bar is not None:
+            self._bar.update(self._bar.task_ids[0], **self._status())
 
     # ------------------------------------------------------------------ Tune hooks
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -193,6 +204,6 @@ class SearchProgress(Callback):
         self.close()
 
     def close(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
