@@ -24,7 +24,7 @@ import torch
 from sla_nas import build_model, presets
 from sla_nas.proxy import Budget, make_task, train_proxy
 
-SIZE = dict(d_model=128, n_heads=4, n_layers=4, seq_len=128)  # the default proxy (FINDINGS.md)
+SIZE = dict(d_model=128, n_heads=4, n_layers=4, seq_len=128)  # default proxy: docs/EVALUATION.md
 BATCH = 32
 
 

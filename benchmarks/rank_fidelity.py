@@ -135,7 +135,7 @@ def main() -> None:
     if args.quick:
         size = dict(d_model=32, n_heads=4, n_layers=4, seq_len=32, batch_size=16)
         longest, evals = 200_000, [25_000, 50_000, 100_000, 150_000]
-    else:  # the default proxy: d_model 128, 4 layers, seq 128, batch 32 (FINDINGS.md)
+    else:  # the default proxy: d_model 128, 4 layers, seq 128, batch 32 (docs/EVALUATION.md)
         size = dict(d_model=128, n_heads=4, n_layers=4, seq_len=128, batch_size=32)
         longest, evals = 2_000_000, [250_000, 500_000, 1_000_000, 1_500_000]
     if args.longest:

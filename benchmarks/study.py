@@ -366,7 +366,7 @@ def write_markdown(rows: dict[str, list[dict]], quick: bool, lm_presets: str) ->
            f"Multi-query associative recall, 8 pairs, seq {p['mqar'].size['seq_len']}, "
            f"d_model {p['mqar'].size['d_model']}, {p['mqar'].size['n_layers']} layers. Loss "
            f"and accuracy on the query positions; *escaped*: runs whose accuracy left the 1/N "
-           f"plateau (> 0.5), as FINDINGS.md recommends instead of a mean accuracy. "
+           f"plateau (> 0.5), rather than a mean accuracy (docs/EVALUATION.md). "
            f"{RATE_NOTE}", "", *mq_lines, "",
            f"{mq['escaped']} of {mq['runs']} runs escaped the plateau: at this budget MQAR "
            f"separates the presets by query loss, not yet by recall.", "",

@@ -1,17 +1,29 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from sla_nas.arch import estimate, presets
 from sla_nas.cli import main
+from sla_nas.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (file text, the exact message after "<file>:<line>: ") — each mistake has its own message
+# a space small enough to enumerate, whose architectures' params differ, under a limit none meets
+IMPOSSIBLE = ("model: {n_layers: 3, n_groups: 1}\nconnectivity: {streams: tied, "
+              "modes: [reproject, reuse], sources: {max_distance: 1}}\n"
+              "constraints:\n  max_params: 10\n")
+
+# (file text, the exact message after "<file>") — each mistake has its own message. Besides
+# the text, each case is checked against the file itself: the line the message names is where
+# the key it names sits in the YAML (found here with yaml.compose, not by the code's own means).
 MISTAKES = {
     "wrong type": ("model:\n  n_layers: four\n",
                    ":2: model.n_layers: Input should be a valid integer, got 'four'"),
@@ -22,16 +34,28 @@ MISTAKES = {
                         "'connectivity'?)"),
     "source above the layer": (
         "connectivity:\n  fixed:\n    - {layers: [1], kv: {sources: [3]}}\n",
-        ":3: connectivity.fixed[0]: layer 1 cannot read layer 3 (sources must lie in 0..1 or "
-        "be 'e')"),
+        ":3: connectivity.fixed[0].kv.sources[0]: layer 1 cannot read layer 3 (sources must lie "
+        "in 0..1 or be 'e')"),
+    "true as the layers": ("connectivity:\n  layers: true\n",
+                           ":2: connectivity.layers: true/false is not a layer index: expected "
+                           "'all', an integer, a list or a range 'a-b', got True"),
+    "false among the groups": ("connectivity:\n  groups: [0, false]\n",
+                               ":2: connectivity.groups: true/false is not a group index: "
+                               "expected 'all', an integer, a list or a range 'a-b', got "
+                               "[0, False]"),
+    "true in a fixed rule": (
+        "connectivity:\n  fixed:\n    - layers: true\n      kv: {sources: [l]}\n",
+        ":3: connectivity.fixed[0].layers: true/false is not a layer index: expected 'all', an "
+        "integer, a list or a range 'a-b', got True"),
+    "empty layer range": ("connectivity:\n  layers: 3-1\n",
+                          ":2: connectivity.layers: the range '3-1' is empty (write it "
+                          "low-high)"),
     "empty choice": ("connectivity:\n  modes: []\n",
                      ":2: connectivity.modes: an empty choice: list at least one value, got []"),
     "empty dimension choice": ("model: {d_model: []}\n",
                                ":1: model.d_model: an empty choice: list at least one value"),
-    "impossible constraint": (
-        "model: {n_layers: 4}\nconstraints:\n  max_params: 10\n",
-        ":3: constraints.max_params: no architecture in the space meets it: the smallest params "
-        "is 836,736, the limit 10"),
+    "impossible constraint": (IMPOSSIBLE, ":4: constraints.max_params: no architecture in the "
+                              "space meets it: the smallest params is "),  # the number: below
     "unknown preset": ("seeds:\n  - vanilla\n  - clb2\n",
                        ":3: seeds[1]: unknown preset 'clb2' (did you mean 'cla2'?)"),
     "malformed yaml": ("model: {n_layers: 4\n", ":2: malformed YAML: expected ',' or '}'"),
@@ -75,18 +99,71 @@ MISTAKES = {
 }
 
 
-@pytest.mark.parametrize("name", list(MISTAKES))
-def test_each_mistake_has_its_own_message_and_exit_2(tmp_path, capsys, name):
-    text, message = MISTAKES[name]
+NO_KEY = {"malformed yaml", "top level not a mapping"}  # no YAML tree to point into
+
+
+def _validate(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> tuple[Path, str]:
     path = tmp_path / "space.yaml"
     path.write_text(text)
     assert main(["validate", str(path)]) == 2
-    err = capsys.readouterr().err
+    return path, capsys.readouterr().err
+
+
+def key_lines(text: str, key: str) -> set[int]:
+    """The 1-based lines of ``key`` (``a.b[0].c``) in the YAML text: its key and its value."""
+    node, lines = yaml.compose(text), set()
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", key):
+        if index:
+            node = node.value[int(index)]
+            lines = {node.start_mark.line + 1}
+        else:
+            k, node = next((k, v) for k, v in node.value if k.value == name)
+            lines = {k.start_mark.line + 1, node.start_mark.line + 1}
+    return lines
+
+
+def test_key_lines_finds_the_key_and_only_it():
+    text = "a: 1\nb:\n  c: [x,\n    y]\n  d:\n    - 1\n    - 2\n"
+    assert key_lines(text, "a") == {1}
+    assert key_lines(text, "b.c") == {3}
+    assert key_lines(text, "b.c[1]") == {4}
+    assert key_lines(text, "b.d") == {5, 6}
+    assert key_lines(text, "b.d[1]") == {7}
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_each_mistake_has_its_own_message_and_exit_2(tmp_path, capsys, name):
+    text, message = MISTAKES[name]
+    path, err = _validate(tmp_path, capsys, text)
     assert f"{path}{message}" in err, err
+    assert f"{path}:" in err, err  # the message names the file
+    if name in NO_KEY:
+        return
+    found = re.search(rf"{re.escape(str(path))}:(\d+): ([\w.\[\]]+): ", err)
+    assert found, f"no '<file>:<line>: <key>: ' in {err!r}"
+    line, key = int(found[1]), found[2]
+    assert line in key_lines(text, key), (line, key, text)
 
 
-def test_mistake_messages_are_distinct():
-    assert len({m for _, m in MISTAKES.values()}) == len(MISTAKES) >= 15
+def test_each_mistake_prints_a_message_of_its_own(tmp_path, capsys):
+    """What the code prints, not what the table says: no two mistakes share a message."""
+    printed = {}
+    for name, (text, _) in MISTAKES.items():
+        path, err = _validate(tmp_path, capsys, text)
+        printed[name] = err.replace(str(path), "<file>").strip()
+    assert len(set(printed.values())) == len(printed) >= 15, printed
+
+
+def test_impossible_constraint_names_the_smallest_cost_in_the_space(tmp_path, capsys):
+    """The smallest params the message names is the smallest over every architecture in the
+    space, each costed by `estimate` (the space is small enough to enumerate)."""
+    possible = tmp_path / "possible.yaml"
+    possible.write_text(IMPOSSIBLE.replace("max_params: 10", "max_params: null"))
+    params = [estimate(spec)["params"] for _, spec in SearchSpace.from_yaml(possible).enumerate()]
+    assert len(set(params)) > 1  # reuse removes projections: the minimum is a real one
+    path, err = _validate(tmp_path, capsys, IMPOSSIBLE)
+    assert f"{path}:4: constraints.max_params: no architecture in the space meets it: the " \
+        f"smallest params is {min(params):,}, the limit 10" in err, err
 
 
 def test_missing_file(capsys):
@@ -96,10 +173,17 @@ def test_missing_file(capsys):
 
 
 def test_validate_prints_summary(capsys):
-    assert main(["validate", str(ROOT / "search_spaces" / "quickstart.yaml")]) == 0
+    """Size, distinct architectures and cost range as counted over every architecture."""
+    path = ROOT / "search_spaces" / "quickstart.yaml"
+    specs = [spec for _, spec in SearchSpace.from_yaml(path).enumerate()]
+    assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "size: 5,625 points" in out
-    assert "distinct architectures after canonicalisation: 4,489" in out
+    assert f"size: {len(specs):,} points" in out
+    assert f"distinct architectures after canonicalisation: {len({s.key for s in specs}):,}" \
+        in out
+    for metric in ("kv_cache_bytes_per_token", "params", "train_flops_per_token"):
+        costs = [estimate(spec)[metric] for spec in specs]
+        assert f"{metric}: {min(costs):,} .. {max(costs):,}" in out
     assert "seed cla2" in out and "in the space" in out
     assert out.count("B/token") == 3
 
@@ -108,7 +192,15 @@ def test_validate_json_has_exact_size(capsys):
     assert main(["validate", str(ROOT / "search_spaces" / "full.yaml"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["size"] > 10**100 and info["distinct"] is None
-    assert info["cost_range"]["kv_cache_bytes_per_token"] == [256, 5888]
+    low, high = info["cost_range"]["kv_cache_bytes_per_token"]
+    space = SearchSpace.from_yaml(ROOT / "search_spaces" / "full.yaml")
+    (dims,) = space.dims_choices
+    one_cache = presets.cla(dims, sharing=dims.n_layers)  # every layer reads layer 0's K/V
+    assert space.params_for(one_cache) is not None  # in the space: the bound is reached
+    assert low == estimate(one_cache)["kv_cache_bytes_per_token"]
+    rng = random.Random(0)
+    sampled = [estimate(space.random_spec(rng))["kv_cache_bytes_per_token"] for _ in range(200)]
+    assert low <= min(sampled) and max(sampled) <= high
     assert len(info["examples"]) == 3
 
 
@@ -124,7 +216,6 @@ def test_validate_never_prints_a_traceback(tmp_path):
 def test_readme_reference_space_validates(tmp_path):
     import re
 
-    from sla_nas import presets
     from sla_nas.cli._validate import describe
 
     readme = (ROOT / "README.md").read_text()
