@@ -1,47 +1,142 @@
-"""`build_model(spec)`: the decoder-only language model an ArchSpec describes.
+"""The sla-nas model: a decoder-only Transformer whose attention may read K and V across layers.
 
-A pre-norm GPT whose attention walks the spec: for every head group the K and V token sets
-come from the sources its genes name. Work is batched so that the graph stays as cheap as a
-plain GPT's where the spec allows: one matmul per distinct input state (the query, K and V
-rows of every group reading that state fused into one weight), one `scaled_dot_product_attention`
-call per layer and number of token sets, and a block-causal mask built once per shape.
+This one file is the whole model, and it imports only torch and the standard library:
+sla-nas builds every model from it (`build_model(spec, seed)`), and ``sla-nas export`` copies
+it verbatim into each exported folder as ``model.py``, replacing only this docstring and the
+table between the ``architecture`` markers with the winner's own. The table here is a small
+placeholder (one vanilla layer) so that the file runs on its own: ``python model.py``.
+
+The model is a pre-norm GPT (bias-free LayerNorm or RMSNorm, GELU MLP, learned positions or
+rotary embeddings, grouped-query attention, no biases). Its K/V heads are split into head
+groups, and for every layer and group a K `Gene` and a V `Gene` say where that group's keys
+and values come from: the layer's own state (vanilla), another layer's state projected by
+this layer's weights, the K/V another layer already computed, several of them concatenated
+in time, or a weighted mix.
+
+It is written to be read, and to be as fast as a plain GPT where the architecture allows:
+every input state is multiplied once by the rows of W_Q, W_K and W_V that read it, stacked;
+groups attending over equally many token sets share one `F.scaled_dot_product_attention` call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
-from dataclasses import dataclass
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sla_nas.arch import EMB, ArchSpec, Gene
+__all__ = ["Model", "SlaModel", "build_model", "Dims", "Gene", "EMB", "WEIGHTS_FORMAT"]
 
-__all__ = ["build_model", "SlaModel"]
+WEIGHTS_FORMAT = "sla-nas-weights/1"  # weights.pt: {format, spec_key, state_dict}
+EMB = -1  # the token embedding as a source (normed by its own norm, ``ln_e``)
 
 
-def build_model(spec: ArchSpec, seed: int = 0) -> SlaModel:
-    """The model for ``spec`` with weights from ``seed`` (see `SlaModel.init_weights`)."""
-    return SlaModel(spec, seed)
+class Dims(NamedTuple):
+    """The model's dimensions (the fields of sla-nas's ``Dims``)."""
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    n_groups: int  # head groups: each has its own K gene and V gene per layer
+    d_ff: int
+    seq_len: int  # the longest sequence (learned position table)
+    norm: str  # "layernorm" (no bias) or "rmsnorm"
+    pos: str  # "learned" positions or "rope"
+    tie_embeddings: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def group_kv_dim(self) -> int:
+        """Width of one group's K (or V): its K/V heads times the head dimension."""
+        return self.n_kv_heads // self.n_groups * self.head_dim
+
+
+class Gene(NamedTuple):
+    """Where one head group's K (or V) comes from in layer ``l``.
+
+    sources: layers <= l (-1 = the token embedding, EMB).
+    mode:    "reproject": this layer's own W_K / W_V applied to each source's normed state;
+             "reuse": the K / V the source layer's group already attended with (for a concat:
+             its own-state projection; the own layer l, if listed, means this layer's own
+             projection, and a reuse without l owns no weight).
+    combine: "select" one source; "concat" attends over the tokens of every source (position
+             i sees positions <= i of each); "mix" is the weighted sum of the sources with
+             ``weights`` (learned parameters if ``learned``, else fixed).
+    """
+
+    sources: tuple[int, ...]
+    mode: str = "reproject"
+    combine: str = "select"
+    weights: tuple[float, ...] | None = None
+    learned: bool = False
+
+    def owns_projection(self, layer: int) -> bool:
+        """Whether this gene needs rows of this layer's own W_K (or W_V)."""
+        return self.mode == "reproject" or layer in self.sources
+
+
+# ---- architecture (generated) ----
+SPEC_KEY = "fc5e772d5f91"  # the architecture's sla-nas key; weights.pt must carry the same
+DIMS = Dims(vocab_size=256, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, n_groups=2, d_ff=64,
+            seq_len=16, norm="layernorm", pos="learned", tie_embeddings=True)
+# LAYERS[l][g] = (K gene, V gene) of head group g in layer l
+LAYERS: tuple[tuple[tuple[Gene, Gene], ...], ...] = (
+    (  # layer 0
+        (Gene((0,)), Gene((0,))),  # group 0: own layer
+        (Gene((0,)), Gene((0,))),  # group 1: own layer
+    ),
+)
+# ---- end of architecture ----
 
 
 def _norm(kind: str, dim: int) -> nn.Module:
     return nn.LayerNorm(dim, bias=False) if kind == "layernorm" else nn.RMSNorm(dim)
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """Columns [start, end) of a job's output: a group's K or V computed by a projection."""
+def _cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
 
-    job: int
+
+def _rope_tables(T: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    inv = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    angles = torch.outer(torch.arange(T, device=device).float(), inv)  # (T, Dh/2)
+    return angles.cos(), angles.sin()
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Interleaved rotary embedding: pairs (x[2i], x[2i+1]) rotate by position * 10000^(-2i/Dh)."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, Dh/2)
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), -1).flatten(-2)
+
+
+class Cols(NamedTuple):
+    """Columns [start, end) of the projection of input ``source``: one group's K or V (or
+    neighbouring groups'). A token set stays such a reference until its attention call, where
+    neighbouring groups' columns are taken with one slice instead of a slice each and a copy."""
+
+    source: Any  # a layer, EMB, or ("mix", stream, group): a reprojected mix's mixed state
     start: int
     end: int
 
 
-class _Mix(nn.Module):
-    """Weights of one mix gene: learned parameters or fixed buffers, initialised from the spec."""
+def _take(item: torch.Tensor | Cols, proj: dict[Any, torch.Tensor]) -> torch.Tensor:
+    """A token set as a tensor (B, T, width)."""
+    return proj[item.source][..., item.start:item.end] if isinstance(item, Cols) else item
+
+
+class Mix(nn.Module):
+    """The weights of one mix gene: parameters if learned, else fixed (not in the state dict)."""
 
     def __init__(self, gene: Gene):
         super().__init__()
@@ -53,171 +148,157 @@ class _Mix(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention of layer ``layer``, reading K/V wherever the spec says."""
+    """Layer ``layer``'s attention; each head group takes K and V from where its genes say."""
 
-    def __init__(self, spec: ArchSpec, layer: int):
+    def __init__(self, dims: Dims, layer: int, genes: tuple[tuple[Gene, Gene], ...]):
         super().__init__()
-        d = spec.dims
-        self.layer, self.dims = layer, d
-        self.wq = nn.Linear(d.d_model, d.d_model, bias=False)
-        self.wo = nn.Linear(d.d_model, d.d_model, bias=False)
-        self.genes = {(s, g): spec.gene(layer, g, s) for g in range(d.n_groups) for s in "kv"}
-        # rows of wk / wv: one block of group_kv_dim rows per group that owns a projection
-        self.own = {s: [g for g in range(d.n_groups) if self.genes[s, g].owns_projection(layer)]
-                    for s in "kv"}
+        D, gd, G = dims.d_model, dims.group_kv_dim, dims.n_groups
+        self.dims, self.layer = dims, layer
+        self.wq = nn.Linear(D, D, bias=False)  # weight (D, D): H heads of Dh rows
+        self.wo = nn.Linear(D, D, bias=False)
+        self.genes = {(s, g): kv[i] for g, kv in enumerate(genes) for i, s in enumerate("kv")}
+        # wk / wv: one block of gd rows per group that owns a projection, in group order (a
+        # group that only reuses another layer's K/V has no rows)
+        self.owners = {s: [g for g in range(G) if self.genes[s, g].owns_projection(layer)]
+                       for s in "kv"}
         for s in "kv":
-            n = len(self.own[s])
-            setattr(self, f"w{s}", nn.Parameter(torch.empty(n * d.group_kv_dim, d.d_model))
-                    if n else None)
-        self.mix = nn.ModuleDict({f"{s}{g}": _Mix(gene) for (s, g), gene in self.genes.items()
+            rows = len(self.owners[s]) * gd
+            setattr(self, f"w{s}", nn.Parameter(torch.empty(rows, D)) if rows else None)
+        self.mix = nn.ModuleDict({f"{s}{g}": Mix(gene) for (s, g), gene in self.genes.items()
                                   if gene.combine == "mix"})
-        self._plan_jobs()
-        self._plan_buckets()
 
-    # --------------------------------------------------------------- planning (pure python)
-    def _plan_jobs(self) -> None:
-        """Which input state each projection reads; one fused matmul per distinct input."""
-        gd, l = self.dims.group_kv_dim, self.layer
-        inputs: dict[object, list[tuple[str, int]]] = {l: [("q", -1)]}
-        for (s, g), gene in sorted(self.genes.items()):
-            if not gene.owns_projection(l):
-                continue
-            if gene.mode == "reuse":
-                keys = [l]
-            elif gene.combine == "mix":
-                keys = [("mix", s, g)]
-            else:
-                keys = list(gene.sources)
-            for key in keys:
-                inputs.setdefault(key, []).append((s, g))
-        self.jobs = list(inputs)  # input keys, in a fixed order
-        self.job_rows: list[list[tuple[str, int, int]]] = []  # (param, row start, row end)
-        self.pieces: dict[tuple[str, int, object], _Piece] = {}
-        for j, key in enumerate(self.jobs):
-            rows, col = [], 0
-            for s, g in sorted(inputs[key], key=lambda sg: (sg[0] != "q", sg[0], sg[1])):
+        # The projections, one matmul per input state: ``stacks[source]`` lists the rows of
+        # wq / wk / wv that read it as runs (weight, first row, end row), stacked in this order;
+        # ``cols[s, g, source]``: where group g's K or V lies in that matmul's output.
+        readers: dict[Any, list[tuple[str, int]]] = {layer: [("q", 0)]}
+        for (s, g), gene in sorted(self.genes.items()):  # K before V, groups in order
+            if gene.owns_projection(layer):
+                for source in self.inputs(s, g):
+                    readers.setdefault(source, []).append((s, g))
+        self.stacks: dict[Any, list[tuple[str, int, int]]] = {}
+        self.cols: dict[tuple[str, int, Any], Cols] = {}
+        for source, rows in readers.items():
+            runs: list[tuple[str, int, int]] = []
+            width = 0
+            for s, g in rows:
                 if s == "q":
-                    rows.append(("q", 0, self.dims.d_model))
-                    col = self.dims.d_model
+                    runs.append(("q", 0, D))
+                    width = D
                     continue
-                r = self.own[s].index(g) * gd
-                if rows and rows[-1][0] == s and rows[-1][2] == r:  # extend a contiguous run
-                    rows[-1] = (s, rows[-1][1], r + gd)
+                start = self.owners[s].index(g) * gd
+                if runs and runs[-1][0] == s and runs[-1][2] == start:  # extend the run
+                    runs[-1] = (s, runs[-1][1], start + gd)
                 else:
-                    rows.append((s, r, r + gd))
-                self.pieces[s, g, key] = _Piece(j, col, col + gd)
-                col += gd
-            self.job_rows.append(rows)
+                    runs.append((s, start, start + gd))
+                self.cols[s, g, source] = Cols(source, width, width + gd)
+                width += gd
+            self.stacks[source] = runs
 
-    def _plan_buckets(self) -> None:
-        """Groups attending over the same number of token sets share one SDPA call."""
-        n_sets = {g: len(self.genes["k", g].sources) if self.genes["k", g].combine == "concat"
-                  else 1 for g in range(self.dims.n_groups)}
-        self.buckets = [(n, [g for g in sorted(n_sets) if n_sets[g] == n])
-                        for n in sorted(set(n_sets.values()))]
-        qpg = self.dims.q_heads_per_group
-        order = [g * qpg + i for _, groups in self.buckets for g in groups for i in range(qpg)]
-        self.single_bucket = len(self.buckets) == 1
-        for n, groups in self.buckets:  # the query heads of each bucket's groups
-            self.register_buffer(f"q_rows_{n}", torch.tensor(
-                [g * qpg + i for g in groups for i in range(qpg)]), persistent=False)
-        self.register_buffer("q_inverse", torch.argsort(torch.tensor(order)), persistent=False)
+        # The attention calls: groups attending over equally many token sets (n for a concat
+        # of n sources, else 1) share one. ``q_heads_<n>``: the query heads of that call's
+        # groups; ``q_order`` puts the calls' outputs back in head order.
+        n_sets = [len(k.sources) if k.combine == "concat" else 1 for k, _ in genes]
+        self.calls = [(n, [g for g in range(G) if n_sets[g] == n]) for n in sorted(set(n_sets))]
+        qpg, heads = dims.n_heads // G, []
+        for n, groups in self.calls:
+            call_heads = [g * qpg + i for g in groups for i in range(qpg)]
+            self.register_buffer(f"q_heads_{n}", torch.tensor(call_heads), persistent=False)
+            heads += call_heads
+        self.register_buffer("q_order", torch.argsort(torch.tensor(heads)), persistent=False)
 
-    # --------------------------------------------------------------- forward
-    def forward(self, h: dict[int, torch.Tensor], produced: dict, rope: tuple | None,
-                masks: dict) -> torch.Tensor:
-        d, l = self.dims, self.layer
-        B, T, _ = h[l].shape
-        outs = [F.linear(self._job_input(key, h), self._job_weight(rows))
-                for key, rows in zip(self.jobs, self.job_rows)]
-        q = outs[0][..., : d.d_model].view(B, T, d.n_heads, d.head_dim).transpose(1, 2)
-        sets = {(s, g): self._token_sets(s, g, outs, produced) for s in "kv"
-                for g in range(d.n_groups)}
-        for (s, g), ts in sets.items():  # what a later layer reusing this group reads
-            gene = self.genes[s, g]
-            own = gene.sources.index(l) if gene.combine == "concat" and l in gene.sources else 0
-            produced[l, s, g] = _take(ts[own], outs)
-        ys = []
-        for n, groups in self.buckets:
-            k, v = (self._heads([sets[s, g] for g in groups], outs, B, T, n) for s in "kv")
-            qb = q if self.single_bucket else q.index_select(1, getattr(self, f"q_rows_{n}"))
-            if rope is not None:
-                qb, k = _apply_rope(qb, *rope), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
-            gqa = qb.shape[1] != k.shape[1]
-            if n == 1:
-                ys.append(F.scaled_dot_product_attention(qb, k, v, is_causal=True,
-                                                         enable_gqa=gqa))
-            else:
-                mask = masks.get((T, n, q.device))
-                if mask is None:  # position i sees positions <= i of every source
-                    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-                    mask = masks[T, n, q.device] = causal.repeat(1, n)  # (T, n*T)
-                ys.append(F.scaled_dot_product_attention(qb, k, v, attn_mask=mask,
-                                                         enable_gqa=gqa))
-        y = ys[0] if self.single_bucket else torch.cat(ys, 1).index_select(1, self.q_inverse)
-        return self.wo(y.transpose(1, 2).reshape(B, T, d.d_model))
+    def inputs(self, s: str, g: int) -> list[Any]:
+        """What group g's own W_s rows are applied to: this layer's state for a reuse, the
+        mixed state ("mix", s, g) for a reprojected mix, else each source's state."""
+        gene = self.genes[s, g]
+        if gene.mode == "reuse":
+            return [self.layer]
+        return [("mix", s, g)] if gene.combine == "mix" else list(gene.sources)
 
-    def _job_input(self, key: object, h: dict[int, torch.Tensor]) -> torch.Tensor:
-        if isinstance(key, tuple):  # a reprojected mix: this layer's W on the mixed states
-            _, s, g = key
+    def input_state(self, source: Any, states: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The normed state ``source`` names (B, T, D); for ("mix", s, g) the weighted sum of
+        group g's sources."""
+        if isinstance(source, tuple):
+            _, s, g = source
             w = self.mix[f"{s}{g}"].w
-            return sum(w[i] * h[src] for i, src in enumerate(self.genes[s, g].sources))
-        return h[key]
+            return sum(w[i] * states[src] for i, src in enumerate(self.genes[s, g].sources))
+        return states[source]
 
-    def _job_weight(self, rows: list[tuple[str, int, int]]) -> torch.Tensor:
+    def stacked_weight(self, source: Any) -> torch.Tensor:
+        """The rows reading ``source``, stacked: (rows, D). A weight used whole is passed as it
+        is: a slice would cost a copy of its gradient in the backward pass."""
         parts = []
-        for p, a, b in rows:  # a whole parameter is used as is: a slice costs a backward copy
-            w = self.wq.weight if p == "q" else getattr(self, f"w{p}")
-            parts.append(w if (a, b) == (0, w.shape[0]) else w[a:b])
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        for name, start, end in self.stacks[source]:
+            w = self.wq.weight if name == "q" else getattr(self, f"w{name}")
+            parts.append(w if end - start == w.shape[0] else w[start:end])
+        return _cat(parts, 0)
 
-    def _token_sets(self, s: str, g: int, outs: list[torch.Tensor], produced: dict
-                    ) -> list[torch.Tensor | _Piece]:
-        """What group g attends over in stream s: (B, T, group_kv_dim) tensors, or pieces of
-        this layer's projections (kept symbolic so adjacent ones are sliced out as one)."""
+    def token_sets(self, s: str, g: int, attended: dict, proj: dict[Any, torch.Tensor]
+                   ) -> list[torch.Tensor | Cols]:
+        """What group g attends over in stream s: one token set, or one per concat source, each
+        (B, T, gd) or the `Cols` of this layer's projections that hold it. ``attended``: the
+        K/V each lower layer's groups attended with (what a reuse reads)."""
         gene, l = self.genes[s, g], self.layer
-        keys = [("mix", s, g)] if gene.mode == "reproject" and gene.combine == "mix" \
-            else gene.sources
-        items: list[torch.Tensor | _Piece] = [
-            produced[src, s, g] if gene.mode == "reuse" and src != l
-            else self.pieces[s, g, l if gene.mode == "reuse" else src] for src in keys]
-        if gene.combine == "mix" and gene.mode == "reuse":
+        if gene.mode == "reproject":  # this layer's rows applied to each input
+            return [self.cols[s, g, source] for source in self.inputs(s, g)]
+        items = [self.cols[s, g, l] if src == l else attended[src, s, g] for src in gene.sources]
+        if gene.combine == "mix":
             w = self.mix[f"{s}{g}"].w
-            return [sum(w[i] * _take(t, outs) for i, t in enumerate(items))]
+            return [sum(w[i] * _take(item, proj) for i, item in enumerate(items))]
         return items
 
-    def _heads(self, group_sets: list[list[torch.Tensor | _Piece]], outs: list[torch.Tensor],
-               B: int, T: int, n: int) -> torch.Tensor:
-        """(B, kv heads of these groups, n*T, Dh): groups side by side, token sets stacked."""
+    def side_by_side(self, group_sets: list[list[torch.Tensor | Cols]], n: int,
+                     proj: dict[Any, torch.Tensor]) -> torch.Tensor:
+        """K (or V) of one attention call, (B, kv heads, n*T, Dh): per token set the groups'
+        heads side by side, the n token sets one after another in time."""
         per_set = []
-        for i in range(n):  # token set i of every group, side by side
-            merged: list[torch.Tensor | _Piece] = []
-            for ts in group_sets:  # re-join adjacent column ranges of one projection
-                item, last = ts[i], merged[-1] if merged else None
-                if isinstance(item, _Piece) and isinstance(last, _Piece) and \
-                        last.job == item.job and last.end == item.start:
-                    merged[-1] = _Piece(item.job, last.start, item.end)
+        for i in range(n):
+            items: list[torch.Tensor | Cols] = []
+            for sets in group_sets:  # neighbouring columns of one projection: one slice
+                item, last = sets[i], items[-1] if items else None
+                if isinstance(item, Cols) and isinstance(last, Cols) and \
+                        last.source == item.source and last.end == item.start:
+                    items[-1] = last._replace(end=item.end)
                 else:
-                    merged.append(item)
-            parts = [_take(t, outs) for t in merged]
-            per_set.append(parts[0] if len(parts) == 1 else torch.cat(parts, -1))
-        x = per_set[0] if n == 1 else torch.cat(per_set, 1)  # (B, n*T, heads * Dh)
-        return x.view(B, n * T, -1, self.dims.head_dim).transpose(1, 2)
+                    items.append(item)
+            per_set.append(_cat([_take(item, proj) for item in items], -1))  # (B, T, heads*Dh)
+        x = _cat(per_set, 1)  # (B, n*T, heads*Dh)
+        return x.view(x.shape[0], x.shape[1], -1, self.dims.head_dim).transpose(1, 2)
 
-
-def _take(item: torch.Tensor | _Piece, outs: list[torch.Tensor]) -> torch.Tensor:
-    return outs[item.job][..., item.start:item.end] if isinstance(item, _Piece) else item
-
-
-def _rope_tables(T: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    inv = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
-    angles = torch.outer(torch.arange(T, device=device).float(), inv)  # (T, Dh/2)
-    return angles.cos(), angles.sin()
-
-
-def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, Dh/2)
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), -1).flatten(-2)
+    def forward(self, states: dict[int, torch.Tensor],
+                attended: dict[tuple[int, str, int], torch.Tensor],
+                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        d, l = self.dims, self.layer
+        B, T, _ = states[l].shape
+        proj = {source: F.linear(self.input_state(source, states), self.stacked_weight(source))
+                for source in self.stacks}  # source -> (B, T, rows reading it)
+        q = proj[l][..., :d.d_model]  # (B, T, D): the queries lead this layer's own projection
+        q = q.view(B, T, d.n_heads, d.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        sets = {}  # (stream, group) -> the token sets it attends over
+        for (s, g), gene in self.genes.items():
+            sets[s, g] = self.token_sets(s, g, attended, proj)
+            if gene.combine != "concat":  # what a later layer reusing this group reads
+                attended[l, s, g] = _take(sets[s, g][0], proj)
+            elif l in gene.sources:  # a concat is reused through its own-state projection
+                attended[l, s, g] = _take(sets[s, g][gene.sources.index(l)], proj)
+        ys = []
+        for n, groups in self.calls:  # groups attending over n token sets each: one call
+            k, v = (self.side_by_side([sets[s, g] for g in groups], n, proj)
+                    for s in "kv")  # (B, their kv heads, n*T, Dh)
+            qb = q if len(self.calls) == 1 else \
+                q.index_select(1, getattr(self, f"q_heads_{n}"))  # (B, their heads, T, Dh)
+            if rope is not None:  # every token set is rotated by its own positions 0..T-1
+                qb, k = _apply_rope(qb, *rope), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
+            gqa = qb.shape[1] != k.shape[1]  # query heads share K/V heads
+            if n == 1:
+                y = F.scaled_dot_product_attention(qb, k, v, is_causal=True, enable_gqa=gqa)
+            else:  # position i sees positions <= i of every token set
+                causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # (T, T)
+                y = F.scaled_dot_product_attention(qb, k, v, attn_mask=causal.repeat(1, n),
+                                                   enable_gqa=gqa)
+            ys.append(y)  # (B, their heads, T, Dh)
+        y = ys[0] if len(ys) == 1 else \
+            torch.cat(ys, 1).index_select(1, self.q_order)  # (B, H, T, Dh)
+        return self.wo(y.transpose(1, 2).reshape(B, T, d.d_model))  # (B, T, D)
 
 
 class MLP(nn.Module):
@@ -227,56 +308,65 @@ class MLP(nn.Module):
         self.proj = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x)))
+        return self.proj(F.gelu(self.fc(x)))  # (B, T, D)
 
 
 class Block(nn.Module):
-    def __init__(self, spec: ArchSpec, layer: int):
+    def __init__(self, dims: Dims, layer: int, genes: tuple[tuple[Gene, Gene], ...]):
         super().__init__()
-        d = spec.dims
-        self.ln1, self.ln2 = _norm(d.norm, d.d_model), _norm(d.norm, d.d_model)
-        self.attn = Attention(spec, layer)
-        self.mlp = MLP(d.d_model, d.d_ff)
+        self.ln1, self.ln2 = _norm(dims.norm, dims.d_model), _norm(dims.norm, dims.d_model)
+        self.attn = Attention(dims, layer, genes)
+        self.mlp = MLP(dims.d_model, dims.d_ff)
 
 
-class SlaModel(nn.Module):
-    """Pre-norm decoder-only LM; ``forward(idx)`` -> logits (B, T, vocab), plus the mean
-    cross-entropy when ``targets`` are given."""
+class Model(nn.Module):
+    """Pre-norm decoder-only LM; ``forward(idx)`` -> (logits (B, T, vocab), loss or None).
 
-    def __init__(self, spec: ArchSpec, seed: int = 0):
+    ``spec_key``: the architecture's sla-nas key, which `load_weights` expects a weights file
+    to carry (None: not checked)."""
+
+    def __init__(self, dims: Dims = DIMS,
+                 layers: tuple[tuple[tuple[Gene, Gene], ...], ...] = LAYERS, seed: int = 0,
+                 spec_key: str | None = SPEC_KEY):
         super().__init__()
-        self.spec = spec
-        d = spec.dims
-        self.wte = nn.Embedding(d.vocab_size, d.d_model)
-        self.wpe = nn.Embedding(d.seq_len, d.d_model) if d.pos == "learned" else None
-        self.ln_e = _norm(d.norm, d.d_model) if spec.uses_embedding else None
-        self.blocks = nn.ModuleList(Block(spec, l) for l in range(d.n_layers))
-        self.ln_f = _norm(d.norm, d.d_model)
-        self.lm_head = nn.Linear(d.d_model, d.vocab_size, bias=False)
-        if d.tie_embeddings:
+        self.dims, self.layers, self.spec_key = dims, layers, spec_key
+        self.spec: Any = None  # the sla-nas ArchSpec when built by `build_model`
+        uses_embedding = any(EMB in gene.sources for row in layers for kv in row for gene in kv)
+        self.wte = nn.Embedding(dims.vocab_size, dims.d_model)
+        self.wpe = nn.Embedding(dims.seq_len, dims.d_model) if dims.pos == "learned" else None
+        self.ln_e = _norm(dims.norm, dims.d_model) if uses_embedding else None
+        self.blocks = nn.ModuleList(Block(dims, l, layers[l]) for l in range(dims.n_layers))
+        self.ln_f = _norm(dims.norm, dims.d_model)
+        self.lm_head = nn.Linear(dims.d_model, dims.vocab_size, bias=False)
+        if dims.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        self._masks: dict = {}
         self.init_weights(seed)
 
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> None:
-        """Embeddings and projections ~ N(0, 0.02); the residual outputs (attention ``wo``,
-        MLP ``proj``) ~ N(0, 0.02 / sqrt(2 n_layers)) (GPT-2); norms at 1; mix weights at the
-        spec's values. Every weight block draws from its own generator seeded by (seed, its
-        name, and for K/V its head group), so weights two architectures share start equal:
-        comparisons between architectures are paired."""
-        resid_std = 0.02 / math.sqrt(2 * self.spec.dims.n_layers)
+        """Where every weight starts:
+
+        * embeddings (``wte``, ``wpe``), ``lm_head`` when untied, and the projections
+          ``wq``, ``wk``, ``wv``, ``mlp.fc`` ~ N(0, 0.02);
+        * the residual outputs ``attn.wo`` and ``mlp.proj`` ~ N(0, 0.02 / sqrt(2 n_layers))
+          (GPT-2);
+        * norm weights (``ln1``, ``ln2``, ``ln_e``, ``ln_f``) at 1;
+        * learned mix weights at the gene's ``weights``.
+
+        Each weight draws from its own generator seeded by (seed, its name), and each group's
+        rows of ``wk`` / ``wv`` by (seed, name, group): weights that two architectures share
+        start equal, so comparisons between architectures are paired."""
+        resid_std = 0.02 / math.sqrt(2 * self.dims.n_layers)
+        gd = self.dims.group_kv_dim
         for name, p in self.named_parameters():
             if name.endswith(("ln1.weight", "ln2.weight", "ln_f.weight", "ln_e.weight")):
                 p.fill_(1.0)
-            elif ".mix." in name:
-                gene = self.spec.gene(int(name.split(".")[1]), int(name.split(".")[-2][1:]),
-                                      name.split(".")[-2][0])
-                p.copy_(torch.tensor(gene.weights))
-            elif name.endswith((".wk", ".wv")):
-                attn = self.blocks[int(name.split(".")[1])].attn
-                gd = self.spec.dims.group_kv_dim
-                for i, g in enumerate(attn.own[name[-1]]):
+            elif ".mix." in name:  # blocks.<l>.attn.mix.<s><g>.w
+                attn, sg = self.blocks[int(name.split(".")[1])].attn, name.split(".")[-2]
+                p.copy_(torch.tensor(attn.genes[sg[0], int(sg[1:])].weights))
+            elif name.endswith((".wk", ".wv")):  # blocks.<l>.attn.w<s>
+                owners = self.blocks[int(name.split(".")[1])].attn.owners[name[-1]]
+                for i, g in enumerate(owners):
                     _normal(p[i * gd:(i + 1) * gd], 0.02, seed, f"{name}.g{g}")
             else:
                 std = resid_std if name.endswith(("wo.weight", "mlp.proj.weight")) else 0.02
@@ -284,19 +374,19 @@ class SlaModel(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T = idx.shape
-        x = self.wte(idx)  # (B, T, d)
+        B, T = idx.shape  # T <= seq_len with learned positions
+        x = self.wte(idx)  # (B, T, D)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=idx.device))
-        rope = (_rope_tables(T, self.spec.dims.head_dim, idx.device)
-                if self.spec.dims.pos == "rope" else None)
-        h: dict[int, torch.Tensor] = {}  # normed hidden state entering each layer
+        rope = (_rope_tables(T, self.dims.head_dim, idx.device)
+                if self.dims.pos == "rope" else None)
+        states: dict[int, torch.Tensor] = {}  # source -> the normed state it offers (B, T, D)
         if self.ln_e is not None:
-            h[EMB] = self.ln_e(x)
-        produced: dict = {}  # (layer, stream, group) -> the K/V a group attended with
+            states[EMB] = self.ln_e(x)
+        attended: dict[tuple[int, str, int], torch.Tensor] = {}  # (layer, "k"/"v", group)
         for l, block in enumerate(self.blocks):
-            h[l] = block.ln1(x)
-            x = x + block.attn(h, produced, rope, self._masks)
+            states[l] = block.ln1(x)
+            x = x + block.attn(states, attended, rope)
             x = x + block.mlp(block.ln2(x))
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         loss = None
@@ -304,8 +394,61 @@ class SlaModel(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
+    def load_weights(self, path: str | Path) -> Model:
+        """Load a weights file written by sla-nas export (no unpickling: weights_only=True);
+        refuses the weights of another architecture."""
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"{path}: not an sla-nas weights file ({WEIGHTS_FORMAT})")
+        if self.spec_key is not None and data.get("spec_key") != self.spec_key:
+            raise ValueError(f"{path}: holds the weights of architecture "
+                             f"{data.get('spec_key')!r}, this model is {self.spec_key!r} (use "
+                             f"the model.py exported next to those weights)")
+        self.load_state_dict(data["state_dict"])
+        return self
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Model:
+        """The model with the weights of ``path`` (a weights.pt of this architecture)."""
+        return cls().load_weights(path)
+
+
+SlaModel = Model  # the name sla-nas's trainer and export use
+
 
 def _normal(t: torch.Tensor, std: float, seed: int, name: str) -> None:
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
     t.copy_(torch.randn(t.shape, generator=gen) * std)
+
+
+def build_model(spec: Any, seed: int = 0) -> Model:
+    """The model of an sla-nas ``ArchSpec``, with weights from ``seed`` (see
+    `Model.init_weights`) and ``model.spec`` set to ``spec``.
+
+    Any object shaped like an ArchSpec will do: ``spec.dims`` a dataclass with the fields of
+    `Dims`; genes from ``spec.gene(layer, group, "k" or "v")`` or ``spec.layers[l][g].k`` /
+    ``.v``, each with ``sources``, ``mode``, ``combine``, ``weights`` and ``learned``."""
+    dims = Dims(**dataclasses.asdict(spec.dims))
+
+    def gene(l: int, g: int, s: str) -> Gene:
+        x = spec.gene(l, g, s) if hasattr(spec, "gene") else getattr(spec.layers[l][g], s)
+        weights = None if x.weights is None else tuple(float(w) for w in x.weights)
+        return Gene(tuple(x.sources), x.mode, x.combine, weights, bool(x.learned))
+
+    layers = tuple(tuple((gene(l, g, "k"), gene(l, g, "v")) for g in range(dims.n_groups))
+                   for l in range(dims.n_layers))
+    model = Model(dims, layers, seed, spec_key=getattr(spec, "key", None))
+    model.spec = spec
+    return model
+
+
+if __name__ == "__main__":  # python model.py [weights.pt]: build, load, run one batch
+    model = Model()
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("weights.pt")
+    if path.exists():
+        model.load_weights(path)
+    idx = torch.randint(0, DIMS.vocab_size, (1, DIMS.seq_len))
+    print(f"architecture {SPEC_KEY}: {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters, weights {path if path.exists() else 'initialised (no weights.pt)'}, "
+          f"logits {tuple(model(idx)[0].shape)}")

@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 import torch
 
+import sla_nas.model
 from sla_nas import build_model, load_exported, presets
 from sla_nas.arch import ArchSpec, Dims, estimate
-from sla_nas.export import ONNX_ATOL, WEIGHTS_FILE, WEIGHTS_FORMAT, _standalone, export_run
+from sla_nas.export import ONNX_ATOL, WEIGHTS_FILE, WEIGHTS_FORMAT, export_run
 from sla_nas.export._card import Provenance
 from sla_nas.export._modelfile import _BEGIN, _END, TEMPLATE, model_py, table_block
 from sla_nas.proxy import Budget, make_task, train_proxy
@@ -48,15 +49,18 @@ PROV = Provenance(run="test", space_file="space.yaml", started="now", search_see
                   objectives=[("val_loss", "min")], task="bytes-lm", budget_tokens=1000,
                   trial=3, status="ok", train_seed=0, rank=1, weights="random test weights",
                   metrics={"val_loss": 2.5}, seed_preset="value-residual-learned")
-# the costs of vanilla attention at the dims of the run fixtures (vocab 256, d_model 16,
-# 3 layers, 2 heads, seq_len 16)
-RUN_VANILLA_COSTS = {"params": 13680, "kv_cache_bytes_per_token": 192,
-                     "train_flops_per_token": 84768, "decode_bytes_per_token": 29984,
-                     "decode_kv_bytes_per_token": 3072}
+
+
+def run_vanilla_costs(run: Path) -> dict[str, int]:
+    """The costs of the run's own vanilla seed, from the spec its trials table recorded."""
+    frame = load_results(run)
+    return estimate(ArchSpec.from_json(frame[frame[SEED_PRESET] == "vanilla"][SPEC].iloc[0]))
+
 
 # Runs in a fresh interpreter in which sla_nas cannot be imported: for every folder, builds
 # the model model.py defines, loads weights.pt through model.py's own loader, and saves the
-# logits on idx.pt and the weights of Model(seed=3).
+# logits on idx.pt, the gradient of every parameter after a backward of the loss on
+# (idx, idx shifted by one) and the weights of Model(seed=3).
 STANDALONE = """
 import sys
 sys.modules["sla_nas"] = None
@@ -74,9 +78,11 @@ for i, folder in enumerate(sys.argv[1:]):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.Model.from_pretrained(f"{folder}/weights.pt")
-    with torch.no_grad():
-        logits = model(torch.load(f"{folder}/idx.pt", weights_only=True))[0]
-    torch.save(logits, f"{folder}/logits.pt")
+    idx = torch.load(f"{folder}/idx.pt", weights_only=True)
+    logits, loss = model(idx, torch.roll(idx, -1, 1))
+    loss.backward()
+    torch.save(logits.detach(), f"{folder}/logits.pt")
+    torch.save({n: p.grad for n, p in model.named_parameters()}, f"{folder}/grads.pt")
     torch.save(module.Model(seed=3).state_dict(), f"{folder}/init.pt")
 """
 
@@ -95,18 +101,35 @@ def run_without_sla_nas(code: str, args: list[str], cwd: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def check_standalone(folders: list[Path], expected: list[torch.Tensor], cwd: Path) -> None:
-    """Every folder's model.py, run without sla-nas, gives ``expected`` logits (atol 1e-6)."""
+def logits_and_grads(model: torch.nn.Module, idx: torch.Tensor
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """What STANDALONE saves: the logits on ``idx`` and every parameter's gradient after a
+    backward of the loss on (idx, idx shifted by one)."""
+    model.zero_grad(set_to_none=True)
+    logits, loss = model(idx, torch.roll(idx, -1, 1))
+    loss.backward()
+    return logits.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def check_standalone(folders: list[Path], expected: list[tuple[torch.Tensor, dict]], cwd: Path
+                     ) -> None:
+    """Every folder's model.py, run without sla-nas, gives the ``expected`` logits and
+    gradients of `logits_and_grads` (atol 1e-6)."""
     run_without_sla_nas(STANDALONE, [str(f) for f in folders], cwd)
-    for folder, logits in zip(folders, expected):
+    for folder, (logits, grads) in zip(folders, expected):
         got = torch.load(folder / "logits.pt", weights_only=True)
         torch.testing.assert_close(got, logits, atol=1e-6, rtol=0, msg=lambda m, f=folder:
                                    f"{f.name}: {m}")
+        got = torch.load(folder / "grads.pt", weights_only=True)
+        assert got.keys() == grads.keys(), folder.name
+        for name, grad in grads.items():
+            torch.testing.assert_close(got[name], grad, atol=1e-6, rtol=0, msg=lambda m, f=folder,
+                                       n=name: f"{f.name}: gradient of {n}: {m}")
 
 
-def write_case(folder: Path, spec: ArchSpec, seed: int) -> torch.Tensor:
+def write_case(folder: Path, spec: ArchSpec, seed: int) -> tuple[torch.Tensor, dict]:
     """model.py and weights.pt of ``spec`` with random weights large enough that every path
-    matters, and an input; returns build_model's logits on it."""
+    matters, and an input; returns build_model's logits and gradients on it."""
     model = build_model(spec, seed)
     randomize_(model, seed=seed)
     folder.mkdir()
@@ -117,8 +140,7 @@ def write_case(folder: Path, spec: ArchSpec, seed: int) -> torch.Tensor:
     length = max(1, spec.dims.seq_len - seed % 3)  # shorter inputs too
     idx = torch.randint(0, spec.dims.vocab_size, (2, length), generator=gen)
     torch.save(idx, folder / "idx.pt")
-    with torch.no_grad():
-        return model(idx)[0]
+    return logits_and_grads(model, idx)
 
 
 def preset_specs() -> list[ArchSpec]:
@@ -173,16 +195,33 @@ def test_generated_model_imports_only_torch_and_the_standard_library(tmp_path):
 
 
 def test_template_placeholder_is_a_real_architecture():
-    """The template's own table is what export would generate for its vanilla placeholder."""
-    d = _standalone.DIMS
-    spec = ArchSpec.create(Dims(**d._asdict()))
+    """sla_nas/model.py's own table is what export would generate for its vanilla
+    placeholder, and its Model() is that architecture."""
+    m = sla_nas.model
+    spec = ArchSpec.create(Dims(**m.DIMS._asdict()))
+    assert TEMPLATE == Path(m.__file__)
     text = TEMPLATE.read_text()
     assert text[text.index(_BEGIN):text.index(_END) + len(_END)] == table_block(spec)
-    assert _standalone.WEIGHTS_FORMAT == WEIGHTS_FORMAT
-    model, reference = _standalone.Model(seed=1), build_model(spec, seed=1)
-    idx = torch.arange(d.seq_len)[None] % d.vocab_size
+    assert m.SPEC_KEY == spec.key and m.WEIGHTS_FORMAT == WEIGHTS_FORMAT
+    model, reference = m.Model(seed=1), build_model(spec, seed=1)
+    idx = torch.arange(m.DIMS.seq_len)[None] % m.DIMS.vocab_size
     with torch.no_grad():
         assert torch.equal(model(idx)[0], reference(idx)[0])
+
+
+def test_generated_model_is_the_model_file_with_its_own_docstring_and_table():
+    """Export copies sla_nas/model.py verbatim but for the module docstring and the table."""
+    spec = next(s for s in RANDOM if {"concat", "mix_learned"} <= features(s))
+    generated, template = model_py(spec, PROV), TEMPLATE.read_text()
+
+    def parts(text: str) -> tuple[str, str, str, str]:
+        doc_end = text.index('"""', 3) + 3
+        begin, end = text.index(_BEGIN), text.index(_END) + len(_END)
+        return text[:doc_end], text[doc_end:begin], text[begin:end], text[end:]
+
+    (doc, middle, table, rest), (t_doc, t_middle, _, t_rest) = parts(generated), parts(template)
+    assert (middle, rest) == (t_middle, t_rest)
+    assert table == table_block(spec) and doc != t_doc and spec.key in doc
 
 
 def test_standalone_loader_refuses_another_architecture(tmp_path):
@@ -191,8 +230,12 @@ def test_standalone_loader_refuses_another_architecture(tmp_path):
     torch.save({"format": WEIGHTS_FORMAT, "spec_key": other.key,
                 "state_dict": build_model(other).state_dict()}, path)
     with pytest.raises(ValueError, match=f"architecture '{other.key}', this model is "
-                                         f"'{_standalone.SPEC_KEY}'"):
-        _standalone.Model().load_weights(path)
+                                         f"'{sla_nas.model.SPEC_KEY}'"):
+        sla_nas.model.Model().load_weights(path)
+    build_model(other).load_weights(path)  # a model built from a spec expects that spec's key
+    vanilla = presets.get("vanilla", **TINY)
+    with pytest.raises(ValueError, match=f"'{other.key}', this model is '{vanilla.key}'"):
+        build_model(vanilla).load_weights(path)
 
 
 def test_export_imports_neither_ray_nor_plotting():
@@ -229,7 +272,7 @@ def test_export_top_k(finished_run, best_two):
         metrics = json.loads((e.folder / "metrics.json").read_text())
         assert metrics["metrics"]["val_loss"] == row["val_loss"] == e.metrics["val_loss"]
         assert metrics["costs"] == estimate(spec)
-        assert metrics["vanilla_costs"] == RUN_VANILLA_COSTS
+        assert metrics["vanilla_costs"] == run_vanilla_costs(finished_run)
         assert metrics["weights"] == {"source": "checkpoint",
                                       "checkpoint": f"{row[CHECKPOINT]}/model.pt"}
         assert metrics["vanilla_seed"]["status"] == "infeasible"  # over the run's KV limit
@@ -267,8 +310,7 @@ def test_exported_folders_run_without_sla_nas(best_two, tmp_path):
         shutil.copytree(e.folder, folder)
         idx = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(e.rank))
         torch.save(idx, folder / "idx.pt")
-        with torch.no_grad():
-            expected.append(load_exported(folder).model(idx)[0])
+        expected.append(logits_and_grads(load_exported(folder).model, idx))
         folders.append(folder)
     check_standalone(folders, expected, tmp_path)
 

@@ -1,8 +1,15 @@
-"""build_model: equals a plain GPT, follows the spec by hand, causal, paired weights, trains."""
+"""build_model: equals a plain GPT and the spec walked by hand (logits and gradients), equals
+the model it replaced, causal, paired weights, trains."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib.util
 import math
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -61,6 +68,41 @@ def test_vanilla_equals_plain_gpt(dims):
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
     # the comparison has teeth: without the causal mask the plain GPT is far off
     assert (logits - gpt_logits(sd, spec.dims, idx, causal=False)).abs().max() > 0.1
+
+
+def _loss_grads(model: torch.nn.Module, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every parameter's gradient after a backward of the loss on (idx, idx shifted by one)."""
+    model.zero_grad(set_to_none=True)
+    model(idx, torch.roll(idx, -1, 1))[1].backward()
+    return {n: p.grad for n, p in model.named_parameters()}
+
+
+def _reference_grads(logits_fn, model: torch.nn.Module, idx: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """The gradients of the same loss computed through a reference ``logits_fn(params)``."""
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    logits = logits_fn(params)
+    F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.roll(idx, -1, 1).reshape(-1)
+                    ).backward()
+    return {n: p.grad for n, p in params.items()}
+
+
+def _assert_grads_close(got: dict, expected: dict, atol: float) -> None:
+    assert got.keys() == expected.keys()
+    for name, grad in expected.items():
+        assert grad is not None and grad.abs().max() > 0, f"{name}: no gradient to compare"
+        torch.testing.assert_close(got[name], grad, atol=atol, rtol=1e-4,
+                                   msg=lambda m, n=name: f"gradient of {n}: {m}")
+
+
+@pytest.mark.parametrize("dims", GPT_DIMS)
+def test_vanilla_gradients_equal_plain_gpt(dims):
+    spec = presets.get("vanilla", **GPT_DIMS[dims])
+    model = build_model(spec)
+    randomize_(model, seed=2, std=0.2)
+    idx = _tokens(spec)
+    _assert_grads_close(_loss_grads(model, idx), _reference_grads(
+        lambda params: gpt_logits(params, spec.dims, idx), model, idx), atol=1e-5)
 
 
 @torch.no_grad()
@@ -271,16 +313,17 @@ def _double(spec: ArchSpec):
 
 
 @pytest.mark.parametrize("name", presets.names())
-@torch.no_grad()
 def test_preset_matches_literal_spec_semantics(name):
     spec = presets.get(name, **dict(TINY, pos="rope", n_heads=8, n_kv_heads=4, n_groups=4))
     model = _double(spec)
     idx = _tokens(spec)
-    torch.testing.assert_close(model(idx)[0], spec_logits(model.state_dict(), spec, idx),
-                               atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], spec_logits(model.state_dict(), spec, idx),
+                                   atol=1e-5, rtol=0)
+    _assert_grads_close(_loss_grads(model, idx), _reference_grads(
+        lambda params: spec_logits(params, spec, idx), model, idx), atol=1e-5)
 
 
-@torch.no_grad()
 def test_random_specs_match_literal_spec_semantics():
     specs = random_specs(seed=7, n=30, max_d_model=32, max_layers=4)
     covered = set().union(*(features(s) for s in specs))
@@ -289,8 +332,82 @@ def test_random_specs_match_literal_spec_semantics():
     for i, spec in enumerate(specs):
         model = _double(spec)
         idx = _tokens(spec)
-        err = (model(idx)[0] - spec_logits(model.state_dict(), spec, idx)).abs().max().item()
+        with torch.no_grad():
+            err = (model(idx)[0] - spec_logits(model.state_dict(), spec, idx)).abs().max()
         assert err < 1e-5, f"random spec #{i}:\n{spec.to_yaml()}"
+        got = _loss_grads(model, idx)
+        expected = _reference_grads(lambda params, s=spec, x=idx: spec_logits(params, s, x),
+                                    model, idx)
+        for name, grad in expected.items():
+            if grad is None:  # a reuse reading only a lower layer leaves no path to it
+                assert got[name] is None or not got[name].any(), name
+                continue
+            err = (got[name] - grad).abs().max().item()
+            assert err < 1e-5, f"random spec #{i}, gradient of {name}:\n{spec.to_yaml()}"
+
+
+# ---------------------------------------------------------------------- the model it replaced
+OLD_MODEL = Path(__file__).resolve().parents[1] / "benchmarks" / "_old_model.py"
+
+
+@pytest.mark.skipif(not OLD_MODEL.exists(), reason="benchmarks/_old_model.py was removed")
+def test_same_weights_logits_and_gradients_as_the_model_it_replaced():
+    """sla_nas/model.py replaced a second, planned model (kept in benchmarks/_old_model.py for
+    the speed comparison): same seeded weights, fp32 logits and gradients within 1e-6."""
+    module_spec = importlib.util.spec_from_file_location("_old_model", OLD_MODEL)
+    old_model = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = old_model  # its dataclass resolves names through it
+    module_spec.loader.exec_module(old_model)
+    gqa = dict(TINY, n_heads=8, n_kv_heads=4, n_groups=2, pos="rope", norm="rmsnorm",
+               tie_embeddings=False)
+    specs = [presets.get(name, **dims) for dims in (TINY, gqa) for name in presets.names()]
+    specs += random_specs(seed=2024, n=40, max_d_model=48)
+    for i, spec in enumerate(specs):
+        old, new = old_model.build_model(spec, seed=i), build_model(spec, seed=i)
+        so, sn = old.state_dict(), new.state_dict()
+        assert list(so) == list(sn), i
+        assert all(torch.equal(so[k], sn[k]) for k in so), f"spec #{i}: other initial weights"
+        randomize_(old, seed=i)
+        new.load_state_dict(old.state_dict())
+        idx = _tokens(spec, seed=i)
+        with torch.no_grad():
+            torch.testing.assert_close(new(idx)[0], old(idx)[0], atol=1e-6, rtol=0)
+        got, expected = _loss_grads(new, idx), _loss_grads(old, idx)
+        assert got.keys() == expected.keys()
+        for name, grad in expected.items():
+            torch.testing.assert_close(got[name], grad, atol=1e-6, rtol=0,
+                                       msg=lambda m, n=name, i=i: f"spec #{i}, {n}: {m}")
+
+
+# ---------------------------------------------------------------------- one readable file
+def test_model_file_imports_only_torch_and_the_standard_library():
+    import sla_nas.model
+
+    roots = set()
+    for node in ast.walk(ast.parse(Path(sla_nas.model.__file__).read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    assert roots - set(sys.stdlib_module_names) == {"torch"}
+
+
+def test_build_model_takes_any_spec_shaped_object():
+    """Duck typing: dims as a dataclass, genes through ``layers[l][g].k / .v`` (no ``gene``
+    method, no key): the same model as from the ArchSpec, with ``model.spec`` the object."""
+    spec = presets.get("value-residual-learned", **TINY)
+    Genes = dataclasses.make_dataclass("Genes", ["k", "v"])
+    plain = SimpleNamespace(dims=Dims(**dataclasses.asdict(spec.dims)), layers=[
+        [Genes(SimpleNamespace(**dataclasses.asdict(g.k)), SimpleNamespace(
+            **dataclasses.asdict(g.v))) for g in groups] for groups in spec.layers])
+    a, b = build_model(spec, seed=4), build_model(plain, seed=4)
+    assert a.spec is spec and b.spec is plain
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    idx = _tokens(spec)
+    with torch.no_grad():
+        assert torch.equal(a(idx)[0], b(idx)[0])
+    assert b.spec_key is None and a.spec_key == spec.key  # load_weights checks a's key only
 
 
 # ---------------------------------------------------------------------- causality

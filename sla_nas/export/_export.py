@@ -1,4 +1,4 @@
-"""Export the winners of a search as standalone model definitions (DESIGN.md section 5).
+"""Export the winners of a search as standalone model definitions (README, "Export").
 
 ``export_run(RUN_DIR)`` (``sla-nas export``) writes, for the best architectures of a finished
 run (the best ``top`` by the first objective, or the Pareto set of several objectives),
@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 import torch
 
-from sla_nas.arch import ArchSpec, estimate
+from sla_nas.arch import ArchSpec, estimate, unit_of
+from sla_nas.arch.metrics import QUALITY
 from sla_nas.model import SlaModel, build_model
 from sla_nas.proxy import MODEL_FILE, Budget, train_proxy
 from sla_nas.results import (
@@ -47,6 +48,7 @@ from sla_nas.results import (
     WALL_SECONDS,
     RunPaths,
     finished_ok,
+    is_vanilla,
     load_results,
     ranked,
     valid_key,
@@ -174,7 +176,7 @@ def _vanilla(frame: pd.DataFrame, train_seed: int) -> dict[str, Any] | None:
     same data and shared initial weights), else its first; None if the run had none."""
     if SEED_PRESET not in frame:
         return None
-    rows = frame[frame[SEED_PRESET] == "vanilla"]
+    rows = frame[frame[SEED_PRESET].map(is_vanilla)]
     if rows.empty:
         return None
     ok = rows[rows[STATUS] == "ok"]
@@ -353,9 +355,9 @@ def _confirmation(run: _Run, log: Callable[[str], None]
                   ) -> tuple[pd.DataFrame, int, str, str] | None:
     """(summary, budget, sentence, metric) of the run's confirmation, if ``confirm.csv`` has
     one; says so, and which confirmed architectures the search did not train."""
-    from sla_nas.results import UNITS, latest_summary, sentence
+    from sla_nas.results import latest_summary, sentence
 
-    trained = [(m, mode) for m, mode in run.objectives if m in TRAINED_METRICS]
+    trained = [(m, mode) for m, mode in run.objectives if m in QUALITY]
     if len(run.objectives) != 1 or not trained:
         return None
     metric, mode = trained[0]
@@ -368,7 +370,7 @@ def _confirmation(run: _Run, log: Callable[[str], None]
         f"{int(summary['n_seeds'].max())} paired seeds)")
     for label in summary[~summary[KEY].isin(known)]["label"]:
         log(f"{label} was confirmed but not trained by the search: export cannot take it")
-    text = sentence(summary, metric, mode, UNITS.get((run.config.task.name, metric), ""))
+    text = sentence(summary, metric, mode, unit_of(metric, run.config.task.name))
     return summary, tokens, text, metric
 
 
@@ -381,7 +383,7 @@ def _confirmed_record(confirmed: tuple[pd.DataFrame, int, str, str] | None, key:
     if rows.empty:
         return None
     r = rows.iloc[0]
-    base = str(r["label"]).endswith("vanilla")
+    base = is_vanilla(r["label"])
     return _clean({"label": r["label"], "metric": metric, "tokens": tokens,
                    "n_seeds": int(r["n_seeds"]), "mean": r["mean"], "std": r["std"],
                    "vs_vanilla": None if base else r.get("vs_baseline"),

@@ -1,5 +1,6 @@
-"""The standalone ``model.py`` of an export: the one model definition with this architecture's
-docstring and table of genes; nothing else in the file changes."""
+"""The standalone ``model.py`` of an export: `sla_nas.model`, the one model definition, copied
+verbatim with this architecture's docstring and table of genes; nothing else in the file
+changes (sla_nas/model.py imports only torch and the standard library for this reason)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import sla_nas.model
 from sla_nas.arch import ArchSpec, Gene, cell_label
+from sla_nas.model import WEIGHTS_FORMAT
 
-from . import _standalone
 from ._card import WEIGHTS_FILE, Provenance, docstring
 
 __all__ = ["model_py", "table_block", "WEIGHTS_FORMAT", "WEIGHTS_FILE", "TEMPLATE"]
 
-WEIGHTS_FORMAT = "sla-nas-weights/1"  # equal to _standalone.WEIGHTS_FORMAT (a test checks)
-TEMPLATE = Path(_standalone.__file__)
+TEMPLATE = Path(sla_nas.model.__file__)  # the file every exported model.py is a copy of
 _BEGIN, _END = "# ---- architecture (generated) ----\n", "# ---- end of architecture ----\n"
 
 
@@ -85,7 +86,7 @@ def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
 
 
 def model_py(spec: ArchSpec, prov: Provenance) -> str:
-    """The standalone model definition of ``spec``: the template with this architecture's
+    """The standalone model definition of ``spec``: sla_nas/model.py with this architecture's
     docstring and table."""
     template = TEMPLATE.read_text()
     end_doc = template.index('"""', 3) + 3

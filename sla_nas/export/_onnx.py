@@ -1,9 +1,8 @@
-"""``model.onnx``: the standalone model of an export traced to ONNX, then checked with
-onnxruntime against PyTorch."""
+"""``model.onnx``: the model of an export (sla_nas/model.py, the code of every exported
+model.py) traced to ONNX, then checked with onnxruntime against PyTorch."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -13,8 +12,6 @@ import torch
 from sla_nas.arch import ArchSpec
 from sla_nas.model import build_model
 
-from . import _standalone
-
 __all__ = ["standalone_model", "require_onnx", "write_onnx", "check_onnx", "ONNX_ATOL",
            "ONNX_RTOL"]
 
@@ -22,12 +19,8 @@ ONNX_ATOL, ONNX_RTOL = 1e-5, 1e-4  # onnxruntime logits against PyTorch's (numpy
 
 
 def standalone_model(spec: ArchSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The template model (the code of every model.py) with this architecture's table."""
-    sa = _standalone
-    table = tuple(tuple((sa.Gene(*dataclasses.astuple(genes.k)),
-                         sa.Gene(*dataclasses.astuple(genes.v))) for genes in groups)
-                  for groups in spec.layers)
-    model = sa.Model(sa.Dims(**dataclasses.asdict(spec.dims)), table)
+    """The model of ``spec`` with weights ``state``: what the exported model.py computes."""
+    model = build_model(spec)
     model.load_state_dict(state)
     return model.eval()
 

@@ -1,6 +1,6 @@
 """`train_proxy`: the short, budgeted training that ranks architectures. Runs without Ray.
 
-Read ../shared/FINDINGS.md for why it looks like this:
+Why it looks like this (docs/EVALUATION.md has the whole design):
 
 * **Honest intermediate evaluations.** With the default warmup-stable-decay (WSD) schedule the
   main run never decays; at every evaluation point t it branches a copy, decays the learning
