@@ -26,27 +26,13 @@ processes on the cores) only slows steps down: when vanilla's median step is wel
 fastest, the report says so; the ``best x`` column (fastest step / vanilla's fastest) is then
 the steadier reading.
 
-``--compare-old`` instead times the model against the one it replaced
-(``benchmarks/_old_model.py``, a copy of the planned model before sla_nas/model.py became the
-one readable definition), every preset at the default proxy size (d_model 128, 4 layers, 4
-heads, seq 128, the trainer's batch of 32): both models of a preset are built with the same
-seed (their weights and fp32 logits are checked equal first), then each round times one step
-of each, old and new back to back in alternating order, so that load from other processes hits
-both alike; a preset's ratio is the median over rounds of new / old. Each step is timed in
-wall-clock and in CPU seconds of this process: on a shared machine other processes stretch the
-wall time of a step by whatever they take, while its CPU time stays close to the work done,
-so with ``--threads 1`` (no thread of this process waiting for another) the CPU-time ratio is
-the one judged against 5%.
-
     python benchmarks/model_speed.py [--quick] [--json PATH] [--strict] [--only a,b]
     python benchmarks/model_speed.py --profile vanilla,value-residual [--profile-steps 3]
-    python benchmarks/model_speed.py --compare-old [--threads 1] [--rounds 5] [--only a,b]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -68,7 +54,6 @@ from sla_nas.arch import (  # noqa: E402
     estimate,  # noqa: E402
 )
 from sla_nas.model import build_model  # noqa: E402
-from sla_nas.proxy import Budget  # noqa: E402
 
 DIMS = dict(vocab_size=256, d_model=256, n_layers=4, n_heads=8, seq_len=256)
 BATCH = 16
@@ -370,103 +355,6 @@ def profile(names: list[str], steps: int, row_limit: int) -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit))
 
 
-# ----------------------------------------------------------------------------- old vs new
-COMPARE_TOLERANCE = 1.05  # new step time / old, per preset
-LOGITS_ATOL = 1e-6  # fp32 logits of old and new on the same weights
-
-
-def compare_old(selected: list[str] | None, rounds: int, budget_s: float, log) -> dict:
-    """Step time of sla_nas.model against benchmarks/_old_model.py, preset by preset, at the
-    default proxy size (see the module docstring)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _old_model
-
-    names = selected or presets.names()
-    spec_of = {name: presets.get(name) for name in names}  # Dims.create's defaults: the proxy size
-    batch_size = Budget().batch_size
-    gen = torch.Generator().manual_seed(0)
-    d = next(iter(spec_of.values())).dims
-    data = torch.randint(0, d.vocab_size, (batch_size, d.seq_len + 1), generator=gen)
-    idx, targets = data[:, :-1].contiguous(), data[:, 1:].contiguous()
-    t0 = time.perf_counter()
-    log(f"compare-old: {len(names)} presets at d_model {d.d_model}, {d.n_layers} layers, "
-        f"{d.n_heads} heads, seq {d.seq_len}, batch {batch_size}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads")
-    pairs: dict[str, dict] = {}
-    for name, spec in spec_of.items():
-        old, new = Case(name, spec, 0, "", 1), Case(name, spec, 0, "", 1)
-        old.model, new.model = _old_model.build_model(spec, seed=0).train(), \
-            build_model(spec, seed=0).train()
-        so, sn = old.model.state_dict(), new.model.state_dict()
-        if list(so) != list(sn) or not all(torch.equal(so[k], sn[k]) for k in so):
-            raise SystemExit(f"{name}: the same seed gives other weights in the new model")
-        with torch.no_grad():
-            diff = (old.model(idx)[0] - new.model(idx)[0]).abs().max().item()
-        if diff > LOGITS_ATOL:
-            raise SystemExit(f"{name}: logits differ by {diff:.3g} > {LOGITS_ATOL}")
-        for case in (old, new):
-            case.opt = torch.optim.AdamW(case.model.parameters(), lr=1e-4)
-            train_step(case, idx, targets)  # warm-up
-        pairs[name] = {"old": old, "new": new, "logits_diff": diff, "cpu": {"old": [], "new": []}}
-    log(f"  built, checked and warmed up in {time.perf_counter() - t0:.0f}s")
-    done = 0
-    for r in range(rounds):
-        round_start = time.perf_counter()
-        gc.collect()
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            first, second = ("old", "new") if r % 2 == 0 else ("new", "old")
-            for which in (first, second):
-                case, cpu = pairs[name][which], time.process_time()
-                case.samples.append(time_steps(case, idx, targets, 1))
-                pairs[name]["cpu"][which].append(time.process_time() - cpu)
-        done = r + 1
-        now = time.perf_counter()
-        log(f"  round {done}/{rounds}: {now - t0:.0f}s")
-        if done >= MIN_ROUNDS and now - t0 + (now - round_start) > budget_s:
-            log(f"  stopping after {done} rounds: the next would pass {budget_s:.0f}s")
-            break
-    rows = []
-    for name in names:
-        old, new = pairs[name]["old"], pairs[name]["new"]
-        cpu = pairs[name]["cpu"]
-        ratio = statistics.median(n / o for n, o in zip(new.samples, old.samples))
-        cpu_ratio = statistics.median(n / o for n, o in zip(cpu["new"], cpu["old"]))
-        judged = cpu_ratio if torch.get_num_threads() == 1 else ratio
-        rows.append({"name": name, "old_step_s": old.median, "new_step_s": new.median,
-                     "ratio_paired": ratio, "ratio_best": new.best / old.best,
-                     "old_cpu_s": statistics.median(cpu["old"]),
-                     "new_cpu_s": statistics.median(cpu["new"]), "cpu_ratio_paired": cpu_ratio,
-                     "old_samples": old.samples, "new_samples": new.samples,
-                     "old_cpu_samples": cpu["old"], "new_cpu_samples": cpu["new"],
-                     "logits_max_abs_diff": pairs[name]["logits_diff"],
-                     "judged_ratio": judged, "within_5pct": judged <= COMPARE_TOLERANCE})
-    return {"benchmark": "model_speed --compare-old", "rounds_done": done,
-            "dims": dataclasses.asdict(d), "batch": batch_size, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "elapsed_s": time.perf_counter() - t0,
-            "machine": {"cpu_count": os.cpu_count(), "loadavg_end": _loadavg()},
-            "cases": rows, "passed": all(row["within_5pct"] for row in rows)}
-
-
-def print_compare(result: dict) -> None:
-    print(f"\n{'preset':<24}{'old ms':>9}{'new ms':>9}{'new/old':>9}{'best':>8}"
-          f"{'old cpu':>9}{'new cpu':>9}{'cpu n/o':>9}{'logits diff':>13}  within 5%")
-    for row in result["cases"]:
-        print(f"{row['name']:<24}{row['old_step_s'] * 1e3:>9.1f}{row['new_step_s'] * 1e3:>9.1f}"
-              f"{row['ratio_paired']:>9.3f}{row['ratio_best']:>8.3f}"
-              f"{row['old_cpu_s'] * 1e3:>9.1f}{row['new_cpu_s'] * 1e3:>9.1f}"
-              f"{row['cpu_ratio_paired']:>9.3f}"
-              f"{row['logits_max_abs_diff']:>13.2g}  {'yes' if row['within_5pct'] else 'NO'}")
-    ratios = [row["judged_ratio"] for row in result["cases"]]
-    judged = "cpu n/o" if result["threads"] == 1 else "new/old"
-    print(f"\nnew/old: median over {result['rounds_done']} rounds of the same-round ratio of "
-          f"one step's wall time (ms: median step); best: fastest new / fastest old; cpu: the "
-          f"same in\nCPU seconds of this process. Judged: {judged}, median over presets "
-          f"{statistics.median(ratios):.3f}, worst {max(ratios):.3f}; "
-          f"{'ALL WITHIN 5%' if result['passed'] else 'SOME PRESETS SLOWER THAN 5%'} "
-          f"({result['elapsed_s']:.0f}s)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (~1 minute)")
@@ -477,12 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of timing, profile these cases (top ops by self CPU)")
     parser.add_argument("--profile-steps", type=int, default=3)
     parser.add_argument("--profile-rows", type=int, default=25)
-    parser.add_argument("--compare-old", action="store_true",
-                        help="time every preset against benchmarks/_old_model.py instead")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds of --compare-old")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
-    parser.add_argument("--budget", type=float, default=900,
-                        help="seconds after which --compare-old stops (after >= 3 rounds)")
     args = parser.parse_args(argv)
 
     if args.profile:
@@ -491,14 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     selected = args.only.split(",") if args.only else None
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.compare_old:
-        result = compare_old(selected, args.rounds, args.budget,
-                             log=lambda msg: print(msg, file=sys.stderr, flush=True))
-        print_compare(result)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        return 1 if args.strict and not result["passed"] else 0
     result = run("quick" if args.quick else "full", selected,
                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print_report(result)

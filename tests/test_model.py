@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -344,39 +343,6 @@ def test_random_specs_match_literal_spec_semantics():
                 continue
             err = (got[name] - grad).abs().max().item()
             assert err < 1e-5, f"random spec #{i}, gradient of {name}:\n{spec.to_yaml()}"
-
-
-# ---------------------------------------------------------------------- the model it replaced
-OLD_MODEL = Path(__file__).resolve().parents[1] / "benchmarks" / "_old_model.py"
-
-
-@pytest.mark.skipif(not OLD_MODEL.exists(), reason="benchmarks/_old_model.py was removed")
-def test_same_weights_logits_and_gradients_as_the_model_it_replaced():
-    """sla_nas/model.py replaced a second, planned model (kept in benchmarks/_old_model.py for
-    the speed comparison): same seeded weights, fp32 logits and gradients within 1e-6."""
-    module_spec = importlib.util.spec_from_file_location("_old_model", OLD_MODEL)
-    old_model = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_spec.name] = old_model  # its dataclass resolves names through it
-    module_spec.loader.exec_module(old_model)
-    gqa = dict(TINY, n_heads=8, n_kv_heads=4, n_groups=2, pos="rope", norm="rmsnorm",
-               tie_embeddings=False)
-    specs = [presets.get(name, **dims) for dims in (TINY, gqa) for name in presets.names()]
-    specs += random_specs(seed=2024, n=40, max_d_model=48)
-    for i, spec in enumerate(specs):
-        old, new = old_model.build_model(spec, seed=i), build_model(spec, seed=i)
-        so, sn = old.state_dict(), new.state_dict()
-        assert list(so) == list(sn), i
-        assert all(torch.equal(so[k], sn[k]) for k in so), f"spec #{i}: other initial weights"
-        randomize_(old, seed=i)
-        new.load_state_dict(old.state_dict())
-        idx = _tokens(spec, seed=i)
-        with torch.no_grad():
-            torch.testing.assert_close(new(idx)[0], old(idx)[0], atol=1e-6, rtol=0)
-        got, expected = _loss_grads(new, idx), _loss_grads(old, idx)
-        assert got.keys() == expected.keys()
-        for name, grad in expected.items():
-            torch.testing.assert_close(got[name], grad, atol=1e-6, rtol=0,
-                                       msg=lambda m, n=name, i=i: f"spec #{i}, {n}: {m}")
 
 
 # ---------------------------------------------------------------------- one readable file
