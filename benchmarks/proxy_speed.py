@@ -53,7 +53,7 @@ def proxy_rate(spec, task, steps: int) -> float:
 def peak_memory_mb(tokens: int) -> float:
     """Peak RSS of a fresh process that runs one complete default proxy training."""
     code = ("import resource, torch; from sla_nas import presets; "
-            "from sla_nas.data import make_task; from sla_nas.train import Budget, train_proxy; "
+            "from sla_nas.proxy import make_task; from sla_nas.train import Budget, train_proxy; "
             f"s = presets.get('vanilla', **{SIZE!r}); t = make_task('bytes-lm', 128); "
             f"train_proxy(s, t, Budget(tokens={tokens}, batch_size={BATCH})); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")

@@ -120,19 +120,30 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), -1).flatten(-2)
 
 
+# A source of K/V: a layer index, EMB (the token embedding), or ("mix", stream, group) for
+# the weighted sum of a reprojected mix gene's sources.
+Source = Any
+
+
 class Cols(NamedTuple):
     """Columns [start, end) of the projection of input ``source``: one group's K or V (or
     neighbouring groups'). A token set stays such a reference until its attention call, where
     neighbouring groups' columns are taken with one slice instead of a slice each and a copy."""
 
-    source: Any  # a layer, EMB, or ("mix", stream, group): a reprojected mix's mixed state
+    source: Source
     start: int
     end: int
 
 
-def _take(item: torch.Tensor | Cols, proj: dict[Any, torch.Tensor]) -> torch.Tensor:
+def _take(item: torch.Tensor | Cols, proj: dict[Source, torch.Tensor]) -> torch.Tensor:
     """A token set as a tensor (B, T, width)."""
     return proj[item.source][..., item.start:item.end] if isinstance(item, Cols) else item
+
+
+def _mix_weights(gene: Gene) -> list[float]:
+    """A mix gene's starting weights: its own, or equal weights when it names none."""
+    n = len(gene.sources)
+    return list(gene.weights) if gene.weights is not None else [1.0 / n] * n
 
 
 class Mix(nn.Module):
@@ -140,7 +151,7 @@ class Mix(nn.Module):
 
     def __init__(self, gene: Gene):
         super().__init__()
-        w = torch.tensor(gene.weights, dtype=torch.float32)
+        w = torch.tensor(_mix_weights(gene), dtype=torch.float32)
         if gene.learned:
             self.w = nn.Parameter(w)
         else:
@@ -170,13 +181,13 @@ class Attention(nn.Module):
         # The projections, one matmul per input state: ``stacks[source]`` lists the rows of
         # wq / wk / wv that read it as runs (weight, first row, end row), stacked in this order;
         # ``cols[s, g, source]``: where group g's K or V lies in that matmul's output.
-        readers: dict[Any, list[tuple[str, int]]] = {layer: [("q", 0)]}
+        readers: dict[Source, list[tuple[str, int]]] = {layer: [("q", 0)]}
         for (s, g), gene in sorted(self.genes.items()):  # K before V, groups in order
             if gene.owns_projection(layer):
                 for source in self.inputs(s, g):
                     readers.setdefault(source, []).append((s, g))
-        self.stacks: dict[Any, list[tuple[str, int, int]]] = {}
-        self.cols: dict[tuple[str, int, Any], Cols] = {}
+        self.stacks: dict[Source, list[tuple[str, int, int]]] = {}
+        self.cols: dict[tuple[str, int, Source], Cols] = {}
         for source, rows in readers.items():
             runs: list[tuple[str, int, int]] = []
             width = 0
@@ -206,7 +217,7 @@ class Attention(nn.Module):
             heads += call_heads
         self.register_buffer("q_order", torch.argsort(torch.tensor(heads)), persistent=False)
 
-    def inputs(self, s: str, g: int) -> list[Any]:
+    def inputs(self, s: str, g: int) -> list[Source]:
         """What group g's own W_s rows are applied to: this layer's state for a reuse, the
         mixed state ("mix", s, g) for a reprojected mix, else each source's state."""
         gene = self.genes[s, g]
@@ -214,7 +225,7 @@ class Attention(nn.Module):
             return [self.layer]
         return [("mix", s, g)] if gene.combine == "mix" else list(gene.sources)
 
-    def input_state(self, source: Any, states: dict[int, torch.Tensor]) -> torch.Tensor:
+    def input_state(self, source: Source, states: dict[int, torch.Tensor]) -> torch.Tensor:
         """The normed state ``source`` names (B, T, D); for ("mix", s, g) the weighted sum of
         group g's sources."""
         if isinstance(source, tuple):
@@ -223,7 +234,7 @@ class Attention(nn.Module):
             return sum(w[i] * states[src] for i, src in enumerate(self.genes[s, g].sources))
         return states[source]
 
-    def stacked_weight(self, source: Any) -> torch.Tensor:
+    def stacked_weight(self, source: Source) -> torch.Tensor:
         """The rows reading ``source``, stacked: (rows, D). A weight used whole is passed as it
         is: a slice would cost a copy of its gradient in the backward pass."""
         parts = []
@@ -232,7 +243,7 @@ class Attention(nn.Module):
             parts.append(w if end - start == w.shape[0] else w[start:end])
         return _cat(parts, 0)
 
-    def token_sets(self, s: str, g: int, attended: dict, proj: dict[Any, torch.Tensor]
+    def token_sets(self, s: str, g: int, attended: dict, proj: dict[Source, torch.Tensor]
                    ) -> list[torch.Tensor | Cols]:
         """What group g attends over in stream s: one token set, or one per concat source, each
         (B, T, gd) or the `Cols` of this layer's projections that hold it. ``attended``: the
@@ -247,7 +258,7 @@ class Attention(nn.Module):
         return items
 
     def side_by_side(self, group_sets: list[list[torch.Tensor | Cols]], n: int,
-                     proj: dict[Any, torch.Tensor]) -> torch.Tensor:
+                     proj: dict[Source, torch.Tensor]) -> torch.Tensor:
         """K (or V) of one attention call, (B, kv heads, n*T, Dh): per token set the groups'
         heads side by side, the n token sets one after another in time."""
         per_set = []
@@ -312,6 +323,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """One layer's modules. It has no forward of its own: `Model.forward` runs it, because the
+    normed state entering its attention (``ln1``) is what later layers read as this layer's
+    source, and its attention records the K/V its groups attended with for later reuse."""
+
     def __init__(self, dims: Dims, layer: int, genes: tuple[tuple[Gene, Gene], ...]):
         super().__init__()
         self.ln1, self.ln2 = _norm(dims.norm, dims.d_model), _norm(dims.norm, dims.d_model)
@@ -363,7 +378,7 @@ class Model(nn.Module):
                 p.fill_(1.0)
             elif ".mix." in name:  # blocks.<l>.attn.mix.<s><g>.w
                 attn, sg = self.blocks[int(name.split(".")[1])].attn, name.split(".")[-2]
-                p.copy_(torch.tensor(attn.genes[sg[0], int(sg[1:])].weights))
+                p.copy_(torch.tensor(_mix_weights(attn.genes[sg[0], int(sg[1:])])))
             elif name.endswith((".wk", ".wv")):  # blocks.<l>.attn.w<s>
                 owners = self.blocks[int(name.split(".")[1])].attn.owners[name[-1]]
                 for i, g in enumerate(owners):

@@ -19,7 +19,7 @@ from sla_nas import results as R
 from sla_nas.arch import ArchSpec, Dims, cost_table
 from sla_nas.report import _data as data
 from sla_nas.report import build_report, load_results
-from sla_nas.report._noise import _get_confirm_info
+from sla_nas.report._noise import get_confirm_info
 from sla_nas.results import append_confirm
 
 from search_helpers import write_space
@@ -87,7 +87,7 @@ def frame() -> pd.DataFrame:
 
 # ---------------------------------------------------------------------- data functions
 def test_summary_counts_statuses_in_order_and_says_the_verdict(frame):
-    info = data._get_summary_info(frame, ONE, "run", "space", "2026-01-01")
+    info = data.get_summary_info(frame, ONE, "run", "space", "2026-01-01")
     assert info.counts == {"ok": 5, "pruned": 1, "infeasible": 1, "duplicate": 1, "error": 1}
     assert list(info.counts) == ["ok", "pruned", "infeasible", "duplicate", "error"]
     assert info.n_trials == 9 and info.objectives == (("val_loss", "min"),)
@@ -97,7 +97,7 @@ def test_summary_counts_statuses_in_order_and_says_the_verdict(frame):
 
 
 def test_history_groups_every_status_and_runs_the_best_over_full_trials(frame):
-    info = data._get_history_info(frame, ONE)
+    info = data.get_history_info(frame, ONE)
     assert (info.metric, info.mode) == ("val_loss", "min")
     assert [g.status for g in info.groups] == ["ok", "pruned", "infeasible", "duplicate",
                                                "error"]
@@ -117,37 +117,37 @@ def test_history_groups_every_status_and_runs_the_best_over_full_trials(frame):
 def test_history_best_is_the_leaders_mean_as_its_seeds_come_in(frame):
     frame.loc[frame[R.TRIAL] == 8, [R.KEY, R.SPEC, "val_loss"]] = [
         SPECS["E"].key, SPECS["E"].to_json(), 3.0]  # the leader's second seed: mean 2.9
-    assert data._get_history_info(frame, ONE).best_values == pytest.approx(
+    assert data.get_history_info(frame, ONE).best_values == pytest.approx(
         (3.0, 2.9, 2.9, 2.8, 2.9))
 
 
 def test_history_keeps_every_value_in_view_when_none_lies_far_off(frame):
     frame.loc[frame[R.STATUS] == "pruned", "val_loss"] = 4.0
-    assert data._get_history_info(frame, ONE).y_range is None
+    assert data.get_history_info(frame, ONE).y_range is None
 
 
 def test_history_of_a_maximised_metric_runs_the_maximum(frame):
     frame["val_acc"] = frame["val_loss"]
-    info = data._get_history_info(frame, [("val_acc", "max")])
+    info = data.get_history_info(frame, [("val_acc", "max")])
     assert info.best_values == pytest.approx((3.0, 3.0, 3.0, 3.0, 3.05))
 
 
 def test_pareto_marks_the_front_of_each_plane_the_winner_and_the_seeds(frame):
-    kv = data._get_pareto_info(frame, ONE, "kv_cache_bytes_per_token")
+    kv = data.get_pareto_info(frame, ONE, "kv_cache_bytes_per_token")
     assert kv.trials == (0, 1, 4, 6)
     assert kv.x == (192, 160, 128, 160) and kv.y == pytest.approx((3.05, 2.9, 2.95, 2.8))
     assert kv.front == (False, False, True, True)
     assert kv.winner == (False, False, False, True)
     assert kv.seeds == ("vanilla", None, None, None)
     assert kv.keys[0] == SPECS["V"].key
-    params = data._get_pareto_info(frame, ONE, "params")
+    params = data.get_pareto_info(frame, ONE, "params")
     assert params.x == (1000, 990, 980, 1010)
     assert params.front == (False, True, True, True)
 
 
 def test_pareto_winners_of_two_objectives_are_the_runs_pareto_set(frame):
     assert data.pareto_axes(TWO) == [("kv_cache_bytes_per_token", "min"), ("params", "min")]
-    assert data._get_pareto_info(frame, TWO, "kv_cache_bytes_per_token").winner == (
+    assert data.get_pareto_info(frame, TWO, "kv_cache_bytes_per_token").winner == (
         False, False, True, True)
     assert data.pareto_axes([("val_loss", "min"), ("tokens_per_s", "max")]) == [
         ("kv_cache_bytes_per_token", "min"), ("params", "min"), ("tokens_per_s", "max")]
@@ -178,7 +178,7 @@ def test_arch_cells_describe_every_stream():
 
 
 def test_connectivity_shows_the_winner_then_the_rest_by_loss(frame):
-    info = data._get_connectivity_info(frame, ONE, top=3)
+    info = data.get_connectivity_info(frame, ONE, top=3)
     assert [a.trial for a in info.archs] == [6, 1, 4]
     assert [a.rank for a in info.archs] == [1, 2, 3]
     assert [a.winner for a in info.archs] == [True, False, False]
@@ -189,7 +189,7 @@ def test_connectivity_shows_the_winner_then_the_rest_by_loss(frame):
     assert (best.n_layers, best.n_groups, len(best.cells)) == (3, 2, 12)
     assert best.cells == data.arch_cells(SPECS["E"])
     assert info.max_reach == 2  # D's layer 2 reuses layer 0; E's "e" has a colour of its own
-    two = data._get_connectivity_info(frame, TWO, top=10)
+    two = data.get_connectivity_info(frame, TWO, top=10)
     assert [a.trial for a in two.archs] == [6, 4, 1, 0]  # the Pareto set first
     assert [a.winner for a in two.archs] == [True, True, False, False]
     assert two.archs[3].seed == "vanilla" and two.archs[3].n_seeds == 2
@@ -197,7 +197,7 @@ def test_connectivity_shows_the_winner_then_the_rest_by_loss(frame):
 
 
 def test_marginal_effects_are_means_against_the_overall_mean(frame):
-    info = data._get_marginal_info(frame, ONE)
+    info = data.get_marginal_info(frame, ONE)
     assert info.n_archs == 4 and info.overall_mean == pytest.approx(2.925)
     got = [(r.param, r.value, r.count) for r in info.rows]
     # b spreads 0.1; a 0; c's choices were made once each (spread 0); d never varied
@@ -213,7 +213,7 @@ def test_marginal_effects_are_means_against_the_overall_mean(frame):
 
 
 def test_importances_say_why_when_there_are_too_few_trials(frame):
-    info = data._get_importance_info(frame, ONE)
+    info = data.get_importance_info(frame, ONE)
     assert info.params == () and info.n_archs == 4
     assert info.note == "only 4 fully trained architectures: importances need at least 6"
 
@@ -235,7 +235,7 @@ def test_importances_rank_the_decision_that_decides_the_loss_first():
     assert len(study.trials) == 12 and study.direction.name == "MINIMIZE"
     assert study.trials[1].params == {"x": "b", "y": "u", "z": "same"}
     assert study.trials[1].distributions["x"].choices == ("a", "b")
-    info = data._get_importance_info(frame, ONE)
+    info = data.get_importance_info(frame, ONE)
     assert info.note == "" and info.n_archs == 12
     assert info.target_quantile == pytest.approx(5 / 12)
     assert info.params == ("x", "y")  # z never varied: left out
@@ -244,7 +244,7 @@ def test_importances_rank_the_decision_that_decides_the_loss_first():
 
 
 def test_learning_curves_of_trained_trials(frame):
-    info = data._get_curves_info(frame, ONE)
+    info = data.get_curves_info(frame, ONE)
     # the duplicate reuses trial 1's curve; the error trial reported nothing
     assert [c.trial for c in info.curves] == [0, 1, 2, 4, 6, 8]
     pruned = info.curves[2]
@@ -254,11 +254,11 @@ def test_learning_curves_of_trained_trials(frame):
     assert info.curves[0].train_tokens == (1000, 2000)
     assert info.curves[0].train_loss == (5.0, 4.0)
     assert info.winners == (6,)
-    assert data._get_curves_info(frame, [("val_loss", "max")]).winners == (0, 8)  # both seeds
+    assert data.get_curves_info(frame, [("val_loss", "max")]).winners == (0, 8)  # both seeds
 
 
 def test_table_lists_the_top_with_every_metric_and_cost(frame):
-    info = data._get_table_info(frame, ONE, top=2)
+    info = data.get_table_info(frame, ONE, top=2)
     assert info.columns == ("rank", R.TRIAL, R.KEY, R.SEED_PRESET, "winner", R.N_SEEDS,
                             "val_loss", "train_loss", "params", "kv_cache_bytes_per_token",
                             R.TOKENS, R.WALL_SECONDS)
@@ -267,7 +267,7 @@ def test_table_lists_the_top_with_every_metric_and_cost(frame):
                                    6000, 10.0))
     assert second == pytest.approx((2, 1, SPECS["A"].key, None, False, 1, 2.9, 3.0, 990, 160,
                                     6000, 10.0))
-    last = data._get_table_info(frame, ONE, top=4).rows[-1]  # two seeds: the means
+    last = data.get_table_info(frame, ONE, top=4).rows[-1]  # two seeds: the means
     assert last == pytest.approx((4, 0, SPECS["V"].key, "vanilla", False, 2, 3.05, 3.15, 1000,
                                   192, 6000, 10.0))
 
@@ -279,10 +279,10 @@ def test_run_objectives_come_from_the_space_file(tmp_path):
 
 
 def test_costs_of_the_top_architecture_against_vanilla(frame):
-    info = data._get_costs_info(frame, ONE)
+    info = data.get_costs_info(frame, ONE)
     assert (info.trial, info.key) == (6, SPECS["E"].key)
     assert info.rows == tuple(cost_table(SPECS["E"]))
-    assert data._get_costs_info(frame[frame[R.STATUS] != "ok"], ONE) is None
+    assert data.get_costs_info(frame[frame[R.STATUS] != "ok"], ONE) is None
 
 
 # ---------------------------------------------------------------------- report.html
@@ -401,7 +401,7 @@ def test_report_with_a_confirmation_leads_with_it(tmp_path):
     specs = _check_self_contained(text)
     assert list(specs)[0] == "confirmation"
     assert re.findall(r"<section id='(\w+)'>", text) == ["confirmation", *SECTIONS]
-    sentence = _get_confirm_info(run, "val_loss", "min", "bytes-lm").sentence
+    sentence = get_confirm_info(run, "val_loss", "min", "bytes-lm").sentence
     assert f"<p class='verdict'>{escape(sentence[0].upper() + sentence[1:])}.</p>" in text
     assert "Confirmed: 2 architectures re-trained with 3\nfresh paired seeds at 12,000" in text
     assert "<th data-num='1' title='click to sort'>confirmed val_loss</th>" in text

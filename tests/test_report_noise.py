@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sla_nas.report._data import TableInfo
-from sla_nas.report._noise import _get_confirm_info, _get_noise_info, with_confirmation
+from sla_nas.report._noise import get_confirm_info, get_noise_info, with_confirmation
 from sla_nas.results import append_confirm
 
 T_975_DF2 = math.sqrt(1.805 / 0.0975)  # Student t, 2 degrees of freedom (see test_stats)
@@ -27,7 +27,7 @@ def test_confirm_info_by_hand(tmp_path):
     _confirm_csv(tmp_path)
     append_confirm(tmp_path, [{"arch_key": "bbbbbbbbbbbb", "label": "rank 1", "train_seed": 1,
                                "budget_tokens": 500, "status": "ok", "val_loss": 9.0}])
-    info = _get_confirm_info(tmp_path, "val_loss", "min", "bytes-lm")
+    info = get_confirm_info(tmp_path, "val_loss", "min", "bytes-lm")
     assert info.tokens == 1000 and info.seeds == (1, 2, 3)  # the longest budget only
     best, base = info.rows
     assert (best.label, base.label) == ("rank 1", "vanilla")
@@ -48,10 +48,10 @@ def test_confirm_info_by_hand(tmp_path):
 
 
 def test_no_confirmation_without_a_vanilla_run(tmp_path):
-    assert _get_confirm_info(tmp_path, "val_loss", "min", "bytes-lm") is None
+    assert get_confirm_info(tmp_path, "val_loss", "min", "bytes-lm") is None
     append_confirm(tmp_path, [{"arch_key": "bbbbbbbbbbbb", "label": "rank 1", "train_seed": 1,
                                "budget_tokens": 500, "status": "ok", "val_loss": 2.0}])
-    assert _get_confirm_info(tmp_path, "val_loss", "min", "bytes-lm") is None
+    assert get_confirm_info(tmp_path, "val_loss", "min", "bytes-lm") is None
 
 
 def test_noise_info_from_seed_presets():
@@ -60,19 +60,19 @@ def test_noise_info_from_seed_presets():
         "train_seed": [0, 0, 1, 1, 0], "seed_preset": ["vanilla", "cla2", "vanilla", "cla2",
                                                         None],
         "val_loss": [2.00, 2.10, 2.04, 2.12, 1.0]})
-    info = _get_noise_info(frame, "val_loss")
+    info = get_noise_info(frame, "val_loss")
     # unpaired: pooled over v (2.00, 2.04) and c (2.10, 2.12): sqrt((0.0008 + 0.0002) / 2)
     assert info.unpaired == pytest.approx(math.sqrt(0.001 / 2))
     # paired: differences v - c = -0.10, -0.08: std 0.02 / sqrt 2, then / sqrt 2
     assert info.paired == pytest.approx(0.01)
     assert info.n_architectures == 2 and "from 4 runs of 2 seed architectures" in info.text
-    none = _get_noise_info(frame[frame["train_seed"] == 0], "val_loss")
+    none = get_noise_info(frame[frame["train_seed"] == 0], "val_loss")
     assert none.n_architectures == 0 and "no estimate" in none.text
 
 
 def test_table_gains_the_confirmed_columns(tmp_path):
     _confirm_csv(tmp_path)
-    info = _get_confirm_info(tmp_path, "val_loss", "min", "bytes-lm")
+    info = get_confirm_info(tmp_path, "val_loss", "min", "bytes-lm")
     table = TableInfo(("rank", "arch_key", "val_loss"),
                       ((1, "bbbbbbbbbbbb", 1.9), (2, "cccccccccccc", 1.95)))
     out = with_confirmation(table, info)

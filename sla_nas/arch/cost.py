@@ -91,12 +91,6 @@ def estimate(spec: ArchSpec, bytes_per_element: int = BYTES_PER_ELEMENT) -> dict
     }
 
 
-def vanilla_ratio(spec: ArchSpec, key: str = "kv_cache_bytes_per_token") -> float:
-    """``key`` of ``spec`` relative to a vanilla spec of the same dimensions."""
-    base = estimate(ArchSpec.create(spec.dims))[key]
-    return estimate(spec)[key] / base
-
-
 class CostRow(NamedTuple):
     """One cost of a spec next to vanilla attention's at the same dimensions."""
 

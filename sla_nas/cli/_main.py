@@ -59,7 +59,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     task = make_task(args.task, spec.dims.seq_len, corpus=args.corpus, n_pairs=args.n_pairs,
-                     vocab_size=spec.dims.vocab_size if args.task == "mqar" else 256)
+                     vocab_size=spec.dims.vocab_size)
     budget = Budget(tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
                     schedule=args.schedule, eval_every=args.eval_every)
     main_steps = budget.plan(task.seq_len)[0]

@@ -34,7 +34,7 @@ import torch
 from sla_nas.arch import ArchSpec, estimate, unit_of
 from sla_nas.arch.metrics import QUALITY
 from sla_nas.model import SlaModel, build_model
-from sla_nas.proxy import MODEL_FILE, Budget, train_proxy
+from sla_nas.proxy import MODEL_FILE, Budget, make_task, train_proxy
 from sla_nas.results import (
     CHECKPOINT,
     KEY,
@@ -49,8 +49,10 @@ from sla_nas.results import (
     RunPaths,
     finished_ok,
     is_vanilla,
+    latest_summary,
     load_results,
     ranked,
+    sentence,
     valid_key,
     winners,
 )
@@ -247,12 +249,10 @@ def _retrain(run: _Run, spec: ArchSpec, seed: int, tokens: int,
              log: Callable[[str], None]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train ``spec`` for ``tokens`` with the run's task, batch size, learning rate and
     schedule; the weights of the final (cooled-down) evaluation and its metrics."""
-    from sla_nas.proxy import make_task
-
     task_cfg, budget_cfg = run.config.task, run.config.budget
     task = make_task(task_cfg.name, spec.dims.seq_len, corpus=_corpus(run),
                      n_pairs=task_cfg.n_pairs,
-                     vocab_size=spec.dims.vocab_size if task_cfg.name == "mqar" else 256)
+                     vocab_size=spec.dims.vocab_size)
     budget = Budget(tokens=tokens, eval_at=(tokens,), batch_size=budget_cfg.batch_size,
                     lr=budget_cfg.lr, schedule=budget_cfg.schedule)
     log(f"retraining {spec.key} for {tokens:,} tokens on {task.name} (seed {seed})")
@@ -355,8 +355,6 @@ def _confirmation(run: _Run, log: Callable[[str], None]
                   ) -> tuple[pd.DataFrame, int, str, str] | None:
     """(summary, budget, sentence, metric) of the run's confirmation, if ``confirm.csv`` has
     one; says so, and which confirmed architectures the search did not train."""
-    from sla_nas.results import latest_summary, sentence
-
     trained = [(m, mode) for m, mode in run.objectives if m in QUALITY]
     if len(run.objectives) != 1 or not trained:
         return None

@@ -178,7 +178,9 @@ class MQAR(Task):
 
 def make_task(name: str, seq_len: int, corpus: str | None = None, n_pairs: int = 8,
               vocab_size: int = 256) -> Task:
-    """A task by name (``bytes-lm`` or ``mqar``) at the model's sequence length."""
+    """A task by name (``bytes-lm`` or ``mqar``) at the model's sequence length; ``vocab_size``
+    is the model's (mqar draws its tokens from it; bytes-lm's 256 byte values do not depend on
+    it)."""
     if name == "bytes-lm":
         return BytesLM(seq_len, corpus)
     if name == "mqar":

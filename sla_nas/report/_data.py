@@ -119,7 +119,7 @@ class SummaryInfo(NamedTuple):
     started: str | None  # from run.json
 
 
-def _get_summary_info(frame: pd.DataFrame, objectives: Objectives, run: str, space: str,
+def get_summary_info(frame: pd.DataFrame, objectives: Objectives, run: str, space: str,
                       started: str | None = None) -> SummaryInfo:
     found = frame[STATUS].value_counts() if len(frame) else pd.Series(dtype=int)
     order = [s for s in STATUSES if s in found] + sorted(set(found.index) - set(STATUSES))
@@ -172,7 +172,7 @@ def _note(row: pd.Series) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def _get_history_info(frame: pd.DataFrame, objectives: Objectives) -> HistoryInfo:
+def get_history_info(frame: pd.DataFrame, objectives: Objectives) -> HistoryInfo:
     """Every trial by status, with its objective value where it has one (a pruned trial's is
     at its last rung: a shorter run, not comparable with the full ones), and after each fully
     trained trial the best architecture as known then: by its mean over the training seeds
@@ -228,7 +228,7 @@ def pareto_axes(objectives: Objectives) -> list[tuple[str, str]]:
     return [(m, dict(objectives).get(m, mode)) for m, mode in axes]
 
 
-def _get_pareto_info(frame: pd.DataFrame, objectives: Objectives, x_metric: str,
+def get_pareto_info(frame: pd.DataFrame, objectives: Objectives, x_metric: str,
                      x_mode: str = "min") -> ParetoInfo:
     y_metric, y_mode = primary_objective(objectives)
     ok = architectures(frame, y_metric, y_mode)
@@ -253,7 +253,7 @@ class CellInfo(NamedTuple):
     layer: int
     group: int
     stream: str  # "k" | "v"
-    label: str  # show.gene_label: the text `sla-nas show` prints
+    label: str  # arch.gene_label: the text `sla-nas show` prints
     sources: tuple[int, ...]  # layers, EMB (-1) for the token embedding
     mode: str  # reproject | reuse
     combine: str  # select | concat | mix
@@ -310,7 +310,7 @@ def top_rows(frame: pd.DataFrame, objectives: Objectives, top: int) -> pd.DataFr
     return rows
 
 
-def _get_connectivity_info(frame: pd.DataFrame, objectives: Objectives,
+def get_connectivity_info(frame: pd.DataFrame, objectives: Objectives,
                            top: int = 10) -> ConnectivityInfo:
     rows = top_rows(frame, objectives, top)
     best = set(winners(frame, objectives)[TRIAL].astype(int))
@@ -334,7 +334,7 @@ class CostsInfo(NamedTuple):
     rows: tuple[CostRow, ...]  # `sla_nas.arch.cost_table`
 
 
-def _get_costs_info(frame: pd.DataFrame, objectives: Objectives) -> CostsInfo | None:
+def get_costs_info(frame: pd.DataFrame, objectives: Objectives) -> CostsInfo | None:
     """None until an architecture is fully trained."""
     rows = top_rows(frame, objectives, 1)
     if rows.empty:
@@ -382,7 +382,7 @@ def study_from_frame(frame: pd.DataFrame, metric: str, mode: str) -> Any:
     return study
 
 
-def _get_importance_info(frame: pd.DataFrame, objectives: Objectives) -> ImportanceInfo:
+def get_importance_info(frame: pd.DataFrame, objectives: Objectives) -> ImportanceInfo:
     import optuna
 
     metric, mode = primary_objective(objectives)
@@ -427,7 +427,7 @@ class MarginalInfo(NamedTuple):
     # name order. Decisions seen with one choice only are left out.
 
 
-def _get_marginal_info(frame: pd.DataFrame, objectives: Objectives) -> MarginalInfo:
+def get_marginal_info(frame: pd.DataFrame, objectives: Objectives) -> MarginalInfo:
     """Per searched decision and choice: the mean objective of the fully trained
     architectures that made it, against the mean of all. A rough view (the sampler correlates
     the choices), which the importances complement."""
@@ -473,7 +473,7 @@ class CurvesInfo(NamedTuple):
     winners: tuple[int, ...]  # every trial (each seed) of the run's best or Pareto set
 
 
-def _get_curves_info(frame: pd.DataFrame, objectives: Objectives) -> CurvesInfo:
+def get_curves_info(frame: pd.DataFrame, objectives: Objectives) -> CurvesInfo:
     metric, mode = primary_objective(objectives)
     curves = []
     trained = frame[frame[STATUS].isin((*TRAINED_STATUSES, "running"))].sort_values(TRIAL)
@@ -499,7 +499,7 @@ class TableInfo(NamedTuple):
     rows: tuple[tuple[Any, ...], ...]  # plain Python values; None for an empty cell
 
 
-def _get_table_info(frame: pd.DataFrame, objectives: Objectives, top: int = 10) -> TableInfo:
+def get_table_info(frame: pd.DataFrame, objectives: Objectives, top: int = 10) -> TableInfo:
     """The top architectures (as `top_rows`) with every metric and cost they have; trained
     metrics are means over the ``n_seeds`` training seeds."""
     rows = top_rows(frame, objectives, top)

@@ -22,7 +22,7 @@ from sla_nas.results import (
 
 from ._data import TableInfo
 
-__all__ = ["ConfirmRow", "ConfirmInfo", "NoiseInfo", "_get_confirm_info", "_get_noise_info",
+__all__ = ["ConfirmRow", "ConfirmInfo", "NoiseInfo", "get_confirm_info", "get_noise_info",
            "with_confirmation"]
 
 
@@ -50,7 +50,7 @@ class ConfirmInfo(NamedTuple):
     sentence: str
 
 
-def _get_confirm_info(run_dir: str | Path, metric: str, mode: str, task: str
+def get_confirm_info(run_dir: str | Path, metric: str, mode: str, task: str
                       ) -> ConfirmInfo | None:
     """The confirmation at the longest budget confirm.csv holds (None without one)."""
     latest = latest_summary(run_dir, metric, mode)
@@ -80,7 +80,7 @@ class NoiseInfo(NamedTuple):
     text: str
 
 
-def _get_noise_info(frame: pd.DataFrame, metric: str) -> NoiseInfo:
+def get_noise_info(frame: pd.DataFrame, metric: str) -> NoiseInfo:
     """The search's own seed-noise estimate (seed architectures run with several seeds)."""
     noise = search_noise(frame, metric) if len(frame) else {
         "unpaired": math.nan, "paired": math.nan, "n_architectures": 0, "n_runs": 0}

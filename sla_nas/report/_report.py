@@ -31,8 +31,8 @@ from . import _data
 from ._data import CellInfo
 from ._noise import (
     ConfirmInfo,
-    _get_confirm_info,
-    _get_noise_info,
+    get_confirm_info,
+    get_noise_info,
     with_confirmation,
 )
 from ._page import fmt, render_page, sortable
@@ -403,19 +403,19 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
     paths = RunPaths(Path(run_dir))
     frame = _data.with_columns(load_results(paths.root))
     space, objectives = _data.run_objectives(paths)
-    summary = _data._get_summary_info(frame, objectives, paths.root.resolve().name, space,
+    summary = _data.get_summary_info(frame, objectives, paths.root.resolve().name, space,
                                       paths.read_info().get("started"))
     metric, mode = _data.primary_objective(objectives)
-    confirm = _get_confirm_info(paths.root, metric, mode,
+    confirm = get_confirm_info(paths.root, metric, mode,
                                 parse_space_yaml(paths.space)[0].task.name)
-    noise = _get_noise_info(frame, metric)
-    history = _data._get_history_info(frame, objectives)
-    panes = [_data._get_pareto_info(frame, objectives, metric, mode)
+    noise = get_noise_info(frame, metric)
+    history = _data.get_history_info(frame, objectives)
+    panes = [_data.get_pareto_info(frame, objectives, metric, mode)
              for metric, mode in _data.pareto_axes(objectives)]
-    connectivity = _data._get_connectivity_info(frame, objectives, top)
-    importance = _data._get_importance_info(frame, objectives)
-    marginal = _data._get_marginal_info(frame, objectives)
-    curves = _data._get_curves_info(frame, objectives)
+    connectivity = _data.get_connectivity_info(frame, objectives, top)
+    importance = _data.get_importance_info(frame, objectives)
+    marginal = _data.get_marginal_info(frame, objectives)
+    curves = _data.get_curves_info(frame, objectives)
     band = noise.paired if math.isfinite(noise.paired) else noise.unpaired
     figures = {  # in page order; None: the page says why there is nothing to draw
         "confirmation": plot_confirmation(confirm) if confirm is not None else None,
@@ -425,10 +425,10 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
         "importances": plot_importances(importance) if importance.params else None,
         "marginal": plot_marginal(marginal) if marginal.rows else None,
         "curves": plot_learning_curves(curves) if curves.curves else None}
-    table = with_confirmation(_data._get_table_info(frame, objectives, top), confirm)
+    table = with_confirmation(_data.get_table_info(frame, objectives, top), confirm)
     text = render_page(
         summary=summary, confirm=confirm, noise=noise, colors=STATUS_COLORS, history=history,
-        connectivity=connectivity, costs=_data._get_costs_info(frame, objectives),
+        connectivity=connectivity, costs=_data.get_costs_info(frame, objectives),
         importance=importance, marginal=marginal, curves=curves, table=sortable(table),
         figures={name: _json(fig) for name, fig in figures.items()},
         plotly_js=get_plotlyjs())

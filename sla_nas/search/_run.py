@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sla_nas.arch import metrics
+from sla_nas import __version__
+from sla_nas.arch import ArchSpec, metrics
 from sla_nas.proxy import Budget, EvalPlan, plan_evaluations
 from sla_nas.results import (
+    KEY,
+    SPEC,
     STATUS,
     TRAINED_STATUSES,
     TRIAL,
@@ -119,8 +122,6 @@ def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions) -> d
     import optuna
     import ray
     import torch
-
-    from sla_nas import __version__
 
     info = {"name": paths.root.name, "space_file": str(space_path),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -356,9 +357,6 @@ def _scheduler(plan: EvalPlan, objectives: list[tuple[str, str]]) -> Any:
 
 
 def _write_winners(best: Any, paths: RunPaths, multi: bool) -> None:
-    from sla_nas.arch import ArchSpec
-    from sla_nas.results import KEY, SPEC
-
     if best.empty:
         return
     if not multi:

@@ -42,7 +42,7 @@ class TrialSetup:
         from sla_nas.proxy import make_task
 
         return make_task(self.task, dims.seq_len, corpus=self.corpus, n_pairs=self.n_pairs,
-                         vocab_size=dims.vocab_size if self.task == "mqar" else 256)
+                         vocab_size=dims.vocab_size)
 
     def nominal(self, seq_len: int) -> dict[int, int]:
         """Main-run step of each evaluation -> the run length it was planned as."""

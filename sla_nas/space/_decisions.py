@@ -11,17 +11,17 @@ from sla_nas.arch import EMB
 Choose = Callable[[str, list[Any]], Any]
 
 
-def _label(sources: tuple[int, ...], layer: int) -> str:
+def sources_label(sources: tuple[int, ...], layer: int) -> str:
     return "+".join("e" if s == EMB else "l" if s == layer else f"l-{layer - s}"
                     for s in sources)
 
 
-def _named(params: dict[str, Any], prefix: str) -> dict[str, Any]:
+def named(params: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Variant parameters (``x_src``, ...) renamed for a unit (``L3.g1.kv_src``, ...)."""
     return {prefix + name[1:]: value for name, value in params.items()}
 
 
-def _pick(choose: Choose, name: str, values: list[Any]) -> Any:
+def pick(choose: Choose, name: str, values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else choose(name, values)
 
 
@@ -46,7 +46,7 @@ class _Path:
         return value
 
 
-def _replay(walk: Callable[[Choose], dict]) -> Iterator[tuple[dict[str, Any], dict]]:
+def replay(walk: Callable[[Choose], dict]) -> Iterator[tuple[dict[str, Any], dict]]:
     """All outcomes of a decision procedure, in order: rerun it along every path of choices."""
     queue: list[list[Any]] = [[]]
     while queue:
@@ -55,7 +55,7 @@ def _replay(walk: Callable[[Choose], dict]) -> Iterator[tuple[dict[str, Any], di
         yield path.params, genes
 
 
-class _RandomTrial:
+class RandomTrial:
     """The part of optuna.Trial that `sample` uses, drawing uniformly."""
 
     def __init__(self, rng: random.Random):

@@ -36,7 +36,7 @@ from sla_nas.arch import (
     presets,
 )
 
-from ._decisions import Choose, _label, _named, _pick, _RandomTrial, _replay
+from ._decisions import Choose, RandomTrial, named, pick, replay, sources_label
 from ._schema import SpaceError, SpaceFile, located, parse_space_yaml
 
 __all__ = ["SearchSpace", "SpaceError", "Unit", "suggest_arch"]
@@ -217,7 +217,7 @@ class SearchSpace:
                     combines = [m for m in c.combines if m == "mix" or (
                         m == "concat" and layer in subset and not no_concat)]
                 if combines and self._modes(subset, layer):
-                    out[_label(subset, layer)] = (subset, combines)
+                    out[sources_label(subset, layer)] = (subset, combines)
         return out
 
     def _modes(self, subset: tuple[int, ...], layer: int) -> list[str]:
@@ -231,13 +231,13 @@ class SearchSpace:
             subset, combine = forced, "concat"
         else:
             options = self._gene_options(layer, skip, no_concat)
-            label = _pick(choose, f"{name}_src", list(options))
+            label = pick(choose, f"{name}_src", list(options))
             subset, combines = options[label]
-            combine = _pick(choose, f"{name}_combine", combines)
-        mode = _pick(choose, f"{name}_mode", self._modes(subset, layer))
+            combine = pick(choose, f"{name}_combine", combines)
+        mode = pick(choose, f"{name}_mode", self._modes(subset, layer))
         learned = False
         if combine == "mix":
-            learned = _pick(choose, f"{name}_mix", self.config.connectivity.mix_weights) \
+            learned = pick(choose, f"{name}_mix", self.config.connectivity.mix_weights) \
                 == "learned"
         return Gene.create(subset, mode, combine, None, learned) if combine == "mix" \
             else Gene.create(subset, mode, combine)
@@ -246,7 +246,7 @@ class SearchSpace:
         """The genes this unit sets, deciding each choice through ``choose``."""
         groups = unit.groups
         if unit.kind == "skip":
-            n = _pick(choose, f"{unit.prefix}.n_skip", list(range(len(groups) + 1)))
+            n = pick(choose, f"{unit.prefix}.n_skip", list(range(len(groups) + 1)))
             if n == 0:
                 return {}
             groups = groups[len(groups) - n:]
@@ -279,13 +279,13 @@ class SearchSpace:
     def leaves(self, unit: Unit) -> list[tuple[dict[str, Any], dict]]:
         """Every (params, genes) outcome of one unit, by replaying the sampling walk."""
         return self._memo(("leaves", unit), lambda: list(
-            _replay(lambda choose: self._walk_unit(unit, choose))))
+            replay(lambda choose: self._walk_unit(unit, choose))))
 
     def variants(self, layer: int, skip: bool, no_concat: bool) -> list[tuple[dict, Gene]]:
         """Every (params, gene) one stream's subtree can produce (a few hundred at most);
         parameter names start with the placeholder ``x``."""
         return self._memo(("variants", layer, skip, no_concat), lambda: [
-            (params, genes[0]) for params, genes in _replay(lambda choose: {
+            (params, genes[0]) for params, genes in replay(lambda choose: {
                 0: self._walk_gene("x", layer, choose, skip, no_concat)})])
 
     def _fold_unit(self, unit: Unit, measure: Callable[[str, Gene], float],
@@ -356,7 +356,7 @@ class SearchSpace:
 
     def random_spec(self, rng: random.Random) -> ArchSpec:
         """A uniformly random decision at every step (for examples and tests)."""
-        return self.sample(_RandomTrial(rng))
+        return self.sample(RandomTrial(rng))
 
     def params_for(self, spec: ArchSpec) -> dict[str, Any] | None:
         """The parameters that produce ``spec`` in this space, or None if it lies outside."""
@@ -387,7 +387,7 @@ class SearchSpace:
 
         def find(stream: str, name: str, options: list[tuple[dict, Gene]]
                  ) -> tuple[dict, Gene] | None:
-            return next(((_named(p, f"{unit.prefix}.{name}"), gene) for p, gene in options
+            return next(((named(p, f"{unit.prefix}.{name}"), gene) for p, gene in options
                          if all(spec.gene(l, g, s) in (gene, canonical_gene(
                              gene, l, lambda src, g=g, s=s: spec.gene(src, g, s))) for g in groups
                                 for s in (("k", "v") if stream == "kv" else (stream,)))), None)
