@@ -16,8 +16,10 @@ from ._genes import EMB, SPEC_VERSION, Dims, Gene, GroupGenes, did_you_mean
 from ._rules import INDEX_SET_FORMS, check_index_set, parse_index_set, parse_rules
 from ._spec import ArchSpec, canonical_gene
 from .cost import (
+    ADDITIVE_COSTS,
     BYTES_PER_ELEMENT,
     CostRow,
+    additive_costs,
     cost_table,
     estimate,
     gene_cache_tensors,
@@ -28,7 +30,8 @@ from .metrics import Metric, metric, unit_of
 from .presets import load_arch
 
 __all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "SPEC_VERSION", "canonical_gene",
-           "parse_rules", "estimate", "gene_costs", "gene_cache_tensors", "BYTES_PER_ELEMENT",
+           "parse_rules", "estimate", "gene_costs", "additive_costs", "ADDITIVE_COSTS",
+           "gene_cache_tensors", "BYTES_PER_ELEMENT",
            "gene_label", "cell_label", "LEGEND", "cost", "presets", "CostRow", "cost_table",
            "load_arch", "connectivity_table", "dims_sentence",
            "did_you_mean", "parse_index_set",

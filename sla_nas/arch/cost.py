@@ -23,8 +23,8 @@ from .metrics import unit_of
 
 BYTES_PER_ELEMENT = 2  # fp16/bf16 cache and weights
 
-__all__ = ["estimate", "gene_costs", "gene_cache_tensors", "BYTES_PER_ELEMENT", "CostRow",
-           "cost_table"]
+__all__ = ["estimate", "gene_costs", "additive_costs", "ADDITIVE_COSTS", "gene_cache_tensors",
+           "BYTES_PER_ELEMENT", "CostRow", "cost_table"]
 
 
 def gene_cache_tensors(gene: Gene, layer: int) -> int:
@@ -46,6 +46,19 @@ def gene_costs(dims: Dims, layer: int, stream: str, gene: Gene) -> tuple[int, in
         sets = len(gene.sources) if gene.combine == "concat" else 1
         macs += 2 * dims.q_heads_per_group * dims.head_dim * sets * (dims.seq_len + 1) / 2
     return gene_cache_tensors(gene, layer), params, macs
+
+
+ADDITIVE_COSTS = ("kv_cache_bytes_per_token", "params", "train_flops_per_token")
+
+
+def additive_costs(dims: Dims, layer: int, stream: str, gene: Gene,
+                   bytes_per_element: int = BYTES_PER_ELEMENT) -> dict[str, float]:
+    """What one gene adds to each cost that adds up over genes (`ADDITIVE_COSTS`), in the units
+    of `estimate`: KV-cache bytes, parameters and training FLOPs (3 x 2 per multiply-add) per
+    token. A search space's cost range is the base architecture's plus these per gene."""
+    vectors, params, macs = gene_costs(dims, layer, stream, gene)
+    return {"kv_cache_bytes_per_token": vectors * dims.group_kv_dim * bytes_per_element,
+            "params": params, "train_flops_per_token": 3 * 2 * macs}
 
 
 def estimate(spec: ArchSpec, bytes_per_element: int = BYTES_PER_ELEMENT) -> dict[str, int]:

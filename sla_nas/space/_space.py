@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from sla_nas.arch import (
-    BYTES_PER_ELEMENT,
+    ADDITIVE_COSTS,
     EMB,
     ArchSpec,
     Dims,
     Gene,
     GroupGenes,
+    additive_costs,
     canonical_gene,
     estimate,
-    gene_costs,
     parse_index_set,
     parse_rules,
     presets,
@@ -41,7 +41,6 @@ from ._schema import SpaceError, SpaceFile, located, parse_space_yaml
 
 __all__ = ["SearchSpace", "SpaceError", "Unit", "suggest_arch"]
 
-ADDITIVE_COSTS = ("kv_cache_bytes_per_token", "params", "train_flops_per_token")  # gene_costs order
 
 
 @dataclass(frozen=True)
@@ -438,29 +437,26 @@ class SearchSpace:
             units = self.units(dims)
             e_norm = 0 if base.uses_embedding or not any(
                 EMB in self.pool(u.layer) for u in units) else dims.d_model
-            for i, metric in enumerate(ADDITIVE_COSTS):
+            for metric in ADDITIVE_COSTS:
                 lo = hi = 0.0
                 for unit in units:
-                    lo += self._unit_extreme(dims, base, unit, i, min)
-                    hi += self._unit_extreme(dims, base, unit, i, max)
-                scale = {"kv_cache_bytes_per_token": dims.group_kv_dim * BYTES_PER_ELEMENT,
-                         "params": 1, "train_flops_per_token": 6}[metric]
-                a = base_cost[metric] + int(round(lo * scale))
-                b = base_cost[metric] + int(round(hi * scale)) + (
-                    e_norm if metric == "params" else 0)
+                    lo += self._unit_extreme(dims, base, unit, metric, min)
+                    hi += self._unit_extreme(dims, base, unit, metric, max)
+                a = base_cost[metric] + int(round(lo))
+                b = base_cost[metric] + int(round(hi)) + (e_norm if metric == "params" else 0)
                 old = out.get(metric, (a, b))
                 out[metric] = (min(old[0], a), max(old[1], b))
         return out
 
-    def _unit_extreme(self, dims: Dims, base: ArchSpec, unit: Unit, index: int,
+    def _unit_extreme(self, dims: Dims, base: ArchSpec, unit: Unit, metric: str,
                       pick: Callable[[Any], float]) -> float:
         """The smallest (``pick=min``) or largest change of one additive cost a unit makes."""
         g = unit.groups[0]
 
         def delta(stream: str, gene: Gene) -> float:
             old = base.gene(unit.layer, g, stream)
-            return (gene_costs(dims, unit.layer, stream, gene)[index]
-                    - gene_costs(dims, unit.layer, stream, old)[index])
+            return (additive_costs(dims, unit.layer, stream, gene)[metric]
+                    - additive_costs(dims, unit.layer, stream, old)[metric])
 
         per_group = self._fold_unit(unit, delta, operator.add, pick)
         if unit.kind == "gene":
