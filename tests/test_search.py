@@ -379,3 +379,29 @@ def test_a_trial_checkpointed_but_unrecorded_is_queued_again_from_its_checkpoint
     first = optuna.load_study(study_name="requeue", storage=storage).trials[config[NUMBER]]
     assert first.user_attrs[STATUS] == "abandoned"
     assert "queued again to continue from that checkpoint" in first.user_attrs["message"]
+
+
+def test_a_restarted_trial_finds_the_newest_complete_checkpoint_of_its_earlier_run(tmp_path):
+    """A trial Tune restores without a checkpoint (its first one reached the storage after the
+    last experiment snapshot) continues from what its folder holds; a checkpoint the kill cut
+    short is passed over for the one before it, and a folder with none gives None."""
+    from sla_nas.search._trainable import FINAL_FILE, _left_by_an_earlier_run
+
+    spec = presets.get("vanilla", **DIMS)
+    task, folder = make_task("bytes-lm", spec.dims.seq_len), tmp_path / "trial-0003-abc"
+    assert _left_by_an_earlier_run(folder) is None
+    train_proxy(spec, task, Budget(tokens=2 * 4 * spec.dims.seq_len, batch_size=4,
+                                   eval_every=4 * spec.dims.seq_len),
+                seed=0, checkpoint=folder / "checkpoint_000000",
+                report=lambda metrics: None)
+    complete = folder / "checkpoint_000000"
+    state = complete / "state.pt"
+    assert state.is_file()
+    cut = folder / "checkpoint_000001"
+    cut.mkdir()
+    (cut / "state.pt").write_bytes(state.read_bytes()[:100])  # cut short by the kill
+    assert _left_by_an_earlier_run(folder) == complete
+    final = folder / "checkpoint_000002"
+    final.mkdir()
+    (final / FINAL_FILE).write_text(json.dumps({"status": "ok"}))  # its weights never arrived
+    assert _left_by_an_earlier_run(folder) == complete

@@ -225,7 +225,8 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     from ._trainable import TrialSetup
 
     setup = TrialSetup(task.name, corpus, task.n_pairs, setup_budget,
-                       threads=max(1, int(config.search.cpus_per_trial)))
+                       threads=max(1, int(config.search.cpus_per_trial)),
+                       trial_root=str(paths.tune.resolve()))
     for dims in space.dims_choices:  # a missing corpus fails here, not in every trial
         setup.make_task(dims)
     notes: list[str] = [plan.note]

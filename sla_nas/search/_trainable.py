@@ -10,6 +10,7 @@ trains nothing.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sla_nas.arch import ArchSpec, Dims, estimate
-from sla_nas.proxy import STATE_FILE, Budget
+from sla_nas.proxy import MODEL_FILE, STATE_FILE, Budget
 
 __all__ = ["TrialSetup", "run_trial", "trial_dirname", "ARCH", "NUMBER", "TRAIN_SEED",
            "RESUME_FROM", "BUDGET_TOKENS", "FINAL_FILE"]
@@ -37,6 +38,8 @@ class TrialSetup:
     n_pairs: int
     budget: Budget
     threads: int
+    trial_root: str | None = None  # Tune's experiment folder, whose trial folders are named
+    # by `trial_dirname`: where a restarted trial looks for checkpoints of its earlier run
 
     def make_task(self, dims: Dims) -> Any:
         from sla_nas.proxy import make_task
@@ -54,7 +57,34 @@ class TrialSetup:
 
 def trial_dirname(trial: Any) -> str:
     """Tune trial folders are named by Optuna trial number and architecture."""
-    return f"trial-{trial.config[NUMBER]:04d}-{ArchSpec.from_json(trial.config[ARCH]).key}"
+    return _dirname(trial.config[NUMBER], ArchSpec.from_json(trial.config[ARCH]).key)
+
+
+def _dirname(number: int, key: str) -> str:
+    return f"trial-{number:04d}-{key}"
+
+
+def _left_by_an_earlier_run(folder: Path) -> Path | None:
+    """The newest complete checkpoint that an earlier run of this same Tune trial left in its
+    folder. A driver killed after a trial's first checkpoint reached the storage, but before
+    Tune's experiment snapshot recorded that checkpoint, restores the trial without one; its
+    training continues from here instead of starting over. A checkpoint cut short by the kill
+    (a file missing or unreadable) is passed over for the one before it."""
+    import torch
+
+    for candidate in sorted(folder.glob("checkpoint_*"), reverse=True):
+        try:
+            if (candidate / FINAL_FILE).is_file():
+                json.loads((candidate / FINAL_FILE).read_text())
+                if (candidate / MODEL_FILE).is_file():
+                    torch.load(candidate / MODEL_FILE, map_location="cpu", weights_only=True)
+                    return candidate
+            elif (candidate / STATE_FILE).is_file():
+                torch.load(candidate / STATE_FILE, map_location="cpu", weights_only=True)
+                return candidate
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError):
+            continue
+    return None
 
 
 def _encoded(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +105,15 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"sla-nas-{spec.key}-"))
     try:
         checkpoint = tune.get_checkpoint()
+        earlier = None if checkpoint is not None or setup.trial_root is None else \
+            _left_by_an_earlier_run(Path(setup.trial_root) / _dirname(config[NUMBER], spec.key))
         if checkpoint is not None:
             checkpoint.to_directory(str(work))
         elif config.get(RESUME_FROM):  # an abandoned trial's checkpoint (see SpaceSearch)
             shutil.copytree(config[RESUME_FROM], work, dirs_exist_ok=True)
-        if checkpoint is not None or config.get(RESUME_FROM):
+        elif earlier is not None:
+            shutil.copytree(earlier, work, dirs_exist_ok=True)
+        if checkpoint is not None or config.get(RESUME_FROM) or earlier is not None:
             if (work / FINAL_FILE).exists():  # finished before a driver restart
                 tune.report(json.loads((work / FINAL_FILE).read_text()),
                             checkpoint=tune.Checkpoint.from_directory(str(work)))
