@@ -18,6 +18,7 @@ from ._spec import ArchSpec, canonical_gene
 from .cost import (
     ADDITIVE_COSTS,
     BYTES_PER_ELEMENT,
+    COST_COLUMNS,
     CostRow,
     additive_costs,
     cost_table,
@@ -32,7 +33,8 @@ from .presets import load_arch
 __all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "SPEC_VERSION", "canonical_gene",
            "parse_rules", "estimate", "gene_costs", "additive_costs", "ADDITIVE_COSTS",
            "gene_cache_tensors", "BYTES_PER_ELEMENT",
-           "gene_label", "cell_label", "LEGEND", "cost", "presets", "CostRow", "cost_table",
+           "gene_label", "cell_label", "LEGEND", "cost", "presets", "CostRow", "COST_COLUMNS",
+           "cost_table",
            "load_arch", "connectivity_table", "dims_sentence",
            "did_you_mean", "parse_index_set",
            "check_index_set", "INDEX_SET_FORMS", "metrics", "Metric",

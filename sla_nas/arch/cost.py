@@ -24,7 +24,7 @@ from .metrics import unit_of
 BYTES_PER_ELEMENT = 2  # fp16/bf16 cache and weights
 
 __all__ = ["estimate", "gene_costs", "additive_costs", "ADDITIVE_COSTS", "gene_cache_tensors",
-           "BYTES_PER_ELEMENT", "CostRow", "cost_table"]
+           "BYTES_PER_ELEMENT", "CostRow", "COST_COLUMNS", "cost_table"]
 
 
 def gene_cache_tensors(gene: Gene, layer: int) -> int:
@@ -112,6 +112,15 @@ class CostRow(NamedTuple):
     vanilla: int
     ratio: float  # this / vanilla
     unit: str  # what it counts, from the metric registry, e.g. "bytes/token"
+
+    def cells(self) -> tuple[str, str, str, str, str]:
+        """The row as text under `COST_COLUMNS`: counts with thousands separators, the ratio
+        to 3 decimals; every rendering of the table (terminal, markdown, HTML) shows these."""
+        return (self.metric, f"{self.this:,}", f"{self.vanilla:,}", f"{self.ratio:.3f}",
+                self.unit)
+
+
+COST_COLUMNS = ("cost", "this", "vanilla", "ratio", "unit")  # the headings of `CostRow.cells`
 
 
 def cost_table(spec: ArchSpec, bytes_per_element: int = BYTES_PER_ELEMENT) -> list[CostRow]:

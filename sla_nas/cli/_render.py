@@ -6,7 +6,14 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from sla_nas.arch import LEGEND, ArchSpec, connectivity_table, cost_table, dims_sentence
+from sla_nas.arch import (
+    COST_COLUMNS,
+    LEGEND,
+    ArchSpec,
+    connectivity_table,
+    cost_table,
+    dims_sentence,
+)
 
 __all__ = ["render"]
 
@@ -27,11 +34,10 @@ def render(spec: ArchSpec, title: str = "", console: Console | None = None) -> N
     console.print(f"dims: {dims_sentence(spec.dims)}", style="dim", markup=False)
     costs = Table(title="costs, next to vanilla attention at the same dimensions",
                   title_justify="left")
-    costs.add_column("")
-    for name in ("this", "vanilla", "ratio"):
+    costs.add_column("")  # the first of COST_COLUMNS names the rows: left blank here
+    for name in COST_COLUMNS[1:-1]:
         costs.add_column(name, justify="right")
-    costs.add_column("unit", style="dim")
+    costs.add_column(COST_COLUMNS[-1], style="dim")
     for row in cost_table(spec):
-        costs.add_row(row.metric, f"{row.this:,}", f"{row.vanilla:,}", f"{row.ratio:.3f}",
-                      row.unit)
+        costs.add_row(*row.cells())
     console.print(costs)

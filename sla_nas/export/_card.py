@@ -14,7 +14,14 @@ from typing import Any
 import jinja2
 
 from sla_nas import __version__
-from sla_nas.arch import LEGEND, ArchSpec, connectivity_table, cost_table, dims_sentence
+from sla_nas.arch import (
+    COST_COLUMNS,
+    LEGEND,
+    ArchSpec,
+    connectivity_table,
+    cost_table,
+    dims_sentence,
+)
 
 __all__ = ["Provenance", "docstring", "model_card", "WEIGHTS_FILE"]
 
@@ -89,9 +96,7 @@ def _legend(width: int) -> str:
 
 
 def _costs(spec: ArchSpec) -> tuple[list[str], list[list[str]]]:
-    return (["cost", "this", "vanilla", "ratio", "unit"],
-            [[r.metric, f"{r.this:,}", f"{r.vanilla:,}", f"{r.ratio:.3f}", r.unit]
-             for r in cost_table(spec)])
+    return list(COST_COLUMNS), [list(row.cells()) for row in cost_table(spec)]
 
 
 def _means(prov: Provenance) -> dict[str, float]:

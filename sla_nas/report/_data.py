@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from sla_nas.arch import EMB, ArchSpec, CostRow, cost_table, gene_label
+from sla_nas.arch import COST_COLUMNS, EMB, ArchSpec, CostRow, cost_table, gene_label
 from sla_nas.results import (
     COSTS,
     CURVE,
@@ -332,6 +332,10 @@ class CostsInfo(NamedTuple):
     trial: int
     key: str
     rows: tuple[CostRow, ...]  # `sla_nas.arch.cost_table`
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return COST_COLUMNS
 
 
 def get_costs_info(frame: pd.DataFrame, objectives: Objectives) -> CostsInfo | None:
