@@ -107,7 +107,6 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
                 log: Callable[[str], None] | None = None) -> ConfirmOutcome:
     """Re-train the winners and presets of the run in ``run_dir`` (Ray must be initialised,
     or a local one is started) and summarise them."""
-
     paths = RunPaths(Path(run_dir))
     space = SearchSpace.from_yaml(paths.space)
     config = space.config

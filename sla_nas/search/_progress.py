@@ -33,6 +33,7 @@ from sla_nas.results import (
     KEY,
     REUSED_FROM,
     STATUS,
+    TRAINED_STATUSES,
     TRIAL,
     RunPaths,
     trials_frame,
@@ -111,7 +112,7 @@ class SearchProgress(Callback):
         best architecture so far."""
         frame = self._frame
         counts = frame[STATUS].value_counts().to_dict() if frame is not None else {}
-        trained = sum(counts.get(s, 0) for s in ("ok", "pruned", "diverged", "error"))
+        trained = sum(counts.get(s, 0) for s in TRAINED_STATUSES)
         parts = [f"{self._running} running"]
         for status in ("pruned", "diverged", "error", "infeasible", "duplicate"):
             if counts.get(status):

@@ -47,7 +47,7 @@ from sla_nas.results import (
 )
 from sla_nas.space import SearchSpace, suggest_arch
 
-from ._trainable import ARCH, BUDGET_TOKENS, NUMBER, RESUME_FROM, TRAIN_SEED
+from ._trainable import ARCH, BUDGET_TOKENS, NUMBER, RESUME_FROM, TRAIN_SEED, trial_folder
 
 __all__ = ["SpaceSearch", "MAX_SKIPS", "STORAGES", "close_unstarted"]
 
@@ -241,7 +241,7 @@ class SpaceSearch(OptunaSearch):
         return "ok", TrialState.COMPLETE, [float(result[m]) for m, _ in self.objectives], attrs
 
     def _dirname(self, ot_trial: optuna.Trial) -> str:
-        return f"trial-{ot_trial.number:04d}-{ot_trial.user_attrs[KEY]}"
+        return trial_folder(ot_trial.number, ot_trial.user_attrs[KEY])
 
     # ------------------------------------------------------------------ pickling, resuming
     def _requeue_checkpointed(self, known: set[int]) -> None:
@@ -251,7 +251,7 @@ class SpaceSearch(OptunaSearch):
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen._trial_id in known or KEY not in frozen.user_attrs:
                 continue
-            folder = self.tune_dir / f"trial-{frozen.number:04d}-{frozen.user_attrs[KEY]}"
+            folder = self.tune_dir / trial_folder(frozen.number, frozen.user_attrs[KEY])
             checkpoints = sorted(folder.glob("checkpoint_*"))
             if not checkpoints:
                 continue

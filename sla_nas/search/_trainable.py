@@ -20,8 +20,8 @@ from typing import Any
 from sla_nas.arch import ArchSpec, Dims, estimate
 from sla_nas.proxy import MODEL_FILE, STATE_FILE, Budget
 
-__all__ = ["TrialSetup", "run_trial", "trial_dirname", "ARCH", "NUMBER", "TRAIN_SEED",
-           "RESUME_FROM", "BUDGET_TOKENS", "FINAL_FILE"]
+__all__ = ["TrialSetup", "run_trial", "trial_dirname", "trial_folder", "ARCH", "NUMBER",
+           "TRAIN_SEED", "RESUME_FROM", "BUDGET_TOKENS", "FINAL_FILE"]
 
 ARCH, NUMBER, TRAIN_SEED = "arch", "number", "train_seed"  # keys of a trial's config
 RESUME_FROM = "resume_from"  # optional: a checkpoint folder to start from
@@ -57,10 +57,11 @@ class TrialSetup:
 
 def trial_dirname(trial: Any) -> str:
     """Tune trial folders are named by Optuna trial number and architecture."""
-    return _dirname(trial.config[NUMBER], ArchSpec.from_json(trial.config[ARCH]).key)
+    return trial_folder(trial.config[NUMBER], ArchSpec.from_json(trial.config[ARCH]).key)
 
 
-def _dirname(number: int, key: str) -> str:
+def trial_folder(number: int, key: str) -> str:
+    """The name of the Tune folder of Optuna trial ``number`` training architecture ``key``."""
     return f"trial-{number:04d}-{key}"
 
 
@@ -106,7 +107,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     try:
         checkpoint = tune.get_checkpoint()
         earlier = None if checkpoint is not None or setup.trial_root is None else \
-            _left_by_an_earlier_run(Path(setup.trial_root) / _dirname(config[NUMBER], spec.key))
+            _left_by_an_earlier_run(Path(setup.trial_root) / trial_folder(config[NUMBER], spec.key))
         if checkpoint is not None:
             checkpoint.to_directory(str(work))
         elif config.get(RESUME_FROM):  # an abandoned trial's checkpoint (see SpaceSearch)
