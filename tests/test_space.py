@@ -202,3 +202,17 @@ def test_space_and_define_by_run_function_pickle():
     trial = study.ask()
     spec = clone(trial)
     assert space.sample(optuna.trial.FixedTrial(trial.params)) == spec
+
+
+def test_task_options_resolve_paths_next_to_the_space(tmp_path):
+    """Every Ray worker gets absolute paths, relative ones read from the space file's folder."""
+    (tmp_path / "spaces").mkdir()
+    path = write(tmp_path / "spaces", "task: {name: tokens, train: ../data/train.bin, "
+                 f"val: {tmp_path}/v.bin, dtype: uint32, vocab_size: 300}}\n"
+                 "model: {vocab_size: 512}\n")
+    assert SearchSpace.from_yaml(path).task_options() == {
+        "corpus": None, "n_pairs": 8, "train": str(tmp_path / "data" / "train.bin"),
+        "val": str(tmp_path / "v.bin"), "dtype": "uint32", "token_vocab": 300}
+    text = write(tmp_path, "task: {corpus: text}\n")
+    assert SearchSpace.from_yaml(text).task_options() == {"corpus": str(tmp_path / "text"),
+                                                          "n_pairs": 8}

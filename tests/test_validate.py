@@ -92,6 +92,25 @@ MISTAKES = {
                       "or equal to 1, got 0"),
     "top level not a mapping": ("- model\n", ": expected a mapping of sections at the top, "
                                 "got list"),
+    "tokens without val": ("task:\n  name: tokens\n  train: a.bin\n",
+                           ":2: task: the tokens task needs val: PATH (flat binary token "
+                           "files, e.g. from sla-nas prepare-tokens)"),
+    "token files for bytes-lm": ("task: {name: bytes-lm, train: a.bin}\n",
+                                 ":1: task: train belongs to the tokens task, not bytes-lm"),
+    "bad token dtype": ("task: {name: tokens, train: a, val: b, dtype: int16}\n",
+                        ":1: task.dtype: Input should be 'uint16' or 'uint32', got 'int16'"),
+    "unknown device": ("train:\n  device: gpu\n",
+                       ":2: train.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    "cuda without gpus": ("train:\n  device: cuda:1\n",
+                          ":2: train.device: cuda:1 needs search.gpus_per_trial above 0"),
+    "gpus for the cpu": ("train: {device: cpu}\nsearch:\n  gpus_per_trial: 0.5\n",
+                         ":3: search.gpus_per_trial: 0.5 reserves CUDA GPUs that train.device "
+                         "cpu does not use"),
+    "gpu share of 1.5": ("search: {gpus_per_trial: 1.5}\n",
+                         ":1: search.gpus_per_trial: Ray shares a GPU in fractions below 1 or "
+                         "gives whole GPUs, got 1.5"),
+    "fp8": ("train: {precision: fp8}\n",
+            ":1: train.precision: Input should be 'fp32', 'bf16' or 'fp16', got 'fp8'"),
     "bad fixed gene": ("connectivity:\n  fixed:\n    - {layers: [2], kv: {sources: [e], "
                        "mode: reuse}}\n",
                        ":3: connectivity.fixed: L2.g0.k: the embedding computes no K/V to "

@@ -133,9 +133,56 @@ class Objective(_Strict):
 
 
 class TaskSection(_Strict):
-    name: Literal["bytes-lm", "mqar"] = "bytes-lm"
+    """The proxy task. ``bytes-lm`` reads text (``corpus``, default the standard library),
+    ``mqar`` generates recall sequences (``n_pairs``), ``tokens`` reads flat binary files of
+    token ids (``train``, ``val``; ``dtype`` and ``vocab_size`` default to what the files'
+    header or ``meta.json`` say). Relative paths are relative to the space file."""
+
+    name: Literal["bytes-lm", "mqar", "tokens"] = "bytes-lm"
     corpus: str | None = None
     n_pairs: int = Field(default=8, ge=1)
+    train: str | None = None
+    val: str | None = None
+    dtype: Literal["uint16", "uint32"] | None = None
+    vocab_size: int | None = Field(default=None, ge=2, le=2**32)
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> TaskSection:
+        if self.name == "tokens":
+            missing = [k for k in ("train", "val") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"the tokens task needs {' and '.join(missing)}: PATH (flat "
+                                 f"binary token files, e.g. from sla-nas prepare-tokens)")
+            if self.corpus is not None:
+                raise ValueError("corpus is for bytes-lm; the tokens task reads train and val")
+        else:
+            given = [k for k in ("train", "val", "dtype", "vocab_size")
+                     if getattr(self, k) is not None]
+            if given:
+                verb = "belongs" if len(given) == 1 else "belong"
+                raise ValueError(f"{' and '.join(given)} {verb} to the tokens task, not "
+                                 f"{self.name}")
+        return self
+
+
+DEVICE_PATTERN = r"auto|cpu|cuda|cuda:\d{1,3}|mps"
+
+
+class TrainSection(_Strict):
+    """Where and how every proxy trains: ``device`` (``auto``: the GPU Ray gave the trial,
+    else the CPU), ``precision`` (autocast; fp32 master weights) and ``compile``
+    (`torch.compile`)."""
+
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+        return value
 
 
 class BudgetSection(_Strict):
@@ -155,7 +202,16 @@ class SearchSection(_Strict):
     reduction_factor: int = Field(default=2, ge=2)
     seed: int = 0
     seed_runs: int = Field(default=2, ge=1)
-    cpus_per_trial: float = Field(default=1.0, gt=0)
+    cpus_per_trial: float = Field(default=1.0, gt=0, le=1024)
+    gpus_per_trial: float = Field(default=0.0, ge=0, le=64)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _ray_gpu_share(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(f"Ray shares a GPU in fractions below 1 or gives whole GPUs, "
+                             f"got {value}")
+        return value
 
 
 def check_run_name(name: str) -> str:
@@ -183,6 +239,7 @@ class SpaceFile(_Strict):
     task: TaskSection = TaskSection()
     budget: BudgetSection = BudgetSection()
     search: SearchSection = SearchSection()
+    train: TrainSection = TrainSection()
     confirm: ConfirmSection | None = None
 
     _name = field_validator("name")(check_run_name)
@@ -270,7 +327,8 @@ def _message(err: dict[str, Any], model: type[BaseModel], data: Any
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         return loc, "missing"
-    if ", got " in msg or (isinstance(found, str) and repr(found) in msg):  # said already
+    if ", got " in msg or (isinstance(found, str) and repr(found) in msg) or \
+            isinstance(found, dict):  # said already, or a whole section's rule
         return loc, msg
     hint = ""
     if isinstance(found, str):

@@ -73,6 +73,7 @@ class SearchSpace:
         if c.sources.layers is not None and any(s < 0 for s in c.sources.layers):
             raise self._error(("connectivity", "sources", "layers"),
                               f"layers are numbered from 0, got {c.sources.layers}")
+        self._check_device()
         self._dims_params = self._dims_choices()
         self.dims_choices = [dims for dims, _ in self._dims_params]
         for dims in self.dims_choices:
@@ -94,6 +95,34 @@ class SearchSpace:
 
     def _error(self, loc: tuple[Any, ...], message: str) -> SpaceError:
         return located(self.path, self._root, loc, message)
+
+    def _check_device(self) -> None:
+        """A trial's device must agree with what Ray reserves for it."""
+        device, gpus = self.config.train.device, self.config.search.gpus_per_trial
+        if device.startswith("cuda") and gpus == 0:
+            raise self._error(("train", "device"), f"{device} needs search.gpus_per_trial "
+                              f"above 0, so that Ray reserves a GPU for each trial (0.5: two "
+                              f"trials share one); or use device: auto")
+        if device in ("cpu", "mps") and gpus > 0:
+            raise self._error(("search", "gpus_per_trial"), f"{gpus} reserves CUDA GPUs that "
+                              f"train.device {device} does not use; set gpus_per_trial: 0 or "
+                              f"device: auto")
+
+    def task_options(self) -> dict[str, Any]:
+        """The task's keyword arguments for `sla_nas.proxy.make_task` (besides the model's
+        seq_len and vocab_size), its file paths made absolute relative to the space file, so
+        that every Ray worker reads the same files whatever its working folder."""
+        task = self.config.task
+        where = self.path.parent
+
+        def absolute(value: str | None) -> str | None:
+            return None if value is None else str((where / Path(value).expanduser()).resolve())
+
+        options: dict[str, Any] = {"corpus": absolute(task.corpus), "n_pairs": task.n_pairs}
+        if task.name == "tokens":
+            options.update(train=absolute(task.train), val=absolute(task.val), dtype=task.dtype,
+                           token_vocab=task.vocab_size)
+        return options
 
     def _seeds(self) -> list[tuple[str, ArchSpec]]:
         """The seed architectures: presets at the space's (first) dimensions, or spec files
