@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sla_nas import presets
-from sla_nas.proxy import STATE_FILE, Budget, make_task, train_proxy
+from sla_nas.proxy import STATE_FILE, Budget, BytesLM, make_task, train_proxy
 
 DIMS = dict(d_model=32, n_heads=4, seq_len=32)
 TINY = Budget(tokens=24_000, batch_size=8, lr=3e-3)  # 94 steps of 8 x 32 tokens
@@ -14,7 +14,7 @@ TINY = Budget(tokens=24_000, batch_size=8, lr=3e-3)  # 94 steps of 8 x 32 tokens
 
 @pytest.fixture(scope="module")
 def task():
-    return make_task("bytes-lm", 32)
+    return BytesLM(32, val_tokens=8192)  # 256 held-out sequences: evaluations stay cheap
 
 
 @pytest.fixture(autouse=True)

@@ -42,7 +42,8 @@ def _cmd_show(args: argparse.Namespace) -> None:
 def _cmd_validate(args: argparse.Namespace) -> None:
     from ._validate import describe, print_description
 
-    info = describe(args.space)
+    info = describe(args.space, tflops=args.tflops, node_cpus=args.node_cpus,
+                    node_gpus=args.node_gpus)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -58,8 +59,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     spec = _arch_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    files = {"train": args.train, "val": args.val}
+    if args.task == "tokens" and None in files.values():
+        raise ValueError("--task tokens needs --train PATH and --val PATH (token files, e.g. "
+                         "from sla-nas prepare-tokens)")
+    if args.task != "tokens" and (args.train or args.val):
+        raise ValueError("--train and --val are the tokens task's files: add --task tokens")
+    tokens = {"train": args.train, "val": args.val, "dtype": args.dtype} \
+        if args.task == "tokens" else {}
     task = make_task(args.task, spec.dims.seq_len, corpus=args.corpus, n_pairs=args.n_pairs,
-                     vocab_size=spec.dims.vocab_size)
+                     vocab_size=spec.dims.vocab_size, **tokens)
     budget = Budget(tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
                     schedule=args.schedule, eval_every=args.eval_every)
     main_steps = budget.plan(task.seq_len)[0]
@@ -81,7 +90,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
                                   if "val_acc" in metrics else ""))
 
         result = train_proxy(spec, task, budget, seed=args.seed, report=report,
-                             checkpoint=args.out, on_step=on_step)
+                             checkpoint=args.out, on_step=on_step, device=args.device,
+                             precision=args.precision, compile=args.compile)
     summary = {k: v for k, v in result.items() if k != "history"}
     if args.out is not None:
         Path(args.out, "metrics.json").write_text(json.dumps(result, indent=2))
@@ -165,7 +175,8 @@ def _cmd_confirm(args: argparse.Namespace) -> None:
     outcome = run_confirm(args.run_dir, ConfirmOptions(
         top=args.top, seeds=args.seeds, tokens=args.tokens,
         presets=tuple(args.presets.split(",")) if args.presets else None,
-        max_failures=args.max_failures, address=args.address), log=console_log)
+        max_failures=args.max_failures, address=args.address, device=args.device,
+        precision=args.precision), log=console_log)
     print_confirmation(outcome)
     print(f"runs: {Path(args.run_dir) / 'confirm.csv'}")
 
@@ -189,6 +200,33 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from sla_nas.report import build_report
 
     print(build_report(args.run_dir, top=args.top))
+
+
+def _cmd_prepare_tokens(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sla_nas.proxy import prepare_tokens
+
+    if args.train_bpe is None and args.tokenizer is None:
+        raise ValueError("give --tokenizer tokenizer.json or --train-bpe N")
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True, quiet=args.quiet),
+                  disable=args.quiet) as bar:
+        phases: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in phases:
+                phases[phase] = bar.add_task(phase, total=total)
+            bar.update(phases[phase], completed=done)
+
+        meta = prepare_tokens(args.source, args.out, tokenizer=args.tokenizer,
+                              train_bpe=args.train_bpe, force=args.force, progress=progress)
+    print(f"{args.out}: train.bin {meta['train_tokens']:,} and val.bin {meta['val_tokens']:,} "
+          f"{meta['dtype']} tokens, vocab_size {meta['vocab_size']} (max id "
+          f"{meta['max_token_id']}), meta.json; task: {{name: tokens, train: "
+          f"{args.out / 'train.bin'}, val: {args.out / 'val.bin'}}}")
 
 
 def _arch_from_args(args: argparse.Namespace) -> ArchSpec:
@@ -263,7 +301,7 @@ COMMANDS = (
             "keeps the state (a rerun resumes), the final weights (model.pt), metrics.json and "
             "arch.yaml.",
             (*ARCH,
-             arg("--task", choices=["bytes-lm", "mqar"], default="bytes-lm",
+             arg("--task", choices=["bytes-lm", "mqar", "tokens"], default="bytes-lm",
                  help="the proxy task (default bytes-lm)"),
              TOKENS.but(default=1_500_000,
                         help="length of the run, cooldown included (default 1,500,000)"),
@@ -271,12 +309,26 @@ COMMANDS = (
              OUT.but(help="folder for state, weights and metrics"),
              arg("--corpus", help="bytes-lm: a text file or folder instead of the stdlib"),
              arg("--n-pairs", type=int, default=8, help="mqar: key-value pairs (default 8)"),
+             arg("--train", help="tokens: the training token file (.bin)"),
+             arg("--val", help="tokens: the validation token file (.bin)"),
+             arg("--dtype", choices=["uint16", "uint32"],
+                 help="tokens: the ids' type (default: the llm.c header, else meta.json beside "
+                 "the file, else uint16)"),
              arg("--batch-size", type=int, default=32, help="sequences per step (default 32)"),
              arg("--lr", type=float, default=3e-3, help="peak learning rate (default 0.003)"),
              arg("--schedule", choices=["wsd", "cosine"], default="wsd",
                  help="learning-rate schedule (default wsd)"),
              arg("--eval-every", type=int, help="tokens between evaluations"),
              arg("--threads", type=int, help="torch threads (default: torch's)"),
+             arg("--device", default="auto",
+                 help="auto (CUDA where torch sees it, else the CPU), cpu, cuda, cuda:N or mps "
+                 "(default auto)"),
+             arg("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                 help="autocast precision; weights and optimizer stay fp32 (default fp32; fp16 "
+                 "needs CUDA)"),
+             arg("--compile", action=argparse.BooleanOptionalAction, default=False,
+                 help="torch.compile the model; the compile time is reported apart from tok/s "
+                 "(default: no)"),
              QUIET.but(help="no progress bar"))),
     Command("search", _cmd_search, "search a space with Ray Tune and Optuna",
             "Run the search SPACE.yaml describes: Ray Tune trains proxies of the architectures "
@@ -319,7 +371,11 @@ COMMANDS = (
              arg("--presets", help="comma-separated presets to compare with (default: the "
                  "space's seeds; vanilla always)"),
              ADDRESS,
-             MAX_FAILURES)),
+             MAX_FAILURES,
+             arg("--device", help="override the space's train.device: auto (the GPU Ray gives "
+                 "a run, else the CPU), cpu, cuda or cuda:N"),
+             arg("--precision", choices=["fp32", "bf16", "fp16"],
+                 help="override the space's train.precision"))),
     Command("export", _cmd_export, "write the winners of a search as standalone models",
             "Write the best architectures of a finished search run to OUT/rank-N-<key>/: "
             "arch.yaml, a standalone model.py that needs only PyTorch, weights.pt (loads with "
@@ -344,10 +400,36 @@ COMMANDS = (
             "curves, the confirmation with its error bars, and a sortable table. Works on a "
             "running search; rerun to refresh it.",
             (RUN_DIR, TOP.but(default=10, help="architectures to draw and list (default 10)"))),
+    Command("prepare-tokens", _cmd_prepare_tokens, "tokenize text into a tokens task's files",
+            "Tokenize a text file or a folder of text files (sorted; every 20th file held out, "
+            "or the last 5 % of the text when there are fewer) with a Hugging Face "
+            "tokenizer.json, or with a byte-level BPE of N tokens trained here on the text, "
+            "and write OUT/train.bin and OUT/val.bin (raw uint16 ids, uint32 for a "
+            "vocabulary above 65,536, as nanoGPT writes them) and OUT/meta.json (tokenizer "
+            "hash, counts, dtype, largest id) for task: {name: tokens}.",
+            (arg("source", type=Path, metavar="TEXT_FILE_OR_DIR",
+                 help="a text file or a folder of text files"),
+             arg("--tokenizer", type=Path, help="a Hugging Face tokenizer.json"),
+             arg("--train-bpe", type=_positive, metavar="N",
+                 help="train an N-token byte-level BPE on the text instead (saved as "
+                 "OUT/tokenizer.json)"),
+             OUT.but(required=True, help="folder for train.bin, val.bin and meta.json"),
+             arg("--force", action="store_true", help="overwrite an existing OUT/train.bin"),
+             QUIET.but(help="no progress bar"))),
     Command("validate", _cmd_validate, "check a search-space file and summarise it",
             "Check SPACE.yaml without running anything: print its size, distinct architectures, "
-            "cost range, seeds and three example architectures. Exit 2 on any mistake.",
-            (SPACE, JSON.but(help="print the summary as JSON"))),
+            "cost range, seeds, three example architectures, the resource plan (trials at "
+            "once per node) and the compute plan (FLOPs per trial, for the search and the "
+            "confirmation). Exit 2 on any mistake.",
+            (SPACE, JSON.but(help="print the summary as JSON"),
+             arg("--tflops", type=float, metavar="X",
+                 help="also print the wall time of the compute plan at X TFLOP/s per trial "
+                 "slot"),
+             arg("--node-cpus", type=_positive, metavar="N",
+                 help="plan trials at once on a node with N CPUs (default: this machine's)"),
+             arg("--node-gpus", type=int, metavar="N",
+                 help="plan trials at once on a node with N GPUs (default: this machine's "
+                 "visible CUDA GPUs)"))),
 )
 
 DESCRIPTION = ("Search the cross-layer attention connectivity of Transformers: show or train "

@@ -1,19 +1,27 @@
 """Proxy training: the short, honest training runs a search ranks architectures by.
 
-Tasks (`make_task`: ``bytes-lm`` on text, ``mqar`` recall) give batches that depend only on
+Tasks (`make_task`: ``bytes-lm`` on text, ``mqar`` recall, ``tokens`` on token files that
+`prepare_tokens` writes) give batches that depend only on
 (seed, step), so two architectures trained with one seed see the same data. `train_proxy`
 trains one architecture under a `Budget` with a warmup-stable-decay schedule whose every
 evaluation is a complete shorter run (a cooldown branch), and saves and resumes its whole
 state. `plan_evaluations` decides where those evaluations fall and where early stopping may
-look, from the measured rank fidelity of the proxy. No Ray here.
+look, from the measured rank fidelity of the proxy. `resolve_device` says which device a
+run's ``device`` names (and refuses one torch cannot use); a failure of ``torch.compile`` is a
+`CompileError`. No Ray here.
 """
 
 from __future__ import annotations
 
+from ._device import PRECISIONS, CompileError, resolve_device
 from ._plan import MIN_RUNG_TOKENS, TAU_TARGET, EvalPlan, plan_evaluations
+from ._prepare import prepare_tokens
 from ._tasks import IGNORE, MQAR, BytesLM, Task, default_corpus_files, make_task
+from ._tokens import TokenFile, TokenFileNotFound, Tokens, open_token_file
 from ._trainer import MODEL_FILE, STATE_FILE, Budget, evaluate, train_proxy
 
 __all__ = ["Task", "BytesLM", "MQAR", "make_task", "default_corpus_files", "IGNORE", "Budget",
            "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE", "EvalPlan",
-           "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET"]
+           "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET", "Tokens", "TokenFile",
+           "TokenFileNotFound", "open_token_file", "prepare_tokens", "resolve_device",
+           "CompileError", "PRECISIONS"]

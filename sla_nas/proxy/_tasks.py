@@ -177,12 +177,26 @@ class MQAR(Task):
 
 
 def make_task(name: str, seq_len: int, corpus: str | None = None, n_pairs: int = 8,
-              vocab_size: int = 256) -> Task:
-    """A task by name (``bytes-lm`` or ``mqar``) at the model's sequence length; ``vocab_size``
-    is the model's (mqar draws its tokens from it; bytes-lm's 256 byte values do not depend on
-    it)."""
+              vocab_size: int = 256, *, train: str | Path | None = None,
+              val: str | Path | None = None, dtype: str | None = None,
+              token_vocab: int | None = None) -> Task:
+    """A task by name (``bytes-lm``, ``mqar`` or ``tokens``) at the model's sequence length;
+    ``vocab_size`` is the model's (mqar draws its tokens from it; bytes-lm's 256 byte values do
+    not depend on it; a tokens corpus must fit in it). ``tokens`` reads the token files
+    ``train`` and ``val`` (``dtype``: from llm.c's header, else ``meta.json`` beside the file,
+    else uint16; ``token_vocab``: the corpus's vocabulary, default meta.json's, else the
+    model's)."""
     if name == "bytes-lm":
         return BytesLM(seq_len, corpus)
     if name == "mqar":
         return MQAR(seq_len, n_pairs, vocab_size)
-    raise ValueError(f"unknown task {name!r}; expected 'bytes-lm' or 'mqar'")
+    if name == "tokens":
+        from ._tokens import Tokens  # numpy only for this task
+
+        missing = [k for k, v in (("train", train), ("val", val)) if v is None]
+        if missing:
+            raise ValueError(f"the tokens task needs {' and '.join(missing)}: the path of a "
+                             f"token file (e.g. from sla-nas prepare-tokens)")
+        return Tokens(seq_len, train, val, vocab_size=vocab_size, dtype=dtype,
+                      token_vocab=token_vocab)
+    raise ValueError(f"unknown task {name!r}; expected 'bytes-lm', 'mqar' or 'tokens'")

@@ -16,18 +16,26 @@ Why it looks like this (docs/EVALUATION.md has the whole design):
   the main run) is equal for two runs exactly when they trained on the same data in the same
   order.
 * **Resumable.** With ``checkpoint=DIR`` the full state (model, optimizer, step, history, RNG)
-  is written to ``DIR/state.pt`` at every evaluation and a later call resumes from it.
+  is written to ``DIR/state.pt`` at every evaluation and a later call resumes from it, on any
+  device (it is read onto the CPU first).
+* **Any device, one data order.** Batches are generated on the CPU by (seed, step) and moved
+  once per step; ``data_digest`` hashes the CPU tensor, so a CPU run and a GPU run of one seed
+  stay paired. Lower precisions are autocast with fp32 master weights, optimizer state and
+  loss. With ``compile`` one compiled module serves the main run, every cooldown branch (which
+  snapshots and restores the model's and optimizer's state instead of copying the model) and
+  every evaluation; compiling is timed apart from training (``compile_seconds``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,14 @@ import torch.nn.functional as F
 from sla_nas.arch import ArchSpec, estimate
 from sla_nas.model import SlaModel, build_model
 
+from ._device import (
+    CompileError,
+    autocast,
+    check_precision,
+    compile_model,
+    is_compile_failure,
+    resolve_device,
+)
 from ._tasks import IGNORE, Task
 
 __all__ = ["Budget", "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE"]
@@ -111,18 +127,35 @@ def _optimizer(model: SlaModel, budget: Budget) -> torch.optim.AdamW:
                              lr=budget.lr, betas=(0.9, 0.95))
 
 
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def evaluate(model: SlaModel, task: Task, batch_size: int, *,
+             precision: str = "fp32") -> dict[str, float]:
+    """Mean loss (and accuracy where the task has one) over the fixed held-out set, on the
+    device the model's weights are on, under ``precision``'s autocast."""
+    device = next(model.parameters()).device
+    check_precision(precision, device)
+    batches = [(x.to(device), y.to(device)) for x, y in task.val_batches(batch_size)]
+    return _evaluate(model, batches, task.has_accuracy, lambda: autocast(device, precision))
+
+
 @torch.no_grad()
-def evaluate(model: SlaModel, task: Task, batch_size: int) -> dict[str, float]:
-    """Mean loss (and accuracy where the task has one) over the fixed held-out set."""
+def _evaluate(net: Callable[..., Any], batches: Batches, has_accuracy: bool,
+              cast: Callable[[], Any]) -> dict[str, float]:
+    """`evaluate` on batches already on the device: the logits under autocast, the loss
+    in fp32."""
     total = correct = count = 0.0
-    for x, y in task.val_batches(batch_size):
-        logits, _ = model(x)
+    for x, y in batches:
+        with cast():
+            logits, _ = net(x)
+        logits = logits.float()  # a no-op in fp32
         mask = y != IGNORE
         total += F.cross_entropy(logits[mask], y[mask], reduction="sum").item()
         correct += (logits[mask].argmax(-1) == y[mask]).sum().item()
         count += mask.sum().item()
     out = {"val_loss": total / count}
-    if task.has_accuracy:
+    if has_accuracy:
         out["val_acc"] = correct / count
     return out
 
@@ -130,16 +163,24 @@ def evaluate(model: SlaModel, task: Task, batch_size: int) -> dict[str, float]:
 class _Run:
     """The state of one proxy training: model, optimizer, step, history."""
 
-    def __init__(self, spec: ArchSpec, task: Task, budget: Budget, seed: int):
+    def __init__(self, spec: ArchSpec, task: Task, budget: Budget, seed: int,
+                 device: str | torch.device = "cpu", precision: str = "fp32"):
         if spec.dims.vocab_size < task.vocab_size:
             raise ValueError(f"the model's vocab_size {spec.dims.vocab_size} is smaller than "
                              f"task {task.name}'s {task.vocab_size}")
         if spec.dims.seq_len < task.seq_len:
             raise ValueError(f"the model's seq_len {spec.dims.seq_len} is shorter than task "
                              f"{task.name}'s {task.seq_len}")
+        self.device = resolve_device(device)
+        check_precision(precision, self.device)
         self.spec, self.task, self.budget, self.seed = spec, task, budget, seed
-        self.model = build_model(spec, seed)
+        self.precision = precision
+        self.model = build_model(spec, seed).to(self.device)  # fp32 master weights
+        self.net: Callable[..., Any] = self.model  # what runs forward: the model or compiled
         self.opt = _optimizer(self.model, budget)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.val = [(self.move(x), self.move(y))  # moved once
+                    for x, y in task.val_batches(budget.batch_size)]
         self.main, self.warmup, self.points = budget.plan(task.seq_len)
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -150,28 +191,75 @@ class _Run:
         self.train_seconds = 0.0
         self.tokens_trained = 0
         self.last_loss = math.nan  # the last finite training loss
-        self.evaluated_model: SlaModel | None = None  # the model the last evaluation scored
+        self.keep_weights = False  # keep a CPU copy of the weights each evaluation scored
+        self.evaluated: dict[str, torch.Tensor] | None = None  # that copy
         self.resumed_step = 0  # the main-run step a checkpoint resumed this run at
         self.on_step: Callable[[int, float], None] | None = None
 
-    def train_steps(self, model: SlaModel, opt: torch.optim.Optimizer, start: int, stop: int,
+    def move(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the run's device (pinned, so the copy to a GPU is asynchronous)."""
+        if self.device.type == "cpu":
+            return t
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def cast(self) -> Any:
+        return autocast(self.device, self.precision)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss: the forward under autocast, the cross-entropy in fp32 (the same
+        operations as the model's own loss in fp32)."""
+        with self.cast():
+            logits, _ = self.net(x)
+        logits = logits.float()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+
+    def evaluate(self) -> dict[str, float]:
+        return _evaluate(self.net, self.val, self.task.has_accuracy, self.cast)
+
+    def warm_up(self) -> None:
+        """Run what training and evaluation will run, once, without changing any state: a
+        forward and backward of the current step's batch (no optimizer step) and a no-grad
+        forward of each shape of the validation batches. With a compiled model this is where
+        compilation happens, so its time is measured apart from training."""
+        x, y = self.task.batch(self.seed, self.step, self.budget.batch_size)
+        self.loss(self.move(x), self.move(y)).backward()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for shape in dict.fromkeys(x.shape for x, _ in self.val):
+                x = next(x for x, _ in self.val if x.shape == shape)
+                with self.cast():
+                    self.net(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def train_steps(self, start: int, stop: int,
                     decay: tuple[int, int] | None = None) -> float | None:
         """Train steps [start, stop); the mean loss, or None if a loss was not finite."""
         losses = []
+        opt, scaler = self.opt, self.scaler
         for step in range(start, stop):
             factor = _lr_factor(self.budget, step, self.main, self.warmup, decay)
             for group in opt.param_groups:
                 group["lr"] = self.budget.lr * factor
-            x, y = self.task.batch(self.seed, step, self.budget.batch_size)
-            _, loss = model(x, y)
+            x, y = self.task.batch(self.seed, step, self.budget.batch_size)  # on the CPU
+            loss = self.loss(self.move(x), self.move(y))
             value = loss.item()
             if not math.isfinite(value):
                 return None
             self.last_loss = value
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.budget.clip)
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.budget.clip)
+                opt.step()
+            else:  # fp16: scaled gradients, unscaled before clipping
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.budget.clip)
+                scaler.step(opt)
+                scaler.update()
             losses.append(value)
             self.tokens_trained += x.numel()
             if decay is None:
@@ -187,21 +275,36 @@ class _Run:
         return sum(losses) / max(1, len(losses))
 
     def branch_eval(self) -> dict[str, float] | None:
-        """Evaluate what a complete run ending at the current step would give."""
+        """Evaluate what a complete run ending at the current step would give. The WSD
+        cooldown branch trains the run's own model and optimizer from a snapshot of their
+        state and restores it afterwards: one model, so a compiled one compiles once."""
         if self.budget.schedule != "wsd":
-            self.evaluated_model = self.model
-            return evaluate(self.model, self.task, self.budget.batch_size)
+            metrics = self.evaluate()
+            self.keep_evaluated()
+            return metrics
         length = max(1, round(self.budget.cooldown * self.step))
-        model = copy.deepcopy(self.model)
-        opt = _optimizer(model, self.budget)
-        opt.load_state_dict(copy.deepcopy(self.opt.state_dict()))
-        if self.train_steps(model, opt, self.step, self.step + length,
-                            decay=(self.step, length)) is None:
-            return None
-        metrics = evaluate(model, self.task, self.budget.batch_size)
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        opt_state = copy.deepcopy(self.opt.state_dict())
+        scaler_state = self.scaler.state_dict() if self.scaler is not None else None
+        try:
+            if self.train_steps(self.step, self.step + length,
+                                decay=(self.step, length)) is None:
+                return None
+            metrics = self.evaluate()
+            self.keep_evaluated()
+        finally:
+            self.model.load_state_dict(weights)  # copies in place: the parameters stay
+            self.opt.load_state_dict(opt_state)
+            self.opt.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.load_state_dict(scaler_state)
         metrics["cooldown_steps"] = length
-        self.evaluated_model = model
         return metrics
+
+    def keep_evaluated(self) -> None:
+        if self.keep_weights:
+            self.evaluated = {k: v.detach().to("cpu", copy=True)
+                              for k, v in self.model.state_dict().items()}
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
@@ -211,15 +314,23 @@ class _Run:
                 "window": self._window, "seed": self.seed,
                 "spec_key": self.spec.key, "train_seconds": self.train_seconds,
                 "tokens_trained": self.tokens_trained, "torch_rng": torch.get_rng_state(),
-                "budget": dataclasses.asdict(self.budget)}
+                "budget": dataclasses.asdict(self.budget), "precision": self.precision,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
     def load(self, state: dict[str, Any]) -> None:
         if state["spec_key"] != self.spec.key or state["seed"] != self.seed or \
                 state["budget"] != dataclasses.asdict(self.budget):
             raise ValueError("the checkpoint belongs to another architecture, seed or budget "
                              f"(spec {state['spec_key']}, seed {state['seed']})")
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
+        saved = state.get("precision", "fp32")  # checkpoints before precisions were fp32
+        if saved != self.precision:
+            raise ValueError(f"the checkpoint was trained in precision {saved}, this run asks "
+                             f"for {self.precision}: resume it with precision {saved}, or "
+                             f"train {self.precision} in another folder")
+        self.model.load_state_dict(state["model"])  # read onto the CPU, copied to the device
+        self.opt.load_state_dict(state["opt"])  # moves its state to the parameters' device
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.step, self.history = state["step"], state["history"]
         self.curve, self._window = state["curve"], state["window"]
         self.data_digest = state["data_digest"]
@@ -237,7 +348,9 @@ def _save(state: dict[str, Any], directory: Path, name: str = STATE_FILE) -> Non
 def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
                 report: Callable[[dict[str, Any]], None] | None = None,
                 checkpoint: str | Path | None = None,
-                on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+                on_step: Callable[[int, float], None] | None = None, *,
+                device: str | torch.device = "auto", precision: str = "fp32",
+                compile: bool = False) -> dict[str, Any]:
     """Train ``spec`` on ``task`` for ``budget``; ``report`` gets every evaluation's metrics
     ``{tokens, train_loss, val_loss, val_acc (where the task has one), tokens_per_s, ...}``
     plus ``history`` (every evaluation so far), ``curve`` (the main run's training loss,
@@ -250,20 +363,63 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
     length of the complete run each evaluation stands for. With ``checkpoint=DIR`` the run
     resumes from ``DIR/state.pt`` if present and, at every evaluation, saves it and the
     evaluated (cooled-down) weights, ``DIR/model.pt`` (a plain state dict), before calling
-    ``report``: each checkpoint holds the weights of a complete shorter run."""
-    run = _Run(spec, task, budget, seed)
+    ``report``: each checkpoint holds the weights of a complete shorter run.
+
+    ``device``: ``auto`` (CUDA where torch sees it, else the CPU), ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps``; ``precision``: ``fp32``, ``bf16`` (autocast; CPU and CUDA) or
+    ``fp16`` (autocast with a gradient scaler; CUDA only); ``compile``: `torch.compile` the
+    model. All four (``compile_seconds``: the time compiling took, apart from
+    ``tokens_per_s``) are recorded in the result and in every report. Unusable requests raise
+    ValueError before training; a failure to compile raises `CompileError`."""
+    run = _Run(spec, task, budget, seed, device, precision)
     run.on_step = on_step
     directory = Path(checkpoint) if checkpoint is not None else None
+    run.keep_weights = directory is not None
     if directory is not None and (directory / STATE_FILE).exists():
-        run.load(torch.load(directory / STATE_FILE, weights_only=True))
+        run.load(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True))
         run.resumed_step = run.step
+    setting = {"device": str(run.device), "precision": precision, "compile": bool(compile),
+               "compile_seconds": 0.0}
+    if compile:
+        started = time.perf_counter()
+        with _compiling(spec, everything=True):  # the first calls are the compilation
+            run.net = compile_model(run.model)
+            run.warm_up()
+        setting["compile_seconds"] = time.perf_counter() - started
+    with _compiling(spec) if compile else contextlib.nullcontext():
+        return _train(run, spec, task, budget, seed, report, directory, setting)
+
+
+@contextlib.contextmanager
+def _compiling(spec: ArchSpec, everything: bool = False) -> Iterator[None]:
+    """Turn a failure of torch.compile (``everything``: any error) into a `CompileError` that
+    says the way out."""
+    try:
+        yield
+    except Exception as error:
+        if not (everything or is_compile_failure(error)):
+            raise
+        cause: BaseException = error  # dynamo wraps the backend's own error: name that one
+        while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
+            cause = inner
+        first = (str(cause).strip().splitlines() or [""])[0][:300]
+        raise CompileError(
+            f"torch.compile failed on architecture {spec.key} ({type(cause).__name__}: "
+            f"{first}); train it without compilation: compile: false in the space's train: "
+            f"section, or drop --compile (--no-compile)") from error
+
+
+def _train(run: _Run, spec: ArchSpec, task: Task, budget: Budget, seed: int,
+           report: Callable[[dict[str, Any]], None] | None, directory: Path | None,
+           setting: dict[str, Any]) -> dict[str, Any]:
+    """`train_proxy`'s loop over the evaluation points, once the run is set up."""
     status = "ok"
     per_step = budget.batch_size * task.seq_len
     for point in run.points:
         if point <= run.step:
             continue  # evaluated before the checkpoint
         started = time.perf_counter()
-        train_loss = run.train_steps(run.model, run.opt, run.step, point)
+        train_loss = run.train_steps(run.step, point)
         run.train_seconds += time.perf_counter() - started
         run.step = point
         metrics = run.branch_eval() if train_loss is not None else None
@@ -277,14 +433,14 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
         run.history.append(metrics)
         if directory is not None:
             _save(run.state(), directory)
-            _save(run.evaluated_model.state_dict(), directory, MODEL_FILE)
+            _save(run.evaluated, directory, MODEL_FILE)
         if report is not None:
             report(dict(metrics, history=list(run.history), curve=list(run.curve),
-                        data_digest=run.data_digest, resumed_step=run.resumed_step))
+                        data_digest=run.data_digest, resumed_step=run.resumed_step, **setting))
     result: dict[str, Any] = dict(run.history[-1]) if run.history else {
         "tokens": 0, "train_loss": run.last_loss, "val_loss": math.nan}
     result.update(status=status, seed=seed, key=spec.key, history=run.history, curve=run.curve,
-                  data_digest=run.data_digest,
+                  data_digest=run.data_digest, **setting,
                   task=task.info | {"name": task.name}, budget=dataclasses.asdict(budget),
                   **estimate(spec))
     return result
