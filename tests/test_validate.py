@@ -244,3 +244,81 @@ def test_readme_reference_space_validates(tmp_path):
     (tmp_path / "space.yaml").write_text(reference)
     info = describe(tmp_path / "space.yaml")
     assert info["name"] == "my-search" and info["size"] > 10**15
+
+
+def test_validate_plans_resources_and_compute_exactly(tmp_path, capsys):
+    """The resource plan (trials at once on a node shape) and the compute plan, against FLOPs
+    per token over every architecture of the space and the tokens train_proxy really trains
+    (its own ``tokens_trained``: main run and the cooldown branch of each evaluation)."""
+    import torch
+
+    from sla_nas.proxy import Budget, BytesLM, train_proxy
+
+    from search_helpers import DIMS, write_space
+
+    path = write_space(tmp_path, "plan", budget={"tokens": 6000, "batch_size": 8,
+                                                 "eval_every": 2000},
+                       search={"cpus_per_trial": 2, "gpus_per_trial": 0.5, "concurrency": 3,
+                               "n_trials": 5},
+                       train={"precision": "bf16", "compile": True},
+                       confirm={"top": 2, "seeds": 2, "tokens": 8000,
+                                "presets": ["vanilla", "cla2"]})
+    args = ["validate", str(path), "--tflops", "2", "--node-cpus", "16", "--node-gpus", "1"]
+    assert main([*args, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    plan = info["resources"]
+    assert plan["trial"] == {"cpu": 2, "gpu": 0.5, "device": "auto", "precision": "bf16",
+                             "compile": True}
+    assert plan["at_once"] == 2  # 16 CPUs hold 8, one GPU 2 halves, concurrency 3
+
+    flops = [estimate(spec)["train_flops_per_token"]
+             for _, spec in SearchSpace.from_yaml(path).enumerate()]
+    task = BytesLM(DIMS["seq_len"], val_tokens=256)  # a small held-out set: fast evaluations
+
+    def trained(tokens: int, eval_at: tuple[int, ...]) -> int:
+        budget = Budget(tokens=tokens, eval_at=eval_at, batch_size=8)
+        return train_proxy(presets.get("vanilla", **DIMS), task, budget)["tokens_trained"]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is many times faster than several
+    try:
+        trial_tokens, confirm_tokens = trained(6000, (2000, 4000, 6000)), trained(8000, (8000,))
+    finally:
+        torch.set_num_threads(threads)
+    c = info["compute"]
+    assert c["trial"] == [min(flops) * trial_tokens, max(flops) * trial_tokens]
+    assert c["search"] == [5 * min(flops) * trial_tokens, 5 * max(flops) * trial_tokens]
+    fixed = sum(estimate(presets.get(n, **DIMS))["train_flops_per_token"]
+                for n in ("vanilla", "cla2")) * confirm_tokens
+    assert c["confirm"]["flops"] == [2 * (2 * min(flops) * confirm_tokens + fixed),
+                                     2 * (2 * max(flops) * confirm_tokens + fixed)]
+    assert c["trial_seconds"] == pytest.approx([f / 2e12 for f in c["trial"]])
+    assert c["search_seconds"] == pytest.approx([f / 2e12 / 2 for f in c["search"]])
+
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "one trial asks 2 CPU, 0.5 GPU (device auto, bf16, compiled); 2 at once on a node " \
+           "with 16 CPUs and 1 GPUs (search.concurrency 3)" in out
+    assert f"compute: {min(flops) * trial_tokens:.3g} .. {max(flops) * trial_tokens:.3g} " \
+           f"training FLOPs per trial" in out
+    assert "at 2 TFLOP/s per trial slot: a trial" in out and "with 2 at once" in out
+
+
+def test_validate_resource_plan_defaults_to_this_machine(tmp_path, capsys):
+    import os
+
+    import torch
+
+    from sla_nas.cli._validate import describe
+
+    from search_helpers import write_space
+
+    path = write_space(tmp_path, "here", search={"gpus_per_trial": 0.5, "concurrency": 64})
+    node = describe(path)["resources"]["node"]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert (node["cpus"], node["gpus"], node["given"]) == (os.cpu_count(), gpus, False)
+    assert describe(path, node_gpus=0)["resources"]["at_once"] == 0
+    assert main(["validate", str(path), "--node-gpus", "0"]) == 0
+    assert "such a node cannot hold one trial" in capsys.readouterr().out
+    assert main(["validate", str(path), "--tflops", "0"]) == 2
+    assert "--tflops must be positive, got 0.0" in capsys.readouterr().err

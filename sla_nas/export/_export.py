@@ -44,6 +44,7 @@ from sla_nas.results import (
     STATUS,
     TOKENS,
     TRAINED_METRICS,
+    TRAINING,
     TRIAL,
     WALL_SECONDS,
     RunPaths,
@@ -56,7 +57,7 @@ from sla_nas.results import (
     valid_key,
     winners,
 )
-from sla_nas.space import SpaceFile, parse_space_yaml
+from sla_nas.space import SearchSpace, SpaceFile, parse_space_yaml
 
 from ._card import Provenance, model_card
 from ._modelfile import WEIGHTS_FILE, WEIGHTS_FORMAT, model_py
@@ -230,18 +231,25 @@ def _checkpoint(run: _Run, row: pd.Series) -> Path | None:
     return path if path.is_file() else None
 
 
-def _corpus(run: _Run) -> str | None:
-    """The task's corpus: as written if absolute, else relative to the space file as run."""
-    corpus = run.config.task.corpus
-    if corpus is None or Path(corpus).is_absolute():
-        return corpus
-    space_file = Path(run.info.get("space_file", run.paths.space))
-    candidates = [space_file.parent / corpus, run.paths.root / corpus]
-    for path in candidates:
-        if path.exists():
-            return str(path.resolve())
-    raise ValueError(f"the run's task reads corpus {corpus!r}, relative to its space file "
-                     f"{space_file}; not found at {', '.join(map(str, candidates))}. Run "
+def _task_options(run: _Run) -> dict[str, Any]:
+    """The task's `make_task` arguments with its paths (corpus, train, val) resolved as the
+    search resolved them: relative to the space file it started with, else to the run
+    folder's copy."""
+    texts = run.paths.space.read_text()
+    original = Path(run.info.get("space_file", run.paths.space))
+    for where in (original, run.paths.space):
+        if where.is_file() and where.read_text() == texts:
+            try:  # the run folder's copy may not find seed spec files relative to it
+                options = SearchSpace(run.config, where).task_options()
+            except ValueError:
+                continue
+            if all(Path(options[k]).exists() for k in ("corpus", "train", "val")
+                   if options.get(k)):
+                return options
+    names = [getattr(run.config.task, k) for k in ("corpus", "train", "val")
+             if getattr(run.config.task, k)]
+    raise ValueError(f"the run's task reads {', '.join(map(repr, names))}, relative to its "
+                     f"space file {original}; not found there or in {run.paths.root}. Run "
                      f"export from the folder the search ran in")
 
 
@@ -249,22 +257,23 @@ def _retrain(run: _Run, spec: ArchSpec, seed: int, tokens: int,
              log: Callable[[str], None]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train ``spec`` for ``tokens`` with the run's task, batch size, learning rate and
     schedule; the weights of the final (cooled-down) evaluation and its metrics."""
-    task_cfg, budget_cfg = run.config.task, run.config.budget
-    task = make_task(task_cfg.name, spec.dims.seq_len, corpus=_corpus(run),
-                     n_pairs=task_cfg.n_pairs,
-                     vocab_size=spec.dims.vocab_size)
+    task_cfg, budget_cfg, train = run.config.task, run.config.budget, run.config.train
+    task = make_task(task_cfg.name, spec.dims.seq_len, vocab_size=spec.dims.vocab_size,
+                     **_task_options(run))
     budget = Budget(tokens=tokens, eval_at=(tokens,), batch_size=budget_cfg.batch_size,
                     lr=budget_cfg.lr, schedule=budget_cfg.schedule)
     log(f"retraining {spec.key} for {tokens:,} tokens on {task.name} (seed {seed})")
     with tempfile.TemporaryDirectory(prefix="sla-nas-retrain-") as work:
-        result = train_proxy(spec, task, budget, seed=seed, checkpoint=work)
+        result = train_proxy(spec, task, budget, seed=seed, checkpoint=work,
+                             device=train.device, precision=train.precision,
+                             compile=train.compile)
         if result["status"] != "ok":
             raise ValueError(f"retraining {spec.key} for {tokens:,} tokens diverged (a "
                              f"non-finite loss); try another --retrain-tokens")
         state = _read_state_dict(Path(work) / MODEL_FILE)
     metrics = _clean({k: result.get(k) for k in (*TRAINED_METRICS, "tokens")})
     return state, {"source": "retrained", "tokens": tokens, "seed": seed, "task": task.name,
-                   "metrics": metrics}
+                   "metrics": metrics, "training": _clean({k: result.get(k) for k in TRAINING})}
 
 
 def _weights(run: _Run, row: pd.Series, spec: ArchSpec, retrain_tokens: int | None,
@@ -382,12 +391,14 @@ def _confirmed_record(confirmed: tuple[pd.DataFrame, int, str, str] | None, key:
         return None
     r = rows.iloc[0]
     base = is_vanilla(r["label"])
-    return _clean({"label": r["label"], "metric": metric, "tokens": tokens,
-                   "n_seeds": int(r["n_seeds"]), "mean": r["mean"], "std": r["std"],
-                   "vs_vanilla": None if base else r.get("vs_baseline"),
-                   "low": None if base else r.get("vs_baseline_low"),
-                   "high": None if base else r.get("vs_baseline_high"),
-                   "p": None if base else r.get("vs_baseline_p"), "sentence": text})
+    record = _clean({"label": r["label"], "metric": metric, "tokens": tokens,
+                     "n_seeds": int(r["n_seeds"]), "mean": r["mean"], "std": r["std"],
+                     "vs_vanilla": None if base else r.get("vs_baseline"),
+                     "low": None if base else r.get("vs_baseline_low"),
+                     "high": None if base else r.get("vs_baseline_high"),
+                     "p": None if base else r.get("vs_baseline_p"), "sentence": text})
+    # vanilla confirmed first has no difference to itself: null, which the card leaves out
+    return {"vs_vanilla": None, "low": None, "high": None, "p": None, **record}
 
 
 def _provenance(run: _Run, row: pd.Series, rank: int, record: dict[str, Any],
@@ -420,6 +431,7 @@ def _metrics_file(spec: ArchSpec, row: pd.Series, prov: Provenance,
             "costs": estimate(spec),
             "vanilla_costs": estimate(ArchSpec.create(spec.dims)),
             **_clean({"tokens": row.get(TOKENS), "wall_seconds": row.get(WALL_SECONDS)}),
+            "training": record.get("training") or _clean({k: row.get(k) for k in TRAINING}),
             "weights": record, "vanilla_seed": prov.vanilla,
             **({"confirmed": prov.confirmed} if prov.confirmed else {})}
 

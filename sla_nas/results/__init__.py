@@ -29,8 +29,11 @@ from ._run_folder import RunPaths, valid_key, valid_run_name
 from ._stats import CONFIDENCE, Paired, Summary, compare, paired, seed_noise, summarise
 from ._table import (
     CHECKPOINT,
+    COMPILE,
+    COMPILE_SECONDS,
     COSTS,
     CURVE,
+    DEVICE,
     ERROR_ATTR,
     FINISHED,
     HISTORY,
@@ -39,6 +42,7 @@ from ._table import (
     N_SEEDS,
     NODE_ID,
     PARAM_PREFIX,
+    PRECISION,
     REUSED_FROM,
     SEED,
     SEED_PRESET,
@@ -51,6 +55,7 @@ from ._table import (
     TOKENS_TRAINED,
     TRAINED_METRICS,
     TRAINED_STATUSES,
+    TRAINING,
     TRIAL,
     TUNE_ID,
     WALL_SECONDS,
@@ -70,4 +75,4 @@ __all__ = ["RunPaths", "valid_key", "valid_run_name", "trials_frame", "write_tab
            "paired", "compare", "seed_noise", "Candidate", "candidates", "confirm_seeds",
            "load_confirm", "append_confirm", "summary", "latest_summary", "sentence", "LABEL",
            "SEARCH_TRIAL", "CONFIRM_TOKENS", "UNITS", "objective_of", "is_vanilla",
-           "joined_label"]
+           "joined_label", "DEVICE", "PRECISION", "COMPILE", "COMPILE_SECONDS", "TRAINING"]

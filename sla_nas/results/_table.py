@@ -22,7 +22,8 @@ from ._run_folder import RunPaths
 __all__ = ["trials_frame", "ERROR_ATTR", "write_tables", "load_results", "TRIAL", "TUNE_ID",
            "KEY", "STATUS", "STATE",
            "MESSAGE", "REUSED_FROM", "SEED", "SEED_PRESET", "TOKENS", "TOKENS_TRAINED",
-           "WALL_SECONDS", "NODE_ID", "SPEC", "CHECKPOINT", "HISTORY", "CURVE", "STARTED",
+           "WALL_SECONDS", "NODE_ID", "DEVICE", "PRECISION", "COMPILE", "COMPILE_SECONDS",
+           "TRAINING", "SPEC", "CHECKPOINT", "HISTORY", "CURVE", "STARTED",
            "FINISHED",
            "PARAM_PREFIX", "TRAINED_METRICS", "STATUSES", "TRAINED_STATUSES", "N_SEEDS",
            "COSTS"]
@@ -41,6 +42,11 @@ TOKENS = "tokens"  # the complete-run length its last evaluation stands for
 TOKENS_TRAINED = "tokens_trained"  # optimizer steps x batch tokens, cooldowns included
 WALL_SECONDS = "wall_seconds"
 NODE_ID = "node_id"  # the Ray node that ran it
+DEVICE = "device"  # the device it trained on, as resolved there: "cpu", "cuda:0", ...
+PRECISION = "precision"  # fp32 | bf16 | fp16 (autocast; fp32 master weights)
+COMPILE = "compile"  # trained with torch.compile
+COMPILE_SECONDS = "compile_seconds"  # time spent compiling, apart from tokens_per_s
+TRAINING = (DEVICE, PRECISION, COMPILE, COMPILE_SECONDS)  # how it trained: train_proxy's keys
 SPEC = "spec_json"
 CHECKPOINT = "checkpoint"  # the trial's last Tune checkpoint (model.pt inside), run-relative
 HISTORY = "history_json"  # honest evaluations: [{tokens, val_loss, ...}, ...]
@@ -93,6 +99,7 @@ def trials_frame(study: Any) -> pd.DataFrame:
             row[metric] = a.get(metric)
         row.update({TOKENS: a.get(TOKENS), TOKENS_TRAINED: a.get(TOKENS_TRAINED),
                      WALL_SECONDS: a.get(WALL_SECONDS), NODE_ID: a.get(NODE_ID),
+                     **{name: a.get(name) for name in TRAINING},
                      CHECKPOINT: a.get("checkpoint"),
                      STARTED: t.datetime_start, FINISHED: t.datetime_complete,
                      SPEC: a.get("spec"), HISTORY: _json_or_none(a.get("history")),
@@ -103,7 +110,8 @@ def trials_frame(study: Any) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=[TRIAL, TUNE_ID, KEY, STATUS, STATE, MESSAGE])
-    for metric in (*TRAINED_METRICS, *COSTS, TOKENS, TOKENS_TRAINED, WALL_SECONDS):
+    for metric in (*TRAINED_METRICS, *COSTS, TOKENS, TOKENS_TRAINED, WALL_SECONDS,
+                   COMPILE_SECONDS):
         if metric in frame:
             frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
     for column in (REUSED_FROM, SEED):

@@ -18,6 +18,7 @@ This package is the only part of sla-nas that imports Ray.
 from ._confirm import ConfirmOptions, ConfirmOutcome, run_confirm
 from ._run import SearchOptions, SearchOutcome, run_search
 from ._searcher import STORAGES
+from ._trainable import TrialSetup, run_trial
 
 __all__ = ["SearchOptions", "SearchOutcome", "run_search", "STORAGES", "ConfirmOptions",
-           "ConfirmOutcome", "run_confirm"]
+           "ConfirmOutcome", "run_confirm", "run_trial", "TrialSetup"]

@@ -8,6 +8,7 @@ only what is missing). See `sla_nas.results.candidates` for what is re-trained a
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from sla_nas.results import (
     SPEC,
     STATUS,
     TOKENS_TRAINED,
+    TRAINING,
     WALL_SECONDS,
     RunPaths,
     append_confirm,
@@ -42,7 +44,7 @@ from sla_nas.results import (
 )
 from sla_nas.space import SearchSpace
 
-from ._ray import connect, quiet_tune
+from ._ray import check_resources, connect, quiet_tune
 from ._trainable import ARCH, NUMBER, TRAIN_SEED, TrialSetup, run_trial
 
 __all__ = ["ConfirmOptions", "ConfirmOutcome", "run_confirm"]
@@ -56,6 +58,8 @@ class ConfirmOptions:
     presets: tuple[str, ...] | None = None  # default: the space's seeds (vanilla always)
     max_failures: int = 0
     address: str | None = None  # a Ray cluster; default: $RAY_ADDRESS, else a local Ray
+    device: str | None = None  # overrides the space's train.device (auto, cpu, cuda, cuda:N)
+    precision: str | None = None  # overrides the space's train.precision
 
 
 @dataclass
@@ -65,6 +69,17 @@ class ConfirmOutcome:
     sentence: str
     metric: str
     tokens: int
+
+
+def _space_of_run(paths: RunPaths) -> SearchSpace:
+    """The run's space, read from the file the search started with when it is still there
+    unchanged, so that relative task paths (corpus, train, val) resolve as they did for the
+    search; else the run folder's copy."""
+    original = paths.read_info().get("space_file")
+    if original and Path(original).is_file() and \
+            Path(original).read_text() == paths.space.read_text():
+        return SearchSpace.from_yaml(original)
+    return SearchSpace.from_yaml(paths.space)
 
 
 def run_confirm_trial(config: dict[str, Any], setup: TrialSetup) -> None:
@@ -94,7 +109,7 @@ class ConfirmRecorder(Callback):
             TOKENS_TRAINED: result.get("tokens_trained"), "data_digest": result.get(
                 "data_digest"),
             WALL_SECONDS: result.get("time_total_s"), NODE_ID: result.get("node_id"),
-            SPEC: job[ARCH]}])
+            **{name: result.get(name) for name in TRAINING}, SPEC: job[ARCH]}])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._record(trial)
@@ -107,8 +122,14 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
                 log: Callable[[str], None] | None = None) -> ConfirmOutcome:
     """Re-train the winners and presets of the run in ``run_dir`` (Ray must be initialised,
     or a local one is started) and summarise them."""
+    if options.device is not None and not re.fullmatch(r"auto|cpu|cuda|cuda:\d+|mps",
+                                                         options.device):
+        raise ValueError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got "
+                         f"{options.device!r}")
+    if options.precision not in (None, "fp32", "bf16", "fp16"):
+        raise ValueError(f"--precision: expected fp32, bf16 or fp16, got {options.precision!r}")
     paths = RunPaths(Path(run_dir))
-    space = SearchSpace.from_yaml(paths.space)
+    space = _space_of_run(paths)
     config = space.config
     metric, mode = objective_of(space)
     # twice the search's own budget, with its --tokens override
@@ -128,18 +149,22 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
             f"{tokens:,} tokens: {len(jobs)} runs to train, "
             f"{len(chosen) * len(seeds) - len(jobs)} already in confirm.csv")
     if jobs:
-        corpus = str((paths.space.parent / config.task.corpus).resolve()) \
-            if config.task.corpus else None
-        setup = TrialSetup(config.task.name, corpus, config.task.n_pairs,
-                           Budget(tokens=tokens, eval_at=(tokens,),
-                                  batch_size=config.budget.batch_size, lr=config.budget.lr,
-                                  schedule=config.budget.schedule),
-                           threads=max(1, int(config.search.cpus_per_trial)))
+        setup = TrialSetup.from_space(space, Budget(
+            tokens=tokens, eval_at=(tokens,), batch_size=config.budget.batch_size,
+            lr=config.budget.lr, schedule=config.budget.schedule))
+        if (options.device or "").startswith("cuda") and config.search.gpus_per_trial == 0:
+            raise ValueError(f"--device {options.device} needs search.gpus_per_trial above 0 in "
+                             f"{paths.space}, so that Ray reserves a GPU for each run")
+        if options.device is not None or options.precision is not None:
+            setup = dataclasses.replace(setup, device=options.device or setup.device,
+                                        precision=options.precision or setup.precision)
         started = connect(options.address)
         try:
+            check_resources(config.search.cpus_per_trial, config.search.gpus_per_trial,
+                            paths.space)
             trainable = tune.with_resources(
                 tune.with_parameters(run_confirm_trial, setup=setup),
-                {"cpu": config.search.cpus_per_trial})
+                {"cpu": config.search.cpus_per_trial, "gpu": config.search.gpus_per_trial})
             labels = {c.spec.key: (c.label, c.search_trial) for c in chosen}
             tuner = tune.Tuner(
                 trainable, param_space={"job": tune.grid_search(jobs)},

@@ -9,8 +9,9 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["connect", "connect_or_explain", "quiet_tune"]
+__all__ = ["connect", "connect_or_explain", "quiet_tune", "check_resources", "unplaceable"]
 
 
 def connect(address: str | None) -> bool:
@@ -40,6 +41,47 @@ def connect_or_explain(address: str | None) -> bool:
     except (ConnectionError, RuntimeError, TimeoutError) as err:
         where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
         raise ValueError(f"cannot connect to Ray at {where}: {err}") from None
+
+
+def _amount(value: float) -> str:
+    return f"{value:g}"
+
+
+def unplaceable(cpus: float, gpus: float, nodes: list[dict[str, Any]]) -> str | None:
+    """Why no node of ``nodes`` (`ray.nodes()` entries) can hold one trial that asks for
+    ``cpus`` CPUs and ``gpus`` GPUs; None when one can. Ray would keep such trials pending
+    forever, so the run ends before its first trial instead."""
+    alive = [n for n in nodes if n.get("Alive", n.get("alive", True))]
+    shapes = [(n.get("NodeManagerAddress", "?"), float(n.get("Resources", {}).get("CPU", 0)),
+               float(n.get("Resources", {}).get("GPU", 0))) for n in alive]
+    if any(c >= cpus and g >= gpus for _, c, g in shapes):
+        return None
+    has = "; ".join(f"node {ip}: {_amount(c)} CPUs, {_amount(g)} GPUs" for ip, c, g in shapes) \
+        or "no alive node"
+    asks = f"search.cpus_per_trial {_amount(cpus)}, search.gpus_per_trial {_amount(gpus)}"
+    if gpus > 0 and not any(g >= gpus for _, _, g in shapes):
+        if not any(g > 0 for _, _, g in shapes):
+            way = ("set search.gpus_per_trial: 0 (and train.device: auto or cpu) to train on "
+                   "CPUs, or connect to a cluster with GPU nodes (ray start --num-gpus N on "
+                   "each, or --address)")
+        else:
+            way = (f"lower search.gpus_per_trial to at most "
+                   f"{_amount(max(g for _, _, g in shapes))} (a fraction such as 0.5 shares a "
+                   f"GPU between trials)")
+    else:
+        way = (f"lower search.cpus_per_trial to at most {_amount(max(c for _, c, _ in shapes))}"
+               if shapes else "start Ray nodes first (ray start)")
+    return (f"one trial asks for {asks}, and no node of the Ray cluster can hold it ({has}); "
+            f"its trials would wait forever: {way}")
+
+
+def check_resources(cpus: float, gpus: float, where: str | Path) -> None:
+    """Raise ValueError when no node of the connected Ray cluster can run one trial."""
+    import ray
+
+    why = unplaceable(cpus, gpus, ray.nodes())
+    if why is not None:
+        raise ValueError(f"{where}: {why}")
 
 
 @contextlib.contextmanager

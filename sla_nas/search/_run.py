@@ -35,7 +35,7 @@ from sla_nas.space import SearchSpace
 __all__ = ["SearchOptions", "SearchOutcome", "run_search"]
 
 from ._confirm import ConfirmOutcome, options_from_space, run_confirm
-from ._ray import connect_or_explain, quiet_tune
+from ._ray import check_resources, connect_or_explain, quiet_tune
 from ._searcher import MAX_SKIPS, STORAGES
 
 TUNE_NAME = "tune"
@@ -217,16 +217,12 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
             if v is not None and getattr(options, k) is None})
     config = space.config
     plan = plan_evaluations(config, options.tokens)
-    task = config.task
-    corpus = str((space_path.parent / task.corpus).resolve()) if task.corpus else None
     setup_budget = Budget(tokens=plan.budget, eval_at=plan.eval_at,
                           batch_size=config.budget.batch_size, lr=config.budget.lr,
                           schedule=config.budget.schedule)
     from ._trainable import TrialSetup
 
-    setup = TrialSetup(task.name, corpus, task.n_pairs, setup_budget,
-                       threads=max(1, int(config.search.cpus_per_trial)),
-                       trial_root=str(paths.tune.resolve()))
+    setup = TrialSetup.from_space(space, setup_budget, trial_root=str(paths.tune.resolve()))
     for dims in space.dims_choices:  # a missing corpus fails here, not in every trial
         setup.make_task(dims)
     notes: list[str] = [plan.note]
@@ -246,6 +242,15 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     try:
         storage = _open_storage(paths, options, name)
         started = connect_or_explain(options.address)
+        try:  # trials no node can hold would wait forever: end before the first
+            check_resources(config.search.cpus_per_trial, config.search.gpus_per_trial,
+                            space_path)
+        except BaseException:
+            if started:
+                import ray
+
+                ray.shutdown()
+            raise
     except BaseException:
         if not options.resume:  # a run that never started leaves no folder in the way
             shutil.rmtree(paths.root, ignore_errors=True)
@@ -292,7 +297,8 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = space.config.search
     trainable = tune.with_resources(tune.with_parameters(function or run_trial, setup=setup),
-                                    {"cpu": config.cpus_per_trial})
+                                    {"cpu": config.cpus_per_trial,
+                                     "gpu": config.gpus_per_trial})
     tune_dir = paths.tune.resolve()
     if options.resume:
         # a failed trial stays failed (its result is recorded); unfinished ones continue

@@ -42,6 +42,7 @@ from sla_nas.results import (
     TOKENS,
     TOKENS_TRAINED,
     TRAINED_METRICS,
+    TRAINING,
     TUNE_ID,
     WALL_SECONDS,
 )
@@ -152,7 +153,7 @@ class SpaceSearch(OptunaSearch):
     def _tell_copy(self, ot_trial: optuna.Trial, source_number: int) -> None:
         """Tell ``ot_trial`` the outcome of the trial that trained the same architecture."""
         source = self._ot_study.get_trials(deepcopy=False)[source_number]
-        for name in (*TRAINED_METRICS, TOKENS, "history", "curve", "checkpoint"):
+        for name in (*TRAINED_METRICS, *TRAINING, TOKENS, "history", "curve", "checkpoint"):
             if name in source.user_attrs:
                 ot_trial.set_user_attr(name, source.user_attrs[name])
         ot_trial.set_user_attr(STATUS, "duplicate")
@@ -220,6 +221,7 @@ class SpaceSearch(OptunaSearch):
             attrs.update({TOKENS: result.get("tokens"), TOKENS_TRAINED: result.get(
                 "tokens_trained"), WALL_SECONDS: result.get("time_total_s"),
                 NODE_ID: result.get("node_id"),
+                **{name: result[name] for name in TRAINING if name in result},
                 **{name: json.loads(result[name]) for name in ("history", "curve")
                    if isinstance(result.get(name), str)}})
             if result.get("checkpoint_dir_name"):

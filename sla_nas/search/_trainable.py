@@ -10,7 +10,9 @@ trains nothing.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,8 +22,8 @@ from typing import Any
 from sla_nas.arch import ArchSpec, Dims, estimate
 from sla_nas.proxy import MODEL_FILE, STATE_FILE, Budget
 
-__all__ = ["TrialSetup", "run_trial", "trial_dirname", "trial_folder", "ARCH", "NUMBER",
-           "TRAIN_SEED", "RESUME_FROM", "BUDGET_TOKENS", "FINAL_FILE"]
+__all__ = ["TrialSetup", "run_trial", "trial_device", "trial_dirname", "trial_folder", "ARCH",
+           "NUMBER", "TRAIN_SEED", "RESUME_FROM", "BUDGET_TOKENS", "FINAL_FILE"]
 
 ARCH, NUMBER, TRAIN_SEED = "arch", "number", "train_seed"  # keys of a trial's config
 RESUME_FROM = "resume_from"  # optional: a checkpoint folder to start from
@@ -31,21 +33,35 @@ FINAL_FILE = "final.json"
 
 @dataclass(frozen=True)
 class TrialSetup:
-    """What every trial of a search shares: the task, the budget and its evaluation points."""
+    """What every trial of a search shares: the task, the budget and its evaluation points,
+    and where and how the proxies train (``config.train``)."""
 
     task: str
-    corpus: str | None
-    n_pairs: int
+    task_options: dict[str, Any]  # `SearchSpace.task_options()`: make_task's other arguments
     budget: Budget
     threads: int
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
     trial_root: str | None = None  # Tune's experiment folder, whose trial folders are named
     # by `trial_dirname`: where a restarted trial looks for checkpoints of its earlier run
+
+    @classmethod
+    def from_space(cls, space: Any, budget: Budget, trial_root: str | None = None
+                   ) -> TrialSetup:
+        """The setup of ``space`` (a `SearchSpace`): its task, its train section, and one
+        thread per CPU that Ray reserves for a trial."""
+        config = space.config
+        return cls(config.task.name, space.task_options(), budget,
+                   threads=max(1, int(config.search.cpus_per_trial)),
+                   device=config.train.device, precision=config.train.precision,
+                   compile=config.train.compile, trial_root=trial_root)
 
     def make_task(self, dims: Dims) -> Any:
         from sla_nas.proxy import make_task
 
-        return make_task(self.task, dims.seq_len, corpus=self.corpus, n_pairs=self.n_pairs,
-                         vocab_size=dims.vocab_size)
+        return make_task(self.task, dims.seq_len, vocab_size=dims.vocab_size,
+                         **self.task_options)
 
     def nominal(self, seq_len: int) -> dict[int, int]:
         """Main-run step of each evaluation -> the run length it was planned as."""
@@ -53,6 +69,46 @@ class TrialSetup:
         planned = sorted({*(self.budget.eval_at or ()), self.budget.tokens})
         assert len(points) == len(planned), (points, planned)  # distinct lengths, distinct steps
         return dict(zip(points, planned))
+
+
+def _node() -> str:
+    """This Ray node's address, for messages about what is missing on it."""
+    import ray
+
+    try:
+        return ray.util.get_node_ip_address()
+    except Exception:  # outside a Ray worker
+        return platform.node()
+
+
+def trial_device(requested: str, label: str) -> str:
+    """The device a trial trains on. Ray makes the GPUs it gave a trial the only visible ones
+    (``CUDA_VISIBLE_DEVICES``), so ``auto`` and ``cuda`` mean the first of those; ``auto``
+    without a GPU from Ray is the CPU (a GPU Ray did not reserve may be another trial's).
+    A trial that Ray gave a GPU on a node where torch sees no CUDA raises: it must never train
+    on the CPU while holding a GPU reservation. ``label`` names the trial in that message."""
+    import ray
+    import torch
+
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    if not ids:
+        return "cpu" if requested == "auto" else requested
+    if requested not in ("auto", "cuda") and not requested.startswith("cuda:"):
+        return requested  # cpu or mps: the schema refuses GPUs for them; honoured as asked
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"{label}: Ray gave this trial GPU {', '.join(ids)} on node {_node()}, but torch "
+            f"there sees no CUDA (torch {torch.__version__}, built for CUDA "
+            f"{torch.version.cuda or 'none: a CPU-only build'}); install a CUDA build of torch "
+            f"on that node, or set search.gpus_per_trial: 0 to train on CPUs")
+    if requested.startswith("cuda:"):
+        return requested
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    entries = [e.strip() for e in visible.split(",")] if visible is not None else []
+    if ids[0] in entries:  # Ray narrowed the visible GPUs: its id's place among them
+        return f"cuda:{entries.index(ids[0])}"
+    # RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES: Ray's ids are the node's CUDA indices
+    return f"cuda:{ids[0]}" if not entries and ids[0].isdigit() else "cuda:0"
 
 
 def trial_dirname(trial: Any) -> str:
@@ -119,6 +175,14 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                 tune.report(json.loads((work / FINAL_FILE).read_text()),
                             checkpoint=tune.Checkpoint.from_directory(str(work)))
                 return
+        label = f"trial {config[NUMBER]} ({spec.key}, seed {config[TRAIN_SEED]})"
+        device = trial_device(setup.device, label)
+        try:  # a tokens file may exist on the driver's machine and not on this node
+            task = setup.make_task(spec.dims)
+        except (OSError, ValueError) as err:
+            hint = "" if "every node" in str(err) else \
+                " (task files must exist at the same path on every node that trains)"
+            raise ValueError(f"{label} on node {_node()}: {err}{hint}") from None
         base = {"arch_key": spec.key, "node_id": ray.get_runtime_context().get_node_id(),
                 NUMBER: config[NUMBER], **estimate(spec)}
         nominal = setup.nominal(spec.dims.seq_len)
@@ -134,8 +198,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             reported.append(out)
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
-        result = train_proxy(spec, setup.make_task(spec.dims), setup.budget,
-                             seed=config[TRAIN_SEED], report=report, checkpoint=work)
+        result = train_proxy(spec, task, setup.budget, seed=config[TRAIN_SEED], report=report,
+                             checkpoint=work, device=device, precision=setup.precision,
+                             compile=setup.compile)
         if result["status"] != "ok":  # diverged: the last finite metrics (NaN if none), no
             last = reported[-1] if reported else {BUDGET_TOKENS: 0}  # checkpoint
             tune.report({**base, **_encoded({k: v for k, v in result.items()
