@@ -17,6 +17,14 @@ Targets (reported as PASS/FAIL here, never checked in timed unit tests):
   ``(t / t_vanilla) <= 1.10 * (flops / flops_vanilla)``. The three-source
   ``last-layer-shortcut`` is checked against the same bound for information.
 
+Two more columns per case, reported without a target on the CPU: ``bf16`` (the same step
+under bf16 autocast, eager) and ``compiled`` (fp32, ``torch.compile``; its first step, the
+compilation, is reported apart), each as milliseconds and as a ratio to vanilla's step in
+the same variant. They are measured after the rounds, each variant within its own time
+budget (vanilla always; cases that would overrun it show ``-``); ``--variants ""`` skips them,
+``--quick`` too unless ``--variants`` names them.
+``benchmarks/gpu_check.py`` measures the same on a GPU, where they have targets.
+
 Measurement on a noisy shared machine: every model is built and warmed up first, then the
 run goes in rounds; each round times every case for ``steps`` steps (in a rotated order, with
 a matmul-peak sample in between) and a case's time is the median of its per-round means, so
@@ -27,6 +35,7 @@ fastest, the report says so; the ``best x`` column (fastest step / vanilla's fas
 the steadier reading.
 
     python benchmarks/model_speed.py [--quick] [--json PATH] [--strict] [--only a,b]
+                                     [--variants bf16,compiled]
     python benchmarks/model_speed.py --profile vanilla,value-residual [--profile-steps 3]
 """
 
@@ -69,10 +78,14 @@ MATMUL_SHAPES = [(BATCH * DIMS["seq_len"], DIMS["d_model"], 4 * DIMS["d_model"])
                  (BATCH * DIMS["seq_len"], 4 * DIMS["d_model"], DIMS["d_model"]),
                  (2048, 2048, 2048)]
 
-MODES = {  # warmup steps per case, rounds, timed steps per case and round
-    "full": dict(warmup=2, rounds=12, steps=1, budget_s=280),
-    "quick": dict(warmup=1, rounds=3, steps=1, budget_s=55),
+MODES = {  # warmup steps per case, rounds, timed steps per case and round; per variant
+    # column (bf16, compiled): timed steps per case and the seconds the column may take
+    "full": dict(warmup=2, rounds=12, steps=1, budget_s=280, variant_steps=3,
+                 variant_budget_s={"bf16": 90, "compiled": 240}),
+    "quick": dict(warmup=1, rounds=3, steps=1, budget_s=55, variant_steps=1,
+                  variant_budget_s={"bf16": 20, "compiled": 45}),
 }
+VARIANTS = ("bf16", "compiled")  # bf16 autocast (eager); torch.compile (fp32)
 MIN_ROUNDS = 3  # a contended run stops at its time budget, but never below this
 NOISY_SPREAD = 1.25  # vanilla's median / best step time above this: the run was contended
 NOISY_OTHERS = 0.10  # ... or other processes used more than this share of the CPUs
@@ -86,6 +99,8 @@ class Case:
     kind: str  # "select" (no concat anywhere) or "concat"
     max_sources: int  # most token sets any group attends over
     samples: list[float] = field(default_factory=list)  # per-round mean step time (s)
+    variants: dict[str, float] = field(default_factory=dict)  # variant -> median step (s)
+    compile_s: float | None = None  # the compiled variant's first step
     model: torch.nn.Module | None = None
     opt: torch.optim.Optimizer | None = None
 
@@ -142,6 +157,48 @@ def time_steps(case: Case, idx: torch.Tensor, targets: torch.Tensor, steps: int)
     return (time.perf_counter() - start) / steps
 
 
+def variant_step(case: Case, net, idx: torch.Tensor, targets: torch.Tensor,
+                 precision: str) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        _, loss = net(idx, targets)
+    case.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    case.opt.step()
+
+
+def measure_variants(cases: list[Case], idx: torch.Tensor, targets: torch.Tensor, cfg: dict,
+                     variants: tuple[str, ...] | list[str], log) -> None:
+    """The bf16 and compiled columns: per variant, each case (vanilla first, always) for
+    ``variant_steps`` timed steps after an untimed first one, within the variant's budget."""
+    for variant in variants:
+        start, longest, skipped = time.perf_counter(), 0.0, []
+        budget = cfg["variant_budget_s"][variant]
+        for case in sorted(cases, key=lambda c: c.name != BASELINE):
+            if case.name != BASELINE and time.perf_counter() - start + longest > budget:
+                skipped.append(case.name)
+                continue
+            began = time.perf_counter()
+            if variant == "compiled":
+                torch.compiler.reset()  # below dynamo's recompile limit: Model.forward is shared
+            net = torch.compile(case.model) if variant == "compiled" else case.model
+            precision = "bf16" if variant == "bf16" else "fp32"
+            variant_step(case, net, idx, targets, precision)  # compiles, when compiled
+            if variant == "compiled":
+                case.compile_s = time.perf_counter() - began
+            times = []
+            for _ in range(cfg["variant_steps"]):
+                t = time.perf_counter()
+                variant_step(case, net, idx, targets, precision)
+                times.append(time.perf_counter() - t)
+            case.variants[variant] = statistics.median(times)
+            longest = max(longest, time.perf_counter() - began)
+        if variant == "compiled":
+            torch.compiler.reset()
+        log(f"  {variant}: {len(cases) - len(skipped)} cases in {time.perf_counter() - start:.0f}s"
+            + (f"; over its {budget}s budget, not measured: {', '.join(skipped)}"
+               if skipped else ""))
+
+
 def matmul_gflops(shape: tuple[int, int, int], repeats: int) -> float:
     """Best GFLOP/s of ``torch.mm`` at ``shape`` over ``repeats`` timed calls."""
     n, k, m = shape
@@ -191,7 +248,8 @@ def _others_share(start, end) -> float | None:
     return max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
 
 
-def run(mode: str, selected: list[str] | None, log) -> dict:
+def run(mode: str, selected: list[str] | None, log,
+        variants: tuple[str, ...] | list[str] = VARIANTS) -> dict:
     cfg = MODES[mode]
     cases = make_cases(selected)
     idx, targets = batch()
@@ -230,6 +288,7 @@ def run(mode: str, selected: list[str] | None, log) -> dict:
                 f"{cfg['budget_s']}s budget (a slow or contended machine)")
             break
 
+    measure_variants(cases, idx, targets, cfg, variants, log)
     others = _others_share(cpu_start, _cpu_snapshot())
     peak = max(peaks.values())
     base = next(c for c in cases if c.name == BASELINE)
@@ -249,6 +308,10 @@ def run(mode: str, selected: list[str] | None, log) -> dict:
             "step_s_best": case.best, "flops_ratio": flops_ratio,
             "vs_flops": step_ratio / flops_ratio, "gflops": gflops,
             "peak_fraction": gflops / peak,
+            **{f"step_s_{v}": case.variants.get(v) for v in VARIANTS},
+            **{f"step_ratio_{v}": case.variants[v] / base.variants[v]
+               for v in VARIANTS if v in case.variants and v in base.variants},
+            "compile_s": case.compile_s,
         })
     by_name = {row["name"]: row for row in rows}
     checks = targets_report(by_name)
@@ -292,13 +355,24 @@ def targets_report(rows: dict[str, dict]) -> list[dict]:
     return checks
 
 
+def _variant_cells(row: dict) -> str:
+    cells = ""
+    for v in VARIANTS:
+        t, ratio = row.get(f"step_s_{v}"), row.get(f"step_ratio_{v}")
+        cells += f"{t * 1e3:>9.1f}" if t is not None else f"{'-':>9}"
+        cells += f"{ratio:>7.3f}" if ratio is not None else f"{'-':>7}"
+    compile_s = row.get("compile_s")
+    return cells + (f"{compile_s:>8.1f}" if compile_s is not None else f"{'-':>8}")
+
+
 def print_report(result: dict) -> None:
     peak = result["matmul_peak_gflops"]
     shapes = ", ".join(f"{k}: {v:.0f}" for k, v in result["matmul_gflops"].items())
     print(f"\nmatmul peak {peak:.1f} GFLOP/s (best of {shapes})")
     head = (f"{'case':<24}{'kind':<9}{'GFLOP/tok':>10}{'step ms':>9}{'x van':>7}"
             f"{'paired':>8}{'best x':>8}{'flops x':>8}{'t/flops':>8}{'GFLOP/s':>9}"
-            f"{'% peak':>8}  target")
+            f"{'% peak':>8}{'bf16 ms':>9}{'x van':>7}{'comp ms':>9}{'x van':>7}{'comp s':>8}"
+            f"  target")
     print(head)
     print("-" * len(head))
     for row in result["cases"]:
@@ -309,11 +383,13 @@ def print_report(result: dict) -> None:
               f"{row['step_s'] * 1e3:>9.1f}{row['step_ratio']:>7.3f}"
               f"{row['step_ratio_paired']:>8.3f}{row['step_ratio_best']:>8.3f}"
               f"{row['flops_ratio']:>8.3f}{row['vs_flops']:>8.3f}{row['gflops']:>9.1f}"
-              f"{100 * row['peak_fraction']:>7.1f}%  {marks}")
+              f"{100 * row['peak_fraction']:>7.1f}%{_variant_cells(row)}  {marks}")
     print("\nstep ms: median over rounds; x van: that / vanilla's (the targets use it); paired: "
           "median over rounds\nof the same-round ratio; best x: fastest step / vanilla's "
           "fastest; flops x: cost-model FLOPs /\nvanilla's; t/flops: x van / flops x; "
-          "% peak: GFLOP/s / matmul peak. * = informational.")
+          "% peak: GFLOP/s / matmul peak. * = informational.\nbf16 / comp: the step under "
+          "bf16 autocast (eager) / compiled (fp32), and x van: that / vanilla's\nin the same "
+          "variant (no target on the CPU); comp s: the compiled first step; -: not measured.")
     print("\ntargets:")
     for c in result["targets"]:
         flag = "PASS" if c["passed"] else "FAIL"
@@ -357,7 +433,13 @@ def profile(names: list[str], steps: int, row_limit: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (~1 minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 rounds (a 55 s budget) and shorter bf16/compiled columns (20 s "
+                        "and 45 s budgets; vanilla's always measured)")
+    parser.add_argument("--variants", metavar="LIST",
+                        help="extra columns: bf16 and/or compiled (comma-separated; '' none; "
+                        "default: both, none with --quick: a cold compile and bf16 on a CPU "
+                        "without bf16 instructions take minutes)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--only", metavar="NAMES", help="comma-separated cases (plus vanilla)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
@@ -374,8 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     selected = args.only.split(",") if args.only else None
     if args.threads:
         torch.set_num_threads(args.threads)
+    chosen = args.variants if args.variants is not None else \
+        ("" if args.quick else ",".join(VARIANTS))
+    variants = [v for v in chosen.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
     result = run("quick" if args.quick else "full", selected,
-                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                 log=lambda msg: print(msg, file=sys.stderr, flush=True), variants=variants)
     print_report(result)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
