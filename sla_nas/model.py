@@ -16,6 +16,8 @@ in time, or a weighted mix.
 It is written to be read, and to be as fast as a plain GPT where the architecture allows:
 every input state is multiplied once by the rows of W_Q, W_K and W_V that read it, stacked;
 groups attending over equally many token sets share one `F.scaled_dot_product_attention` call.
+``prefill`` / ``decode`` / ``generate`` run the same code with a `KVCache` that keeps only the
+K/V tensors no other entry holds (a reuse reads its producer's), as sla-nas's cost model counts.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Model", "SlaModel", "build_model", "Dims", "Gene", "EMB", "WEIGHTS_FORMAT"]
+__all__ = ["Model", "SlaModel", "KVCache", "build_model", "Dims", "Gene", "EMB",
+           "WEIGHTS_FORMAT"]
 
 WEIGHTS_FORMAT = "sla-nas-weights/1"  # weights.pt: {format, spec_key, state_dict}
 EMB = -1  # the token embedding as a source (normed by its own norm, ``ln_e``)
@@ -243,19 +246,41 @@ class Attention(nn.Module):
             parts.append(w if end - start == w.shape[0] else w[start:end])
         return _cat(parts, 0)
 
-    def token_sets(self, s: str, g: int, attended: dict, proj: dict[Source, torch.Tensor]
-                   ) -> list[torch.Tensor | Cols]:
+    def n_cached(self, s: str, g: int) -> int:
+        """How many (B, T, gd) tensors group g's stream s keeps in a `KVCache`: one per input of
+        its own rows (a reprojected mix: its mixed state's), for a reuse only the own layer's
+        (a mix: its mixed result); what it reads of other layers stays in their entries."""
+        gene = self.genes[s, g]
+        if gene.mode == "reproject":
+            return len(self.inputs(s, g))
+        return int(self.layer in gene.sources)
+
+    def token_sets(self, s: str, g: int, attended: dict, proj: dict[Source, torch.Tensor],
+                   cache: KVCache | None = None) -> list[torch.Tensor | Cols]:
         """What group g attends over in stream s: one token set, or one per concat source, each
         (B, T, gd) or the `Cols` of this layer's projections that hold it. ``attended``: the
-        K/V each lower layer's groups attended with (what a reuse reads)."""
+        K/V each lower layer's groups attended with (what a reuse reads). With a ``cache``
+        every set is the whole sequence so far: what this group stores is appended to its
+        entries (`n_cached`), and ``attended`` holds whole sequences too."""
         gene, l = self.genes[s, g], self.layer
         if gene.mode == "reproject":  # this layer's rows applied to each input
-            return [self.cols[s, g, source] for source in self.inputs(s, g)]
+            items = [self.cols[s, g, source] for source in self.inputs(s, g)]
+            if cache is None:
+                return items
+            return [cache.extend((l, s, g, i), _take(item, proj)) for i, item in enumerate(items)]
         items = [self.cols[s, g, l] if src == l else attended[src, s, g] for src in gene.sources]
         if gene.combine == "mix":
             w = self.mix[f"{s}{g}"].w
-            return [sum(w[i] * _take(item, proj) for i, item in enumerate(items))]
-        return items
+            if cache is None or l not in gene.sources:  # (a pure reuse: of whole sequences)
+                return [sum(w[i] * _take(item, proj) for i, item in enumerate(items))]
+            T = proj[l].shape[1]  # mix the new tokens only, and keep the result
+            return [cache.extend((l, s, g, 0), sum(
+                w[i] * (_take(item, proj) if src == l else item[:, -T:])
+                for i, (src, item) in enumerate(zip(gene.sources, items))))]
+        if cache is None:
+            return items
+        return [cache.extend((l, s, g, 0), _take(item, proj)) if src == l else item
+                for src, item in zip(gene.sources, items)]
 
     def side_by_side(self, group_sets: list[list[torch.Tensor | Cols]], n: int,
                      proj: dict[Source, torch.Tensor]) -> torch.Tensor:
@@ -277,16 +302,21 @@ class Attention(nn.Module):
 
     def forward(self, states: dict[int, torch.Tensor],
                 attended: dict[tuple[int, str, int], torch.Tensor],
-                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """``states``: the T new tokens' normed states; with a ``cache`` they follow the
+        ``cache.length`` tokens it holds, and ``rope`` covers all S = cache.length + T."""
         d, l = self.dims, self.layer
         B, T, _ = states[l].shape
+        past = 0 if cache is None else cache.length  # tokens before these (a Python int)
+        S = T if cache is None else past + T  # the keys' sequence length
         proj = {source: F.linear(self.input_state(source, states), self.stacked_weight(source))
                 for source in self.stacks}  # source -> (B, T, rows reading it)
         q = proj[l][..., :d.d_model]  # (B, T, D): the queries lead this layer's own projection
         q = q.view(B, T, d.n_heads, d.head_dim).transpose(1, 2)  # (B, H, T, Dh)
         sets = {}  # (stream, group) -> the token sets it attends over
         for (s, g), gene in self.genes.items():
-            sets[s, g] = self.token_sets(s, g, attended, proj)
+            sets[s, g] = self.token_sets(s, g, attended, proj, cache)
             if gene.combine != "concat":  # what a later layer reusing this group reads
                 attended[l, s, g] = _take(sets[s, g][0], proj)
             elif l in gene.sources:  # a concat is reused through its own-state projection
@@ -294,16 +324,19 @@ class Attention(nn.Module):
         ys = []
         for n, groups in self.calls:  # groups attending over n token sets each: one call
             k, v = (self.side_by_side([sets[s, g] for g in groups], n, proj)
-                    for s in "kv")  # (B, their kv heads, n*T, Dh)
+                    for s in "kv")  # (B, their kv heads, n*S, Dh)
             qb = q if len(self.calls) == 1 else \
                 q.index_select(1, getattr(self, f"q_heads_{n}"))  # (B, their heads, T, Dh)
-            if rope is not None:  # every token set is rotated by its own positions 0..T-1
-                qb, k = _apply_rope(qb, *rope), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
+            if rope is not None:  # every token set is rotated by its own positions 0..S-1
+                rq = rope if not past else tuple(r[past:] for r in rope)  # the new positions
+                qb, k = _apply_rope(qb, *rq), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
             gqa = qb.shape[1] != k.shape[1]  # query heads share K/V heads
-            if n == 1:
+            if n == 1 and not past:
                 y = F.scaled_dot_product_attention(qb, k, v, is_causal=True, enable_gqa=gqa)
-            else:  # position i sees positions <= i of every token set
-                causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # (T, T)
+            elif n == 1 and T == 1:  # one new token sees every position
+                y = F.scaled_dot_product_attention(qb, k, v, enable_gqa=gqa)
+            else:  # position i (past + i in all) sees positions <= past + i of every token set
+                causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(past)
                 y = F.scaled_dot_product_attention(qb, k, v, attn_mask=causal.repeat(1, n),
                                                    enable_gqa=gqa)
             ys.append(y)  # (B, their heads, T, Dh)
@@ -389,25 +422,82 @@ class Model(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T = idx.shape  # T <= seq_len with learned positions
+        logits = self.run(idx)  # (B, T, vocab); T <= seq_len with learned positions
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def run(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The logits (B, T, vocab) of tokens ``idx`` (B, T); with a ``cache``, of the T tokens
+        that follow the ``cache.length`` it holds, which it then holds too."""
+        B, T = idx.shape
+        pos = 0 if cache is None else cache.length
+        if cache is not None and pos + T > cache.max_len:
+            raise ValueError(f"the KV cache holds {cache.max_len} tokens (max_len), "
+                             f"{pos + T} were asked for: prefill with a larger max_len")
         x = self.wte(idx)  # (B, T, D)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
-        rope = (_rope_tables(T, self.dims.head_dim, idx.device)
-                if self.dims.pos == "rope" else None)
+            x = x + self.wpe(torch.arange(pos, pos + T, device=idx.device))
+        rope = None
+        if self.dims.pos == "rope":  # positions 0..pos+T-1 (what the keys need)
+            rope = (_rope_tables(T, self.dims.head_dim, idx.device) if cache is None
+                    else tuple(r[:pos + T] for r in cache.rope))
         states: dict[int, torch.Tensor] = {}  # source -> the normed state it offers (B, T, D)
         if self.ln_e is not None:
             states[EMB] = self.ln_e(x)
         attended: dict[tuple[int, str, int], torch.Tensor] = {}  # (layer, "k"/"v", group)
         for l, block in enumerate(self.blocks):
             states[l] = block.ln1(x)
-            x = x + block.attn(states, attended, rope)
+            x = x + block.attn(states, attended, rope, cache)
             x = x + block.mlp(block.ln2(x))
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        if cache is not None:
+            cache.length = pos + T
+        return self.lm_head(self.ln_f(x))  # (B, T, vocab)
+
+    @torch.no_grad()
+    def prefill(self, idx: torch.Tensor, max_len: int | None = None
+                ) -> tuple[torch.Tensor, KVCache]:
+        """Start decoding: the logits (B, T, vocab) of the prompts ``idx`` (B, T) and a
+        `KVCache` holding them, with room for ``max_len`` tokens in all (default seq_len;
+        learned positions end there, rotary ones may go further)."""
+        cache = KVCache(self, idx.shape[0], self.dims.seq_len if max_len is None else max_len)
+        return self.run(idx, cache), cache
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """One step: the logits (B, vocab) of one new token per sequence, ``tokens`` (B,) or
+        (B, 1), which the cache then holds too."""
+        if tuple(tokens.shape) not in ((cache.batch,), (cache.batch, 1)):
+            raise ValueError(f"decode takes one token per sequence, shape ({cache.batch},) or "
+                             f"({cache.batch}, 1); got {tuple(tokens.shape)}")
+        return self.run(tokens.reshape(cache.batch, 1), cache)[:, -1], cache
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+        """``idx`` (B, T) followed by ``max_new_tokens`` tokens sampled with the KV cache:
+        greedy when ``temperature`` is 0, else from softmax(logits / temperature), restricted to
+        the ``top_k`` most likely tokens if given."""
+        if max_new_tokens <= 0:
+            return idx
+        out = [idx]
+        logits, cache = self.prefill(idx, idx.shape[1] + max_new_tokens - 1)
+        logits = logits[:, -1]
+        for i in range(max_new_tokens):
+            if temperature == 0:
+                token = logits.argmax(-1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                token = torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+            out.append(token[:, None])
+            if i + 1 < max_new_tokens:
+                logits, cache = self.decode(token, cache)
+        return torch.cat(out, 1)
 
     def load_weights(self, path: str | Path) -> Model:
         """Load a weights file written by sla-nas export (no unpickling: weights_only=True);
@@ -429,6 +519,44 @@ class Model(nn.Module):
 
 
 SlaModel = Model  # the name sla-nas's trainer and export use
+
+
+class KVCache:
+    """What decoding keeps per sequence: for each layer, head group and stream, the (B, max_len,
+    group_kv_dim) tensors no other entry holds (`Attention.n_cached`): a reuse reads its
+    producer's entry, a reprojection of another layer's state keeps its own projection, a
+    concat one per own projection, a mix its mixed result. Allocated once for ``max_len``
+    tokens, on the model's device and dtype unless given; ``length``: the tokens held."""
+
+    def __init__(self, model: Model, batch: int, max_len: int,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        d = model.dims
+        if d.pos == "learned" and max_len > d.seq_len:
+            raise ValueError(f"max_len {max_len} is past the learned positions, which end at "
+                             f"seq_len {d.seq_len}: use max_len <= {d.seq_len} (only rope "
+                             f"models go further)")
+        weight = model.wte.weight
+        dtype, device = dtype or weight.dtype, weight.device if device is None else device
+        self.batch, self.max_len, self.length = batch, max_len, 0
+        self.tensors: dict[tuple[int, str, int, int], torch.Tensor] = {  # (layer, s, group, i)
+            (block.attn.layer, s, g, i): torch.zeros(batch, max_len, d.group_kv_dim,
+                                                     dtype=dtype, device=device)
+            for block in model.blocks for (s, g) in sorted(block.attn.genes)
+            for i in range(block.attn.n_cached(s, g))}
+        self.rope = _rope_tables(max_len, d.head_dim, torch.device(device)) \
+            if d.pos == "rope" else None
+
+    def bytes_per_token(self) -> int:
+        """Bytes stored per token of one sequence: the cost model's kv_cache_bytes_per_token
+        at this cache's dtype."""
+        return sum(t[0, 0].numel() * t.element_size() for t in self.tensors.values())
+
+    def extend(self, key: tuple[int, str, int, int], new: torch.Tensor) -> torch.Tensor:
+        """Write the new tokens' tensor (B, T, gd) after the ``length`` held; return the
+        entry's whole sequence so far (B, length + T, gd), in ``new``'s dtype."""
+        end = self.length + new.shape[1]
+        self.tensors[key][:, self.length:end] = new
+        return self.tensors[key][:, :end].to(new.dtype)
 
 
 def _normal(t: torch.Tensor, std: float, seed: int, name: str) -> None:
