@@ -91,6 +91,8 @@ for i, folder in enumerate(sys.argv[1:]):
 _README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 USER_SCRIPT = _README.split("```python\nimport torch\nfrom model import Model", 1)[1]
 USER_SCRIPT = "import torch\nfrom model import Model" + USER_SCRIPT.split("```", 1)[0]
+GENERATE_SCRIPT = "import sys, torch\nfrom model import Model" + _README.split(
+    "```python\nimport sys, torch\nfrom model import Model", 1)[1].split("```", 1)[0]
 
 
 def run_without_sla_nas(code: str, args: list[str], cwd: Path) -> None:
@@ -331,6 +333,24 @@ def test_readme_user_script_trains_the_exported_model(best_two, tmp_path):
         model.load_state_dict(torch.load(tmp_path / "finetuned.pt", weights_only=True))
         after = model(data[windows[:, :-1]], data[windows[:, 1:]])[1]
     assert after < before - 0.5  # it learned the text (from about 4.2 nats per byte)
+
+
+def test_readme_generate_script_runs_without_sla_nas(best_two, tmp_path):
+    """The README's generate script, in a process without sla-nas, prints what the toolkit's
+    own greedy generation gives."""
+    exported = best_two[0][0]
+    for name in ("model.py", WEIGHTS_FILE):
+        shutil.copy(exported.folder / name, tmp_path / name)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['sla_nas'] = None\n"
+                           + GENERATE_SCRIPT, "def f("], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model, spec = load_exported(exported.folder)
+    idx = torch.tensor([list(b"def f(")])
+    out = model.eval().generate(idx, spec.dims.seq_len - idx.shape[1], temperature=0.0)
+    expected = bytes(out[0].tolist()).decode("utf-8", errors="replace")
+    assert len(out[0]) == spec.dims.seq_len and done.stdout == expected + "\n"
 
 
 def test_default_is_the_best_one(finished_run, tmp_path):
