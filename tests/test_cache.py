@@ -8,7 +8,7 @@ from functools import reduce
 
 import pytest
 import torch
-from test_export import PROV, run_without_sla_nas
+from test_export import LOAD_EXPORTED, PROV, run_without_sla_nas
 
 from sla_nas import build_model, presets
 from sla_nas.arch import ArchSpec, estimate
@@ -155,19 +155,7 @@ def test_rope_goes_past_seq_len_with_max_len(name):
 # ------------------------------------------------------------------- the exported model.py
 # In a process where sla_nas cannot be imported: per folder, the logits of prefill(idx[:, :3])
 # + decode of the rest, greedy generate and seeded sampling from idx[:, :3].
-STANDALONE_DECODE = """
-import sys
-sys.modules["sla_nas"] = None
-import importlib.util
-import torch
-torch.set_num_threads(1)
-for i, folder in enumerate(sys.argv[1:]):
-    spec = importlib.util.spec_from_file_location(f"exported_{i}", f"{folder}/model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.Model.from_pretrained(f"{folder}/weights.pt")
-    idx = torch.load(f"{folder}/idx.pt", weights_only=True)
-    logits, cache = model.prefill(idx[:, :3])
+STANDALONE_DECODE = LOAD_EXPORTED + """    logits, cache = model.prefill(idx[:, :3])
     steps = [logits] + [model.decode(idx[:, t], cache)[0][:, None] for t in range(3, idx.shape[1])]
     n = idx.shape[1] - 3
     torch.save({"logits": torch.cat(steps, 1), "bytes": cache.bytes_per_token(),

@@ -33,12 +33,7 @@ def task():
     return BytesLM(32, val_tokens=8192)  # 256 held-out sequences: evaluations stay cheap
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 @pytest.fixture

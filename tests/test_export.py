@@ -61,7 +61,7 @@ def run_vanilla_costs(run: Path) -> dict[str, int]:
 # the model model.py defines, loads weights.pt through model.py's own loader, and saves the
 # logits on idx.pt, the gradient of every parameter after a backward of the loss on
 # (idx, idx shifted by one) and the weights of Model(seed=3).
-STANDALONE = """
+LOAD_EXPORTED = """
 import sys
 sys.modules["sla_nas"] = None
 try:
@@ -79,7 +79,8 @@ for i, folder in enumerate(sys.argv[1:]):
     spec.loader.exec_module(module)
     model = module.Model.from_pretrained(f"{folder}/weights.pt")
     idx = torch.load(f"{folder}/idx.pt", weights_only=True)
-    logits, loss = model(idx, torch.roll(idx, -1, 1))
+"""  # then, per folder: model, idx
+STANDALONE = LOAD_EXPORTED + """    logits, loss = model(idx, torch.roll(idx, -1, 1))
     loss.backward()
     torch.save(logits.detach(), f"{folder}/logits.pt")
     torch.save({n: p.grad for n, p in model.named_parameters()}, f"{folder}/grads.pt")

@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from sla_nas import presets
 from sla_nas.proxy import STATE_FILE, Budget, BytesLM, make_task, train_proxy
@@ -17,12 +16,7 @@ def task():
     return BytesLM(32, val_tokens=8192)  # 256 held-out sequences: evaluations stay cheap
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def test_plan_and_reports(task):
