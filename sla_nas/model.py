@@ -246,28 +246,42 @@ class Attention(nn.Module):
             parts.append(w if end - start == w.shape[0] else w[start:end])
         return _cat(parts, 0)
 
-    def n_cached(self, s: str, g: int) -> int:
-        """How many (B, T, gd) tensors group g's stream s keeps in a `KVCache`: one per input of
-        its own rows (a reprojected mix: its mixed state's), for a reuse only the own layer's
-        (a mix: its mixed result); what it reads of other layers stays in their entries."""
+    def stored_sets(self, s: str, g: int) -> list[int]:
+        """Which of group g's token sets in stream s a `KVCache` keeps (their indices among the
+        sets it attends over): every set of its own rows (a reprojected mix: its mixed
+        state's), for a reuse only the own layer's (a mix: its mixed result). What it reads of
+        other layers stays in their entries."""
         gene = self.genes[s, g]
         if gene.mode == "reproject":
-            return len(self.inputs(s, g))
-        return int(self.layer in gene.sources)
+            return list(range(len(self.inputs(s, g))))
+        if self.layer not in gene.sources:
+            return []
+        return [gene.sources.index(self.layer) if gene.combine == "concat" else 0]
+
+    def stored(self, s: str) -> list[tuple[int, int]]:
+        """What stream s keeps in a `KVCache`, as (group, set index), in the order of the
+        layer's cache buffer: by attention call, then token set, then group, so that what one
+        call reads of one token set is one slice of the buffer, not a copy."""
+        return [(g, i) for n, groups in self.calls for i in range(n) for g in groups
+                if i in self.stored_sets(s, g)]
 
     def token_sets(self, s: str, g: int, attended: dict, proj: dict[Source, torch.Tensor],
                    cache: KVCache | None = None) -> list[torch.Tensor | Cols]:
         """What group g attends over in stream s: one token set, or one per concat source, each
-        (B, T, gd) or the `Cols` of this layer's projections that hold it. ``attended``: the
-        K/V each lower layer's groups attended with (what a reuse reads). With a ``cache``
-        every set is the whole sequence so far: what this group stores is appended to its
-        entries (`n_cached`), and ``attended`` holds whole sequences too."""
+        (B, T, gd) or the `Cols` that hold it. ``attended``: the K/V each lower layer's groups
+        attended with (what a reuse reads). With a ``cache`` every set is the whole sequence so
+        far: what this group stores (`stored_sets`) is written to the cache and the set is the
+        `Cols` of the cache buffer that holds it; ``attended`` holds those too."""
         gene, l = self.genes[s, g], self.layer
+
+        def store(i: int, item: Cols) -> Cols:
+            return cache.extend((l, s, g, i), _take(item, proj))
+
         if gene.mode == "reproject":  # this layer's rows applied to each input
             items = [self.cols[s, g, source] for source in self.inputs(s, g)]
             if cache is None:
                 return items
-            return [cache.extend((l, s, g, i), _take(item, proj)) for i, item in enumerate(items)]
+            return [store(i, item) for i, item in enumerate(items)]
         items = [self.cols[s, g, l] if src == l else attended[src, s, g] for src in gene.sources]
         if gene.combine == "mix":
             w = self.mix[f"{s}{g}"].w
@@ -275,12 +289,12 @@ class Attention(nn.Module):
                 return [sum(w[i] * _take(item, proj) for i, item in enumerate(items))]
             T = proj[l].shape[1]  # mix the new tokens only, and keep the result
             return [cache.extend((l, s, g, 0), sum(
-                w[i] * (_take(item, proj) if src == l else item[:, -T:])
+                w[i] * (_take(item, proj) if src == l else _take(item, proj)[:, -T:])
                 for i, (src, item) in enumerate(zip(gene.sources, items))))]
         if cache is None:
             return items
-        return [cache.extend((l, s, g, 0), _take(item, proj)) if src == l else item
-                for src, item in zip(gene.sources, items)]
+        return [store(i, item) if src == l else item
+                for i, (src, item) in enumerate(zip(gene.sources, items))]
 
     def side_by_side(self, group_sets: list[list[torch.Tensor | Cols]], n: int,
                      proj: dict[Source, torch.Tensor]) -> torch.Tensor:
@@ -312,24 +326,36 @@ class Attention(nn.Module):
         S = T if cache is None else past + T  # the keys' sequence length
         proj = {source: F.linear(self.input_state(source, states), self.stacked_weight(source))
                 for source in self.stacks}  # source -> (B, T, rows reading it)
+        if cache is not None and rope is not None:  # the cache keeps keys rotated: rotate the
+            rope_new = tuple(r[past:, None] for r in rope)  # new queries and keys (they lead
+            for source, runs in self.stacks.items():  # each projection) by their positions
+                x = proj[source] if not torch.is_grad_enabled() else \
+                    proj[source].clone()  # (what autograd saved must stay as it was)
+                proj[source] = x
+                qk = sum(end - start for name, start, end in runs if name != "v")
+                x[..., :qk] = _apply_rope(x[..., :qk].unflatten(-1, (-1, d.head_dim)),
+                                          *rope_new).flatten(-2)
         q = proj[l][..., :d.d_model]  # (B, T, D): the queries lead this layer's own projection
         q = q.view(B, T, d.n_heads, d.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        if cache is not None:  # ... and the cache buffers, read as `Cols`
+            proj = cache.reads(proj, S, q.dtype)
         sets = {}  # (stream, group) -> the token sets it attends over
         for (s, g), gene in self.genes.items():
             sets[s, g] = self.token_sets(s, g, attended, proj, cache)
-            if gene.combine != "concat":  # what a later layer reusing this group reads
-                attended[l, s, g] = _take(sets[s, g][0], proj)
-            elif l in gene.sources:  # a concat is reused through its own-state projection
-                attended[l, s, g] = _take(sets[s, g][gene.sources.index(l)], proj)
+            # what a later layer reusing this group reads (a concat: its own-state projection)
+            reused = 0 if gene.combine != "concat" else \
+                gene.sources.index(l) if l in gene.sources else None
+            if reused is not None:  # with a cache: the `Cols` of the cache buffer holding it
+                item = sets[s, g][reused]
+                attended[l, s, g] = item if cache is not None else _take(item, proj)
         ys = []
         for n, groups in self.calls:  # groups attending over n token sets each: one call
             k, v = (self.side_by_side([sets[s, g] for g in groups], n, proj)
                     for s in "kv")  # (B, their kv heads, n*S, Dh)
             qb = q if len(self.calls) == 1 else \
                 q.index_select(1, getattr(self, f"q_heads_{n}"))  # (B, their heads, T, Dh)
-            if rope is not None:  # every token set is rotated by its own positions 0..S-1
-                rq = rope if not past else tuple(r[past:] for r in rope)  # the new positions
-                qb, k = _apply_rope(qb, *rq), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
+            if rope is not None and cache is None:  # each token set by its positions 0..T-1
+                qb, k = _apply_rope(qb, *rope), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
             gqa = qb.shape[1] != k.shape[1]  # query heads share K/V heads
             if n == 1 and not past:
                 y = F.scaled_dot_product_attention(qb, k, v, is_causal=True, enable_gqa=gqa)
@@ -523,10 +549,15 @@ SlaModel = Model  # the name sla-nas's trainer and export use
 
 class KVCache:
     """What decoding keeps per sequence: for each layer, head group and stream, the (B, max_len,
-    group_kv_dim) tensors no other entry holds (`Attention.n_cached`): a reuse reads its
+    group_kv_dim) tensors no other entry holds (`Attention.stored_sets`): a reuse reads its
     producer's entry, a reprojection of another layer's state keeps its own projection, a
-    concat one per own projection, a mix its mixed result. Allocated once for ``max_len``
-    tokens, on the model's device and dtype unless given; ``length``: the tokens held."""
+    concat one per own projection, a mix its mixed result. Keys are stored rotated (rope).
+
+    Each layer's stream keeps its entries side by side in one buffer (B, max_len, width),
+    allocated once for ``max_len`` tokens on the model's device and dtype unless given; the
+    groups of one attention call are neighbours in it (`Attention.stored`), so a decoding step
+    reads them in place. ``tensors``: every entry, a view of its buffer, by (layer, stream,
+    group, token set); ``length``: the tokens held."""
 
     def __init__(self, model: Model, batch: int, max_len: int,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None):
@@ -538,25 +569,51 @@ class KVCache:
         weight = model.wte.weight
         dtype, device = dtype or weight.dtype, weight.device if device is None else device
         self.batch, self.max_len, self.length = batch, max_len, 0
-        self.tensors: dict[tuple[int, str, int, int], torch.Tensor] = {  # (layer, s, group, i)
-            (block.attn.layer, s, g, i): torch.zeros(batch, max_len, d.group_kv_dim,
-                                                     dtype=dtype, device=device)
-            for block in model.blocks for (s, g) in sorted(block.attn.genes)
-            for i in range(block.attn.n_cached(s, g))}
+        self.buffers: dict[tuple[str, int, str], torch.Tensor] = {}  # ("cache", layer, s)
+        self.cols: dict[tuple[int, str, int, int], Cols] = {}  # an entry's columns
+        self.tensors: dict[tuple[int, str, int, int], torch.Tensor] = {}
+        gd = d.group_kv_dim
+        for block in model.blocks:
+            l = block.attn.layer
+            for s in "kv":
+                stored = block.attn.stored(s)
+                if not stored:
+                    continue
+                buffer = torch.zeros(batch, max_len, len(stored) * gd, dtype=dtype,
+                                     device=device)
+                self.buffers["cache", l, s] = buffer
+                for j, (g, i) in enumerate(stored):
+                    self.cols[l, s, g, i] = Cols(("cache", l, s), j * gd, (j + 1) * gd)
+                    self.tensors[l, s, g, i] = buffer[..., j * gd:(j + 1) * gd]
         self.rope = _rope_tables(max_len, d.head_dim, torch.device(device)) \
             if d.pos == "rope" else None
 
     def bytes_per_token(self) -> int:
         """Bytes stored per token of one sequence: the cost model's kv_cache_bytes_per_token
         at this cache's dtype."""
-        return sum(t[0, 0].numel() * t.element_size() for t in self.tensors.values())
+        return sum(t[0, 0].numel() * t.element_size() for t in self.buffers.values())
 
-    def extend(self, key: tuple[int, str, int, int], new: torch.Tensor) -> torch.Tensor:
-        """Write the new tokens' tensor (B, T, gd) after the ``length`` held; return the
-        entry's whole sequence so far (B, length + T, gd), in ``new``'s dtype."""
-        end = self.length + new.shape[1]
-        self.tensors[key][:, self.length:end] = new
-        return self.tensors[key][:, :end].to(new.dtype)
+    def extend(self, key: tuple[int, str, int, int], new: torch.Tensor) -> Cols:
+        """Write the new tokens' tensor (B, T, gd) of entry ``key`` after the ``length`` held;
+        the entry's columns, which `reads` gives as the whole sequence so far."""
+        self.tensors[key][:, self.length:self.length + new.shape[1]] = new
+        return self.cols[key]
+
+    def reads(self, proj: dict[Source, torch.Tensor], S: int, dtype: torch.dtype) -> _Reads:
+        """``proj`` and, under their ``("cache", layer, s)`` names, the buffers' first ``S``
+        tokens in ``dtype`` (read when asked for, so they include what was just written)."""
+        return _Reads(proj, self.buffers, S, dtype)
+
+
+class _Reads(dict):
+    """A layer's projections, and the cache buffers as the sequences they hold so far."""
+
+    def __init__(self, proj: dict, buffers: dict, S: int, dtype: torch.dtype):
+        super().__init__(proj)
+        self.buffers, self.S, self.dtype = buffers, S, dtype
+
+    def __missing__(self, key: Source) -> torch.Tensor:
+        return self.buffers[key][:, :self.S].to(self.dtype)  # (B, S, width); a view if same
 
 
 def _normal(t: torch.Tensor, std: float, seed: int, name: str) -> None:
