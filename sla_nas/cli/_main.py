@@ -39,6 +39,12 @@ def _cmd_show(args: argparse.Namespace) -> None:
         render(spec, title=args.arch)
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from ._bench import run_bench
+
+    run_bench(args, {k: getattr(args, k) for k in _DIM_FLAGS if getattr(args, k) is not None})
+
+
 def _cmd_validate(args: argparse.Namespace) -> None:
     from ._validate import describe, print_description
 
@@ -296,6 +302,34 @@ COMMANDS = (
             "Print the connectivity (layers x head groups, K and V sources) and the costs of a "
             "preset or a spec file. Presets: " + ", ".join(presets.names()),
             (*ARCH, JSON.but(help="print the spec and costs as JSON"))),
+    Command("bench", _cmd_bench, "measure decoding with the KV cache beside vanilla",
+            "Measure an architecture decoding with its KV cache, as a server would: prefill "
+            "tokens/s, decode tokens/s at full context (every timed step attends over CONTEXT "
+            "positions), the cache's bytes (beside the cost model's), the weights and the peak "
+            "memory (measured on CUDA; elsewhere weights + cache), and with --cache-budget-mb "
+            "the largest batch whose cache fits and its decode tokens/s: each beside vanilla of "
+            "the same dimensions measured in the same process, and their ratio. ARCH_OR_EXPORT: a "
+            "preset, a spec file or an exported folder (its trained model).",
+            (ARCH[0].but(metavar="ARCH_OR_EXPORT",
+                         help="a preset name, an ARCH.yaml / .json spec file or an exported "
+                         "folder (exported/rank-N-<key>/)"),
+             *ARCH[1:],
+             arg("--batch", type=_positive, default=8,
+                 help="sequences decoded at once (default 8)"),
+             arg("--context", type=_positive,
+                 help="positions each decode step attends over (default: seq_len; learned "
+                 "positions end there)"),
+             arg("--cache-budget-mb", type=float, metavar="M",
+                 help="also measure each model at the largest batch whose cache fits M MiB"),
+             arg("--steps", type=_positive, default=8,
+                 help="timed decode steps, the median is reported (default 8)"),
+             arg("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+                 help="the weights' and the cache's dtype (default fp32)"),
+             arg("--threads", type=_positive, help="torch threads (default: torch's)"),
+             arg("--device", default="auto",
+                 help="auto (CUDA where torch sees it, else the CPU), cpu, cuda, cuda:N or mps "
+                 "(default auto)"),
+             JSON.but(help="print the measurements, ratios and speedup as JSON"))),
     Command("train", _cmd_train, "train one architecture on a proxy task",
             "Train a preset or spec file with train_proxy and print a JSON summary; --out DIR "
             "keeps the state (a rerun resumes), the final weights (model.pt), metrics.json and "

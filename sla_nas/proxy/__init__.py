@@ -8,11 +8,24 @@ evaluation is a complete shorter run (a cooldown branch), and saves and resumes 
 state. `plan_evaluations` decides where those evaluations fall and where early stopping may
 look, from the measured rank fidelity of the proxy. `resolve_device` says which device a
 run's ``device`` names (and refuses one torch cannot use); a failure of ``torch.compile`` is a
-`CompileError`. No Ray here.
+`CompileError`. `compare_decode` measures decoding with the KV cache (prefill and decode
+tokens/s, cache bytes, peak memory) beside vanilla's, at a batch and at a cache budget. No Ray
+here.
 """
 
 from __future__ import annotations
 
+from ._decode import (
+    MIB,
+    PREFILL_BATCH,
+    ROUNDS,
+    DecodeComparison,
+    DecodeSpeed,
+    check_context,
+    compare_decode,
+    fit_batch,
+    measure_decode,
+)
 from ._device import PRECISIONS, CompileError, resolve_device
 from ._plan import MIN_RUNG_TOKENS, TAU_TARGET, EvalPlan, plan_evaluations
 from ._prepare import prepare_tokens
@@ -24,4 +37,5 @@ __all__ = ["Task", "BytesLM", "MQAR", "make_task", "default_corpus_files", "IGNO
            "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE", "EvalPlan",
            "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET", "Tokens", "TokenFile",
            "TokenFileNotFound", "open_token_file", "prepare_tokens", "resolve_device",
-           "CompileError", "PRECISIONS"]
+           "CompileError", "PRECISIONS", "DecodeSpeed", "DecodeComparison", "measure_decode",
+           "fit_batch", "compare_decode", "check_context", "PREFILL_BATCH", "MIB", "ROUNDS"]
