@@ -357,9 +357,10 @@ class Attention(nn.Module):
             if rope is not None and cache is None:  # each token set by its positions 0..T-1
                 qb, k = _apply_rope(qb, *rope), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
             gqa = qb.shape[1] != k.shape[1]  # query heads share K/V heads
-            if n == 1 and not past:
+            known = isinstance(past, int)  # (lengths are symbolic when exported to ONNX with
+            if n == 1 and known and past == 0:  # a cache: the mask then covers every case)
                 y = F.scaled_dot_product_attention(qb, k, v, is_causal=True, enable_gqa=gqa)
-            elif n == 1 and T == 1:  # one new token sees every position
+            elif n == 1 and known and T == 1:  # one new token sees every position
                 y = F.scaled_dot_product_attention(qb, k, v, enable_gqa=gqa)
             else:  # position i (past + i in all) sees positions <= past + i of every token set
                 causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(past)
@@ -568,25 +569,48 @@ class KVCache:
                              f"models go further)")
         weight = model.wte.weight
         dtype, device = dtype or weight.dtype, weight.device if device is None else device
-        self.batch, self.max_len, self.length = batch, max_len, 0
-        self.buffers: dict[tuple[str, int, str], torch.Tensor] = {}  # ("cache", layer, s)
+        self._hold(model, batch, max_len, 0, {
+            key: torch.zeros(batch, max_len, len(stored) * d.group_kv_dim, dtype=dtype,
+                             device=device) for key, stored in self.layout(model).items()})
+
+    @staticmethod
+    def layout(model: Model) -> dict[tuple[str, int, str], list[tuple[int, int]]]:
+        """The buffers, ("cache", layer, stream) in layer order, K before V, and the entries
+        (group, token set) each holds side by side (`Attention.stored`); a stream that stores
+        nothing has none."""
+        return {("cache", block.attn.layer, s): block.attn.stored(s)
+                for block in model.blocks for s in "kv" if block.attn.stored(s)}
+
+    @classmethod
+    def following(cls, model: Model, past: list[torch.Tensor], new_tokens: int) -> KVCache:
+        """A cache holding ``past`` (each buffer's first P tokens, (B, P, width), in `layout`
+        order) with room for ``new_tokens`` more, in new tensors: a decoding step written
+        without in-place state, as the ONNX decode graph runs it (its ``present`` outputs are
+        the ``buffers`` afterwards)."""
+        layout = cls.layout(model)
+        if len(past) != len(layout):
+            raise ValueError(f"this architecture's cache has {len(layout)} buffers, "
+                             f"{len(past)} were given")
+        cache = cls.__new__(cls)
+        B, P = past[0].shape[:2]
+        cache._hold(model, B, P + new_tokens, P, {
+            key: torch.cat([x, x.new_zeros(B, new_tokens, x.shape[2])], 1)
+            for key, x in zip(layout, past)})
+        return cache
+
+    def _hold(self, model: Model, batch: int, max_len: int, length: int,
+              buffers: dict[tuple[str, int, str], torch.Tensor]) -> None:
+        d, gd = model.dims, model.dims.group_kv_dim
+        self.batch, self.max_len, self.length, self.buffers = batch, max_len, length, buffers
         self.cols: dict[tuple[int, str, int, int], Cols] = {}  # an entry's columns
         self.tensors: dict[tuple[int, str, int, int], torch.Tensor] = {}
-        gd = d.group_kv_dim
-        for block in model.blocks:
-            l = block.attn.layer
-            for s in "kv":
-                stored = block.attn.stored(s)
-                if not stored:
-                    continue
-                buffer = torch.zeros(batch, max_len, len(stored) * gd, dtype=dtype,
-                                     device=device)
-                self.buffers["cache", l, s] = buffer
-                for j, (g, i) in enumerate(stored):
-                    self.cols[l, s, g, i] = Cols(("cache", l, s), j * gd, (j + 1) * gd)
-                    self.tensors[l, s, g, i] = buffer[..., j * gd:(j + 1) * gd]
-        self.rope = _rope_tables(max_len, d.head_dim, torch.device(device)) \
-            if d.pos == "rope" else None
+        for key, stored in self.layout(model).items():
+            _, l, s = key
+            for j, (g, i) in enumerate(stored):
+                self.cols[l, s, g, i] = Cols(key, j * gd, (j + 1) * gd)
+                self.tensors[l, s, g, i] = buffers[key][..., j * gd:(j + 1) * gd]
+        device = next(iter(buffers.values())).device if buffers else model.wte.weight.device
+        self.rope = _rope_tables(max_len, d.head_dim, device) if d.pos == "rope" else None
 
     def bytes_per_token(self) -> int:
         """Bytes stored per token of one sequence: the cost model's kv_cache_bytes_per_token

@@ -201,3 +201,24 @@ def test_template_model_decodes():
     idx = torch.randint(0, template.DIMS.vocab_size, (2, template.DIMS.seq_len))
     out = model.generate(idx[:, :4], template.DIMS.seq_len - 4, temperature=0)
     assert torch.equal(out, _argmax_loop(model, idx[:, :4], template.DIMS.seq_len - 4))
+
+
+# ------------------------------------------------------------------ the ONNX decode graph
+@pytest.mark.slow
+def test_decode_onnx_equals_prefill_and_decode(tmp_path):
+    """decode.onnx of a small spec with concats (one reused), mixes fixed, learned, reused and
+    reprojected, the embedding and rope (test_export covers learned positions): onnxruntime's
+    prefill (P = 0) and steps fed with its own ``present`` equal the model's logits and cache
+    buffers; the check refuses the graph against other weights."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sla_nas.export._onnx import ONNX_ATOL, check_decode_onnx, write_decode_onnx
+
+    spec = next(s for s in RANDOM if s.key == "691b06b19de5")  # 3 layers, d_model 16
+    assert {"concat", "reuse_of_concat", "mix_learned", "mix_reuse", "mix_reproject",
+            "embedding", "rope"} <= features(spec)
+    state = _model(spec).state_dict()
+    assert write_decode_onnx(tmp_path / "decode.onnx", spec, state) <= ONNX_ATOL
+    other = {k: v + 0.01 if k.endswith("wv") else v for k, v in state.items()}
+    with pytest.raises(ValueError, match="the ONNX file is not trustworthy"):
+        check_decode_onnx(tmp_path / "decode.onnx", spec, other)

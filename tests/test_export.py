@@ -13,6 +13,7 @@ import sys
 from functools import reduce
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -549,3 +550,21 @@ def test_onnx_matches_pytorch(finished_pareto_run, tmp_path):
             expected = model(idx)[0]
         got = torch.from_numpy(session.run(None, {"idx": idx.numpy()})[0])
         torch.testing.assert_close(got, expected, atol=ONNX_ATOL, rtol=1e-4)
+    assert json.loads((exported.folder / "metrics.json").read_text())[
+        "onnx_decode_max_abs_diff"] <= ONNX_ATOL
+    # greedy generation with decode.onnx, as a server without torch would run it, equals
+    # the model's: a prefill with empty past arrays, then one token per step
+    decode = ort.InferenceSession(str(exported.folder / "decode.onnx"),
+                                  providers=["CPUExecutionProvider"])
+    names = [i.name for i in decode.get_inputs()][1:]
+    assert names == [o.name.replace("present", "past") for o in decode.get_outputs()][1:]
+    idx = torch.randint(0, 256, (2, 5), generator=torch.Generator().manual_seed(2))
+    tokens = idx.numpy()
+    feed = {"tokens": tokens, **{name: np.zeros((2, 0, decode.get_inputs()[i + 1].shape[2]),
+                                               np.float32) for i, name in enumerate(names)}}
+    for _ in range(6):
+        logits, *present = decode.run(None, feed)
+        token = logits[:, -1].argmax(-1)[:, None]
+        tokens = np.concatenate([tokens, token], 1)
+        feed = {"tokens": token, **dict(zip(names, present))}
+    np.testing.assert_array_equal(tokens, model.generate(idx, 6, temperature=0).numpy())

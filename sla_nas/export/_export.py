@@ -5,7 +5,8 @@ run (the best ``top`` by the first objective, or the Pareto set of several objec
 ``<out>/rank-N-<key>/`` with ``arch.yaml`` (the spec), ``model.py`` (a PyTorch module generated
 for this architecture that needs neither sla-nas nor anything but torch), ``weights.pt`` (the
 trial's evaluated weights, or weights retrained for ``retrain_tokens``), ``metrics.json``,
-``README.md`` (a model card) and, with ``onnx=True``, ``model.onnx`` checked with onnxruntime.
+``README.md`` (a model card) and, with ``onnx=True``, ``model.onnx`` and ``decode.onnx`` (a
+generation step with the KV cache as inputs and outputs), checked with onnxruntime.
 `load_exported` reads such a folder back as an `SlaModel` and its `ArchSpec`.
 
 A run folder is data from elsewhere: keys are validated before they name a folder, the spec of
@@ -61,7 +62,7 @@ from sla_nas.space import SearchSpace, SpaceFile, parse_space_yaml
 
 from ._card import Provenance, model_card
 from ._modelfile import WEIGHTS_FILE, WEIGHTS_FORMAT, model_py
-from ._onnx import ONNX_ATOL, ONNX_RTOL, require_onnx, write_onnx
+from ._onnx import ONNX_ATOL, ONNX_RTOL, require_onnx, write_decode_onnx, write_onnx
 
 __all__ = ["export_run", "load_exported", "select_winners", "Exported", "LoadedModel",
            "WEIGHTS_FILE", "WEIGHTS_FORMAT", "ONNX_ATOL", "ONNX_RTOL"]
@@ -350,6 +351,9 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
             log("exporting model.onnx and checking it with onnxruntime")
             metrics["onnx_max_abs_diff"] = write_onnx(_inside(root, work / "model.onnx"), spec,
                                                       state)
+            log("exporting decode.onnx (a step with the KV cache) and checking it")
+            metrics["onnx_decode_max_abs_diff"] = write_decode_onnx(
+                _inside(root, work / "decode.onnx"), spec, state)
         _write(root, work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         _write(root, work / "README.md", model_card(spec, prov, name))
         if target.exists():
