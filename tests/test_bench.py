@@ -5,6 +5,7 @@ asserted (no timed assertions; the ratios' targets live in benchmarks/)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -75,6 +76,10 @@ def test_every_decode_step_attends_over_the_full_context():
     assert set(steps) == {((6,), 6, 23, 24)}  # every step writes position 23 and reads 24
     assert len(steps) >= 5 + 2
     assert set(prefills) == {((PREFILL_BATCH, 24), 24)}
+    steps.clear()
+    prefills.clear()
+    speed = measure_decode(model, batch=6, context=24, steps=5, warmup=2, prefill=False)
+    assert prefills == [] and len(steps) >= 5 + 2 and math.isnan(speed.prefill_tokens_per_s)
 
 
 def test_context_ends_at_learned_positions_rope_goes_on():

@@ -9,7 +9,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sla_nas import build_model, presets
-from sla_nas.arch import ArchSpec, Dims, cell_label, connectivity_table, cost_table, estimate
+from sla_nas.arch import (
+    ArchSpec,
+    Dims,
+    cell_label,
+    connectivity_table,
+    cost_table,
+    decode_reads,
+    decode_throughput_ratio,
+    estimate,
+)
 
 from random_specs import features, random_specs
 
@@ -211,6 +220,79 @@ def test_decode_reads():
     assert set(vanilla) == {"params", "kv_cache_bytes_per_token", "train_flops_per_token",
                             "decode_bytes_per_token", "decode_kv_bytes_per_token"}
     assert all(isinstance(v, int) for v in vanilla.values())
+
+
+def test_decode_reads_split_estimates_decode_bytes():
+    """At context = seq_len the weights plus one sequence's cache reads are estimate's
+    decode_bytes_per_token, for presets and random specs, at 2 and 4 bytes per element."""
+    specs = [presets.get(n, **DIMS[d]) for n in presets.names() for d in DIMS]
+    for spec in specs + random_specs(seed=13, n=40, max_d_model=32):
+        for bpe in (2, 4):
+            costs = estimate(spec, bpe)
+            weights, reads = decode_reads(spec, spec.dims.seq_len, bpe)
+            assert weights + reads == costs["decode_bytes_per_token"], spec.to_yaml()
+            assert reads == costs["decode_kv_bytes_per_token"]
+            assert decode_reads(spec, 3 * spec.dims.seq_len, bpe) == (weights, 3 * reads)
+
+
+def test_decode_reads_by_hand():
+    """Vanilla at TINY reads every weight but the embedding table (one token row and one
+    position row instead), the tied table again as the LM head, and 2 x 4 layers x 32
+    elements per cached token; cla2 skips W_K and W_V of layers 1 and 3 and reads the same."""
+    D, V, F, L = 32, 50, 128, 4
+    weights = V * D + D + L * (2 * D + 4 * D * D + 2 * D * F) + 2 * D
+    assert decode_reads(presets.get("vanilla", **TINY), 10) == (2 * weights, 2 * 10 * 2 * L * D)
+    assert decode_reads(presets.get("cla2", **TINY), 10, 4) == \
+        (4 * (weights - 2 * 2 * D * D), 4 * 10 * 2 * L * D)
+    assert decode_reads(presets.get("vanilla", **TINY), 0)[1] == 0
+    with pytest.raises(ValueError, match="context"):
+        decode_reads(presets.get("vanilla", **TINY), -1)
+
+
+def test_decode_throughput_of_vanilla_is_one():
+    p = decode_throughput_ratio(presets.get("vanilla", **TINY), 7 * 16 * 512 + 100, 16)
+    assert (p.batch, p.vanilla_batch, p.ratio, p.step_ratio_at(5)) == (7, 7, 1.0, 1.0)
+    assert p.step_bytes == p.vanilla_step_bytes == 2 * 51_104 + 7 * 8192
+
+
+@pytest.mark.parametrize("context,vanilla_batch", [(16, 1), (16, 6), (1000, 3)])
+def test_decode_throughput_of_cla2_is_two_w_plus_m_over_w_plus_two_m(context, vanilla_batch):
+    """cla2 halves the cache (twice the batch) but reads as much per sequence: tokens/s ratio
+    2 (W_v + M) / (W + 2 M), M = vanilla_batch x R, exactly (the issue's ~2(W+M)/(W+2M))."""
+    spec = presets.get("cla2", **TINY)
+    vanilla_cache = 2 * 2 * 4 * 32 * context  # bytes one vanilla sequence stores
+    p = decode_throughput_ratio(spec, vanilla_batch * vanilla_cache, context)
+    W, R = decode_reads(spec, context)
+    Wv, Rv = decode_reads(presets.vanilla(spec.dims), context)
+    M = vanilla_batch * Rv
+    assert (p.batch, p.vanilla_batch, R, W, Wv) == \
+        (2 * vanilla_batch, vanilla_batch, Rv, 2 * 47_008, 2 * 51_104)
+    assert (p.weight_bytes, p.vanilla_weight_bytes, p.read_bytes, p.vanilla_read_bytes) == \
+        (W, Wv, R, Rv)
+    assert (p.step_bytes, p.vanilla_step_bytes) == (W + 2 * M, Wv + M)
+    assert Fraction(p.ratio) == pytest.approx(Fraction(2 * (Wv + M), W + 2 * M), rel=1e-15)
+    assert p.step_ratio_at(4) == (W + 4 * R) / (Wv + 4 * Rv)
+
+
+def test_decode_throughput_goes_from_two_to_one_as_the_cache_grows():
+    """Weights dominate: twice the batch for (a little less than) vanilla's step, 2 W_v / W;
+    the cache dominates: twice the batch for twice the bytes, 1."""
+    spec = presets.get("cla2", **dict(TINY, pos="rope"))
+    ratios = [decode_throughput_ratio(spec, 4 * 512 * ctx, ctx).ratio
+              for ctx in (1, 16, 256, 4096, 65536)]
+    W, Wv = decode_reads(spec, 0)[0], decode_reads(presets.vanilla(spec.dims), 0)[0]
+    assert ratios == sorted(ratios, reverse=True)
+    assert 0.97 * 2 * Wv / W < ratios[0] < 2 * Wv / W and 1.0 < ratios[-1] < 1.01
+    shortcut = decode_throughput_ratio(presets.get("last-layer-shortcut", **TINY), 512 * 16, 16)
+    assert (shortcut.batch, shortcut.vanilla_batch, shortcut.ratio) == (0, 1, 0.0)
+
+
+def test_decode_throughput_budget_below_one_vanilla_sequence_is_an_error():
+    spec = presets.get("cla2", **TINY)
+    with pytest.raises(ValueError, match="one needs 8,192 bytes"):
+        decode_throughput_ratio(spec, 8191, 16)
+    with pytest.raises(ValueError, match="context"):
+        decode_throughput_ratio(spec, 8192, 0)
 
 
 def test_cost_table_puts_every_cost_next_to_vanillas():

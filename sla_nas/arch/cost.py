@@ -11,6 +11,9 @@
 * ``decode_bytes_per_token``: what one decoding step reads at full context: the weights it
   multiplies with plus every cached K/V vector its attention reads. Reuse does not reduce
   what is read, only what is stored; a reuse-only mix re-reads its ingredients.
+* ``decode_reads`` splits those reads into the weights (once per step, whatever the batch) and
+  each sequence's cache reads at a given context; ``decode_throughput_ratio`` turns them into
+  the predicted decode tokens/s against vanilla when both fill one cache budget.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from .metrics import unit_of
 BYTES_PER_ELEMENT = 2  # fp16/bf16 cache and weights
 
 __all__ = ["estimate", "gene_costs", "additive_costs", "ADDITIVE_COSTS", "gene_cache_tensors",
-           "BYTES_PER_ELEMENT", "CostRow", "COST_COLUMNS", "cost_table"]
+           "BYTES_PER_ELEMENT", "CostRow", "COST_COLUMNS", "cost_table", "decode_reads",
+           "DecodePrediction", "decode_throughput_ratio"]
 
 
 def gene_cache_tensors(gene: Gene, layer: int) -> int:
@@ -61,10 +65,19 @@ def additive_costs(dims: Dims, layer: int, stream: str, gene: Gene,
             "params": params, "train_flops_per_token": 3 * 2 * macs}
 
 
-def estimate(spec: ArchSpec, bytes_per_element: int = BYTES_PER_ELEMENT) -> dict[str, int]:
-    """Costs of ``spec``; cache and decode bytes at ``bytes_per_element`` (2: fp16/bf16)."""
+class _Tally(NamedTuple):
+    """What `estimate` and `decode_reads` count, in elements and vectors (no bytes yet)."""
+
+    params: int
+    macs: float  # forward multiply-adds per token
+    cache_vectors: int  # (group_kv_dim)-vectors a token leaves in the cache
+    read_vectors: int  # (group_kv_dim)-vectors per cached token that one decode step reads
+    weight_read: int  # weight elements one decode step reads
+
+
+def _tally(spec: ArchSpec) -> _Tally:
     d = spec.dims
-    D, L, V, T, gd = d.d_model, d.n_layers, d.vocab_size, d.seq_len, d.group_kv_dim
+    D, L, V, T = d.d_model, d.n_layers, d.vocab_size, d.seq_len
 
     params = V * D + (T * D if d.pos == "learned" else 0) + (0 if d.tie_embeddings else V * D)
     params += D + (D if spec.uses_embedding else 0)  # final norm, embedding-source norm
@@ -95,13 +108,87 @@ def estimate(spec: ArchSpec, bytes_per_element: int = BYTES_PER_ELEMENT) -> dict
     # a tied LM head reads the whole table again
     weight_read = (params - V * D - pos_table + (V * D if d.tie_embeddings else 0)
                    + D + (D if pos_table else 0))
+    return _Tally(params, macs, cache_vectors, read_vectors, weight_read)
+
+
+def estimate(spec: ArchSpec, bytes_per_element: int = BYTES_PER_ELEMENT) -> dict[str, int]:
+    """Costs of ``spec``; cache and decode bytes at ``bytes_per_element`` (2: fp16/bf16)."""
+    t = _tally(spec)
+    weights, cache_reads = _split_reads(spec, t, spec.dims.seq_len, bytes_per_element)
     return {
-        "params": params,
-        "kv_cache_bytes_per_token": cache_vectors * gd * bytes_per_element,
-        "train_flops_per_token": int(round(3 * 2 * macs)),
-        "decode_bytes_per_token": (weight_read + T * read_vectors * gd) * bytes_per_element,
-        "decode_kv_bytes_per_token": T * read_vectors * gd * bytes_per_element,
+        "params": t.params,
+        "kv_cache_bytes_per_token": t.cache_vectors * spec.dims.group_kv_dim * bytes_per_element,
+        "train_flops_per_token": int(round(3 * 2 * t.macs)),
+        "decode_bytes_per_token": weights + cache_reads,
+        "decode_kv_bytes_per_token": cache_reads,
     }
+
+
+def decode_reads(spec: ArchSpec, context: int,
+                 bytes_per_element: int = BYTES_PER_ELEMENT) -> tuple[int, int]:
+    """What one decoding step reads, split the way batching splits it: (the weight bytes, read
+    once for the whole batch, with one embedding row; the cache bytes each sequence reads when
+    it holds ``context`` tokens). At ``context = seq_len`` the two add up to `estimate`'s
+    ``decode_bytes_per_token`` and the second is its ``decode_kv_bytes_per_token``. A reuse
+    layer stores nothing but reads its producer's entry again, so sharing lowers what is
+    stored, not what a sequence reads."""
+    if context < 0:
+        raise ValueError(f"context must be >= 0 tokens, got {context}")
+    return _split_reads(spec, _tally(spec), context, bytes_per_element)
+
+
+def _split_reads(spec: ArchSpec, t: _Tally, context: int,
+                 bytes_per_element: int) -> tuple[int, int]:
+    return (t.weight_read * bytes_per_element,
+            context * t.read_vectors * spec.dims.group_kv_dim * bytes_per_element)
+
+
+class DecodePrediction(NamedTuple):
+    """The cost model's decode throughput of a spec against vanilla at the same dimensions,
+    both serving as many sequences as their caches fit into one budget. A decode step is taken
+    to be memory bound: its time is proportional to the bytes it reads, the weights once plus
+    every sequence's cache reads (`decode_reads`); tokens/s is then batch / step bytes."""
+
+    batch: int  # the most sequences whose caches (``context`` tokens each) fit the budget
+    vanilla_batch: int
+    weight_bytes: int  # W: read once per step, whatever the batch
+    vanilla_weight_bytes: int
+    read_bytes: int  # R: the cache bytes one sequence reads per step at ``context``
+    vanilla_read_bytes: int
+    step_bytes: int  # W + batch * R
+    vanilla_step_bytes: int
+    ratio: float  # (batch / step_bytes) / (vanilla_batch / vanilla_step_bytes)
+
+    def step_ratio_at(self, batch: int) -> float:
+        """The predicted step-time ratio to vanilla when both decode ``batch`` sequences:
+        (W + batch R) / (W_vanilla + batch R_vanilla)."""
+        return ((self.weight_bytes + batch * self.read_bytes)
+                / (self.vanilla_weight_bytes + batch * self.vanilla_read_bytes))
+
+
+def decode_throughput_ratio(spec: ArchSpec, cache_budget_bytes: int, context: int,
+                            bytes_per_element: int = BYTES_PER_ELEMENT) -> DecodePrediction:
+    """Predicted decode tokens/s of ``spec`` over vanilla's when each serves as many sequences
+    of ``context`` tokens as its KV cache fits into ``cache_budget_bytes``. A smaller cache buys
+    a larger batch; whether that pays depends on what dominates a step: for cla2 (half the
+    cache, the same reads) the ratio is 2 (W + M) / (W' + 2 M), M being vanilla's cache reads at
+    its batch: about 2x where the weights dominate, about 1x where the cache does."""
+    if context < 1:
+        raise ValueError(f"context must be >= 1 token, got {context}")
+    vanilla = ArchSpec.create(spec.dims)
+    per_seq = estimate(spec, bytes_per_element)["kv_cache_bytes_per_token"] * context
+    vanilla_per_seq = estimate(vanilla, bytes_per_element)["kv_cache_bytes_per_token"] * context
+    vanilla_batch = cache_budget_bytes // vanilla_per_seq
+    if vanilla_batch < 1:
+        raise ValueError(f"a cache budget of {cache_budget_bytes:,} bytes holds no vanilla "
+                         f"sequence of {context} tokens: one needs {vanilla_per_seq:,} bytes; "
+                         f"raise the budget or shorten the context")
+    batch = cache_budget_bytes // per_seq  # every spec caches something in layer 0
+    w, r = decode_reads(spec, context, bytes_per_element)
+    wv, rv = decode_reads(vanilla, context, bytes_per_element)
+    step, vanilla_step = w + batch * r, wv + vanilla_batch * rv
+    return DecodePrediction(batch, vanilla_batch, w, wv, r, rv, step, vanilla_step,
+                            (batch / step) / (vanilla_batch / vanilla_step))
 
 
 class CostRow(NamedTuple):

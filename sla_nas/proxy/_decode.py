@@ -221,7 +221,8 @@ class _Run:
         seconds = statistics.median(self.steps)
         return DecodeSpeed(
             batch=self.batch, context=self.context,
-            prefill_tokens_per_s=self.prompts.numel() / statistics.median(self.prefills),
+            prefill_tokens_per_s=self.prompts.numel() / statistics.median(self.prefills)
+            if self.prefills else math.nan,
             decode_tokens_per_s=self.batch / seconds, step_seconds=seconds,
             cache_bytes_per_token=self.bytes_per_token,
             cache_bytes=self.bytes_per_token * self.batch * self.context,
@@ -237,24 +238,26 @@ def _check_counts(batch: int, steps: int, warmup: int) -> None:
 
 
 @torch.no_grad()
-def _measure(runs: list[_Run], steps: int, warmup: int) -> list[DecodeSpeed]:
+def _measure(runs: list[_Run], steps: int, warmup: int, prefill: bool = True
+             ) -> list[DecodeSpeed]:
     """Time ``runs`` in turns: min(steps, `ROUNDS`) rounds in which each run in turn prefills
-    once and decodes its share of ``steps`` with a fresh cache (``warmup`` untimed steps in
-    the first round, one in later ones), so that a slow spell of a shared machine falls on
-    every run alike and only one cache is allocated at a time."""
-    for run in runs:
+    once (unless not ``prefill``) and decodes its share of ``steps`` with a fresh cache
+    (``warmup`` untimed steps in the first round, one in later ones), so that a slow spell of a
+    shared machine falls on every run alike and only one cache is allocated at a time."""
+    for run in runs if prefill else ():
         run.prefill(timed=False)
     rounds = min(steps, ROUNDS)
     for i in range(rounds):
         share = steps // rounds + (i < steps % rounds)
         for run in (runs if i % 2 == 0 else runs[::-1]):
-            run.prefill(timed=True)
+            if prefill:
+                run.prefill(timed=True)
             run.decode(warmup if i == 0 else 1, share)
     return [run.result() for run in runs]
 
 
 def measure_decode(model, *, batch: int, context: int, steps: int = 8, warmup: int = 2,
-                   device=None, dtype=None) -> DecodeSpeed:
+                   device=None, dtype=None, prefill: bool = True) -> DecodeSpeed:
     """Measure ``model`` (an sla-nas `Model`) decoding ``batch`` sequences at full ``context``
     (see the module docstring): the median of ``steps`` timed decode steps after ``warmup``
     untimed ones, and the median of the prefills of ``context`` tokens of min(batch,
@@ -264,10 +267,13 @@ def measure_decode(model, *, batch: int, context: int, steps: int = 8, warmup: i
     ``device`` (a name `resolve_device` accepts, or a torch.device; None: where the model's
     weights are) and ``dtype`` (None: the weights' own) are where and in what the model runs,
     its cache included: the model is moved there in place (``model.to``) and put in eval mode.
-    CUDA is synchronized around every timing."""
+    CUDA is synchronized around every timing. ``prefill=False`` times decoding only
+    (``prefill_tokens_per_s`` is then NaN): a long context's prefill can take longer than
+    the decode steps measured."""
     _check_counts(batch, steps, warmup)
     check_context(model.dims, context)
-    return _measure([_Run(model, batch, context, device, dtype, seed=0)], steps, warmup)[0]
+    return _measure([_Run(model, batch, context, device, dtype, seed=0)], steps, warmup,
+                    prefill)[0]
 
 
 def fit_batch(cache_bytes_per_token: int, context: int, budget_bytes: int) -> int:
@@ -282,8 +288,8 @@ def fit_batch(cache_bytes_per_token: int, context: int, budget_bytes: int) -> in
 
 def compare_decode(spec: ArchSpec, *, batch: int, context: int,
                    cache_budget_mb: float | None = None, device: str = "auto", dtype=None,
-                   steps: int = 8, model=None, log: Callable[[str], None] | None = None
-                   ) -> DecodeComparison:
+                   steps: int = 8, model=None, log: Callable[[str], None] | None = None,
+                   prefill: bool = True) -> DecodeComparison:
     """`measure_decode` of ``spec`` and of vanilla at the same dimensions, in turns in this
     process (round by round, one cache allocated at a time), at ``batch``; with
     ``cache_budget_mb`` (MiB of cache, `MIB` bytes each) both again, each at the largest batch
@@ -292,7 +298,8 @@ def compare_decode(spec: ArchSpec, *, batch: int, context: int,
 
     ``model``: the architecture's model with its own weights (e.g. an export's); default
     ``build_model(spec)`` (speed does not depend on the weights' values). ``log`` receives a
-    line before each measurement of the pair (at ``batch``, at the budget). Raises ValueError,
+    line before each measurement of the pair (at ``batch``, at the budget); ``prefill``: as
+    `measure_decode` (the objective and benchmarks time decoding only). Raises ValueError,
     before measuring, when the budget holds not one sequence of either model, naming the budget
     one sequence needs."""
     _check_counts(batch, steps, 2)
@@ -310,7 +317,7 @@ def compare_decode(spec: ArchSpec, *, batch: int, context: int,
         say(", ".join(f"{label[name]} at batch {at}" for name, at in batches.items())
             + f": decode at context {context}, {steps} steps each, in turns, on {device}")
         return _measure([_Run(models[name], at, context, device, dtype, seed=0)
-                         for name, at in batches.items()], steps, warmup=2)
+                         for name, at in batches.items()], steps, warmup=2, prefill=prefill)
 
     fits = {}
     if cache_budget_mb is not None:  # refuse a budget too small before measuring anything
