@@ -14,12 +14,18 @@ On ``cuda`` (built to finish in under 8 minutes on one GPU; not yet run on one) 
 3. checks correctness: the plain GPT computes vanilla's function (same weights, same logits),
    a compiled step matches the eager one, bf16 starts where fp32 does, and ``train_proxy``
    trains in bf16 on the device (and lands near fp32);
-4. runs a 4-trial search with ``gpus_per_trial: 0.5`` on a tokens corpus it prepares in a
+4. decodes with the KV cache: prefill + decode equal the full forward (fp32) for a select, a
+   V-reuse and a mix preset, the bf16 cache holds what the cost model counts, and ``cla2``
+   decodes at a cache budget of 512 vanilla sequences of 2,048 tokens (bf16) against vanilla,
+   beside the cost model's predicted tokens/s ratio (target: within 15 %), with the peak memory
+   CUDA measures;
+5. runs a 4-trial search with ``gpus_per_trial: 0.5`` on a tokens corpus it prepares in a
    temporary folder (a small BPE trained on the standard library's text): two trials share
    each GPU.
 
 Targets, one PASS/FAIL line each: vanilla bf16 compiled at least 0.9x the plain GPT's speed;
-the select-type presets within 1.10x of vanilla's step time (bf16, compiled); the correctness
+the select-type presets within 1.10x of vanilla's step time (bf16, compiled); cla2's decode
+tokens/s at the cache budget within 15 % of the cost model's prediction; the correctness
 checks above; 4 trials trained, two at a time on one GPU. Exit status 1 when a correctness
 check fails (``--strict``: a speed target too).
 
@@ -430,6 +436,89 @@ def trainer_check(size: Size, device: torch.device, report: Report) -> dict[str,
     return out
 
 
+# ----------------------------------------------------------------------------- decoding
+# decoding with the KV cache: dims of the cache-bound regime, context, and the cache budget in
+# vanilla sequences (on a GPU a step must read gigabytes before reading, not launching
+# kernels, sets its time)
+DECODE = {"gpu": (dict(vocab_size=50304, d_model=256, n_layers=8, n_heads=8, seq_len=2048),
+                  2048, 512),
+          "cpu": (dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, seq_len=512), 512, 8),
+          "tiny": (dict(vocab_size=256, d_model=32, n_layers=3, n_heads=2, seq_len=64), 64, 4)}
+DECODE_PRESETS = ("cla2", "svformer", "value-residual-learned")  # select, V reuse, a mix
+DECODE_LOGITS_TOL = 1e-4  # max |logits difference|, prefill + decode vs the full forward, fp32
+DECODE_SPEED_TOL = 0.15  # measured tokens/s ratio at the budget within 15 % of the prediction
+
+
+def decode_check(size_name: str, device: torch.device, report: Report,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """The KV cache on the device: prefill + decode compute the full forward's logits (fp32),
+    a bf16 cache stores what the cost model counts, and cla2 decodes at a cache budget against
+    vanilla (bf16 on a GPU, fp32 on the CPU) beside the cost model's prediction."""
+    try:
+        from sla_nas.arch import decode_throughput_ratio
+        from sla_nas.proxy import MIB, compare_decode
+    except ImportError as error:
+        print(f"decode check skipped: sla_nas.proxy needs {error.name} ({error})")
+        return {"skipped": str(error)}
+    from sla_nas.model import KVCache
+
+    dims, context, sequences = DECODE[size_name]
+    small = {**SIZES["tiny"].dims, "pos": "rope"}
+    worst, stored = 0.0, True
+    for name in DECODE_PRESETS:
+        spec = presets.get(name, **small)
+        model = build_model(spec, seed=0).to(device).eval()
+        idx = torch.randint(0, spec.dims.vocab_size, (2, spec.dims.seq_len),
+                            generator=torch.Generator().manual_seed(3)).to(device)
+        with torch.no_grad():
+            full = model(idx)[0]
+            logits, cache = model.prefill(idx[:, :5])
+            steps = [logits]
+            for t in range(5, idx.shape[1]):
+                logits, cache = model.decode(idx[:, t], cache)
+                steps.append(logits[:, None])
+        worst = max(worst, (torch.cat(steps, 1) - full).abs().max().item())
+        half = KVCache(model, 1, 1, dtype=torch.bfloat16).bytes_per_token()
+        stored &= half == estimate(spec)["kv_cache_bytes_per_token"]
+    report.add("prefill + decode = full forward", worst <= DECODE_LOGITS_TOL and stored,
+               f"max |logits difference| {worst:.1e} over {', '.join(DECODE_PRESETS)} (rope, "
+               f"fp32, tolerance {DECODE_LOGITS_TOL:.0e}); bf16 cache bytes "
+               f"{'=' if stored else '!='} the cost model's", "correctness")
+
+    on_gpu = device.type == "cuda"
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    per_element = torch.empty((), dtype=dtype).element_size()
+    spec = presets.get("cla2", **dims)
+    vanilla_seq = estimate(presets.get(BASELINE, **dims),
+                           per_element)["kv_cache_bytes_per_token"] * context
+    budget = sequences * vanilla_seq
+    log(f"decoding cla2 and vanilla at context {context}, cache budget {budget / MIB:,.4g} MiB "
+        f"({sequences} vanilla sequences), {str(dtype).removeprefix('torch.')}")
+    start = time.perf_counter()
+    result = compare_decode(spec, batch=sequences, context=context,
+                            cache_budget_mb=budget / MIB, device=str(device), dtype=dtype,
+                            steps=8, log=log)
+    predicted = decode_throughput_ratio(spec, budget, context, per_element)
+    measured = result.ratios()["budget_decode_tokens_per_s"]
+    off = measured / predicted.ratio - 1
+    a, v = result.arch_at_budget, result.vanilla_at_budget
+    detail = (f"{measured:.3f}x vanilla's decode tokens/s ({a.batch} vs {v.batch} sequences, "
+              f"{a.decode_tokens_per_s:,.0f} vs {v.decode_tokens_per_s:,.0f} tokens/s), cost "
+              f"model {predicted.ratio:.3f}x ({100 * off:+.0f} %)")
+    report.add("cla2 decode at a cache budget", abs(off) <= DECODE_SPEED_TOL if on_gpu else None,
+               detail + ("" if on_gpu else "; no target on CPU"), "speed")
+    if on_gpu:
+        peak = result.arch.peak_measured and result.vanilla.peak_measured
+        report.add("decode peak memory measured", peak,
+                   f"cla2 {result.arch.peak_bytes / MIB:,.0f} MiB, vanilla "
+                   f"{result.vanilla.peak_bytes / MIB:,.0f} MiB at batch {sequences}",
+                   "correctness")
+    return {"logits_max_abs_diff": worst, "cache_bytes_equal": stored,
+            "budget_bytes": budget, "context": context, "dtype": str(dtype),
+            "measured_ratio": measured, "predicted_ratio": predicted.ratio,
+            "ratios": result.ratios(), "seconds": time.perf_counter() - start}
+
+
 # ----------------------------------------------------------------------------- the search
 SEARCH_NEEDS = (("ray", "Ray is not installed"), ("optuna", "Optuna is not installed"),
                 ("pandas", "pandas is not installed"),
@@ -612,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="eager cases only")
     parser.add_argument("--skip-trainer", action="store_true",
                         help="skip the train_proxy bf16 check")
+    parser.add_argument("--skip-decode", action="store_true",
+                        help="skip the KV-cache decoding check")
     parser.add_argument("--skip-search", action="store_true", help="skip the 4-trial search")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a speed target fails too (correctness always)")
@@ -661,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
     judge_correctness(rows, size, device, report)
     trainer = {"skipped": "--skip-trainer"} if args.skip_trainer else \
         trainer_check(size, device, report)
+    decode = {"skipped": "--skip-decode"} if args.skip_decode else \
+        decode_check(size_name, device, report, log)
     search: dict[str, Any] = {"skipped": "--skip-search"}
     if not args.skip_search:
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
@@ -680,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {"device": str(device), "size": size_name, "size_config": size.__dict__,
                "torch": torch.__version__, "platform": platform.platform(),
                "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
-               "matmul_peak_tflops": peaks, "steps": rows, "trainer": trainer,
+               "matmul_peak_tflops": peaks, "steps": rows, "trainer": trainer, "decode": decode,
                "search": search, "wall_s": wall,
                "checks": [c.__dict__ for c in report.checks]}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
