@@ -24,14 +24,17 @@ def test_every_analytic_objective_has_a_constraint_and_no_other():
 
 
 def test_the_tables_columns_come_from_the_registry():
-    assert results.TRAINED_METRICS == ("val_loss", "val_acc", "train_loss", "tokens_per_s")
+    assert results.TRAINED_METRICS == ("val_loss", "val_acc", "train_loss", "tokens_per_s",
+                                       "decode_speedup", "decode_tokens_per_s")
     assert results.COSTS == metrics.ANALYTIC and len(results.COSTS) == 5
     assert set(metrics.QUALITY) == {"val_loss", "val_acc", "train_loss"}
-    assert set(METRICS) | {"decode_kv_bytes_per_token"} == set(metrics.REGISTRY)
+    assert set(METRICS) | {"decode_kv_bytes_per_token", "decode_tokens_per_s"} == \
+        set(metrics.REGISTRY)
 
 
 @pytest.mark.parametrize("name, mode", [("val_loss", "min"), ("val_acc", "max"),
-                                        ("tokens_per_s", "max"), ("params", "min")])
+                                        ("tokens_per_s", "max"), ("params", "min"),
+                                        ("decode_speedup", "max")])
 def test_an_objective_without_a_mode_takes_the_metrics_direction(name, mode):
     space = SpaceFile.model_validate({"objectives": [{"metric": name}]})
     assert space.objectives[0].mode == mode
@@ -86,3 +89,13 @@ def test_the_verdict_finds_vanilla_by_its_preset_name_only():
     text = results.verdict(frame, [("val_loss", "min")])
     assert text.startswith("the best architecture w beats the vanilla seed by 0.5000 in "
                            "val_loss (1.5000 against 2.0000)")
+
+
+def test_decode_speedup_is_measured_but_says_nothing_about_training():
+    """Measured in the trial (a column of the table, never a cost), not re-measured by a
+    confirmation and not what a scheduler stops on; its own tokens/s is recorded only."""
+    speedup = metric("decode_speedup")
+    assert speedup.measured and speedup.objective and not speedup.quality
+    assert (speedup.mode, speedup.unit) == ("max", "x")
+    assert "decode_speedup" in METRICS and "decode_speedup" not in COST_METRICS
+    assert "decode_tokens_per_s" not in METRICS and metric("decode_tokens_per_s").measured

@@ -331,6 +331,52 @@ def test_two_objectives_leave_a_pareto_folder(tmp_path):
     assert not outcome.paths.best.exists()
 
 
+def test_a_measured_decode_objective_runs_end_to_end(tmp_path):
+    """decode_speedup beside val_loss: every trained trial measures it after training (vanilla
+    of the same dimensions timed in the trial's own process), the table and Optuna hold the
+    same value, Optuna maximises it and the Pareto set treats it as better when higher."""
+    budget = 0.25  # MiB: 10 vanilla sequences of 32 tokens at 768 bytes a token (fp32)
+    outcome = search(tmp_path, "decode", model={"d_model": 32, "seq_len": 32},
+                     search={"n_trials": 3},
+                     objectives=[{"metric": "val_loss"},
+                                 {"metric": "decode_speedup", "batch": 4, "context": 32,
+                                  "cache_budget_mb": budget}])
+    frame = outcome.frame
+    ok = frame[frame[STATUS] == "ok"]
+    assert len(ok) >= 2 and set(ok[SEED_PRESET].dropna()) == {"vanilla", "cla2"}
+    assert (ok["decode_speedup"] > 0).all() and (ok["decode_tokens_per_s"] > 0).all()
+    study = study_of(outcome)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    for _, row in ok.iterrows():
+        assert study.trials[int(row[TRIAL])].values == [row["val_loss"], row["decode_speedup"]]
+    for _, row in ok.iterrows():  # nothing outside the front dominates a front member
+        dominated = ((ok["val_loss"] <= row["val_loss"]) &
+                     (ok["decode_speedup"] >= row["decode_speedup"]) &
+                     ((ok["val_loss"] < row["val_loss"]) |
+                      (ok["decode_speedup"] > row["decode_speedup"])))
+        assert dominated.any() != (row[KEY] in set(outcome.winners[KEY]))
+    assert "decode_speedup" in pd.read_csv(outcome.paths.trials_csv).columns
+
+
+def test_a_cache_that_holds_no_sequence_scores_zero_and_a_failure_names_the_trial():
+    """An architecture whose cache holds not one sequence in the budget (in a search: a concat
+    storing more than vanilla; here a budget the space would refuse) serves nothing there:
+    speedup 0, nothing measured. A measurement that fails says which trial and settings."""
+    from sla_nas.search._trainable import decode_metrics
+
+    spec = presets.get("vanilla", **DIMS)
+    assert decode_metrics(spec, {"batch": 4, "context": None, "cache_budget_mb": 0.001},
+                          "cpu", "fp32", "trial 3") == {"decode_speedup": 0.0,
+                                                        "decode_tokens_per_s": 0.0}
+    with pytest.raises(ValueError) as err:
+        decode_metrics(spec, {"batch": 4, "context": 17, "cache_budget_mb": None}, "cpu",
+                       "fp32", "trial 3 (abc, seed 0)")
+    assert str(err.value) == (
+        "trial 3 (abc, seed 0): measuring decode_speedup (batch 4, context 17, fp32 on cpu) "
+        "failed: context 17 is past the learned positions, which end at seq_len 16: use a "
+        "context <= 16 (only rope models decode further)")
+
+
 def test_grid_trains_every_distinct_architecture_once(tmp_path):
     outcome = search(tmp_path, "grid", seeds=["vanilla"],
                      connectivity={"layers": [2], "groups": [1], "modes": ["reproject",

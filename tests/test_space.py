@@ -216,3 +216,37 @@ def test_task_options_resolve_paths_next_to_the_space(tmp_path):
     text = write(tmp_path, "task: {corpus: text}\n")
     assert SearchSpace.from_yaml(text).task_options() == {"corpus": str(tmp_path / "text"),
                                                           "n_pairs": 8}
+
+
+def test_the_least_cache_budget_is_what_the_real_cache_needs(tmp_path):
+    """The space refuses a decode_speedup budget below one vanilla sequence by the bytes that
+    `compare_decode` names for the same budget, and the least budget its message offers holds
+    exactly one sequence of the real cache at the precision's dtype."""
+    import re
+
+    import torch
+
+    from sla_nas.arch import ArchSpec
+    from sla_nas.model import KVCache, build_model
+    from sla_nas.proxy import MIB, compare_decode, fit_batch
+    from sla_nas.space import MIB as SPACE_MIB
+
+    assert SPACE_MIB == MIB
+    path = tmp_path / "decode.yaml"
+    text = ("model: {d_model: 64, n_layers: 2, n_heads: 4, n_groups: 2, seq_len: 128}\n"
+            "train: {precision: bf16}\nobjectives:\n  - {metric: val_loss}\n"
+            "  - {metric: decode_speedup, context: 100, cache_budget_mb: %s}\n")
+    path.write_text(text % "0.01")
+    with pytest.raises(SpaceError) as refused:
+        SearchSpace.from_yaml(path)
+    need = re.search(r"one needs ([\d,]+) bytes", str(refused.value))[1]
+    least = re.search(r"give at least ([\d.]+) MiB", str(refused.value))[1]
+    vanilla = ArchSpec.create(presets.get("vanilla", d_model=64, n_layers=2, n_heads=4,
+                                          n_groups=2, seq_len=128).dims)
+    with pytest.raises(ValueError, match=f"at context 100: one needs {need} bytes"):
+        compare_decode(vanilla, batch=1, context=100, cache_budget_mb=0.01, device="cpu",
+                       dtype=torch.bfloat16)
+    path.write_text(text % least)
+    SearchSpace.from_yaml(path)  # accepted
+    per_token = KVCache(build_model(vanilla), 1, 1, dtype=torch.bfloat16).bytes_per_token()
+    assert fit_batch(per_token, 100, int(float(least) * MIB)) == 1

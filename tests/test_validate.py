@@ -111,6 +111,37 @@ MISTAKES = {
                          "gives whole GPUs, got 1.5"),
     "fp8": ("train: {precision: fp8}\n",
             ":1: train.precision: Input should be 'fp32', 'bf16' or 'fp16', got 'fp8'"),
+    "decode keys on another metric": (
+        "objectives:\n  - {metric: val_loss, batch: 8, context: 64}\n",
+        ":2: objectives[0]: batch and context belong to the decode_speedup objective, not "
+        "val_loss"),
+    "unknown objective key": ("objectives:\n  - {metric: decode_speedup, batches: 8}\n",
+                              ":2: objectives[0].batches: unknown key 'batches' (did you mean "
+                              "'batch'?); expected one of ['metric', 'mode', 'batch', "
+                              "'context', 'cache_budget_mb']"),
+    "unknown confirm key": ("confirm:\n  topp: 3\n",
+                            ":2: confirm.topp: unknown key 'topp' (did you mean 'top'?); "
+                            "expected one of ['top', 'seeds', 'tokens', 'presets']"),
+    "decode batch 0": ("objectives: [{metric: decode_speedup, batch: 0}]\n",
+                       ":1: objectives[0].batch: Input should be greater than or equal to 1, "
+                       "got 0"),
+    "infinite cache budget": ("objectives:\n  - {metric: decode_speedup, cache_budget_mb: "
+                              ".inf}\n", ":2: objectives[0].cache_budget_mb: Input should be a "
+                              "finite number, got inf"),
+    "decode past learned positions": (
+        "model: {seq_len: [64, 32]}\nobjectives:\n  - {metric: decode_speedup, context: 48}\n",
+        ":3: objectives[0].context: context 48 is past the learned positions, which end at "
+        "seq_len 32 (for the choice seq_len=32): use a context <= 32 (only rope models decode "
+        "further)"),
+    # vanilla at d_model 64, 2 layers: 2 (K, V) x 64 x 2 layers x 2 bytes (bf16) = 512 bytes a
+    # token, 51,200 a sequence of 100 tokens; 0.048 MiB is 50,331 bytes
+    "cache budget below one sequence": (
+        "model: {d_model: 64, n_layers: 2}\ntrain: {precision: bf16}\nobjectives:\n"
+        "  - {metric: val_loss}\n  - {metric: decode_speedup, context: 100, cache_budget_mb: "
+        "0.048}\n",
+        ":5: objectives[1].cache_budget_mb: a cache budget of 0.048 MiB holds not one sequence "
+        "of vanilla at context 100: one needs 51,200 bytes (512 per token at bf16); give at "
+        "least 0.04883 MiB"),
     "bad fixed gene": ("connectivity:\n  fixed:\n    - {layers: [2], kv: {sources: [e], "
                        "mode: reuse}}\n",
                        ":3: connectivity.fixed: L2.g0.k: the embedding computes no K/V to "
@@ -205,6 +236,25 @@ def test_validate_prints_summary(capsys):
         assert f"{metric}: {min(costs):,} .. {max(costs):,}" in out
     assert "seed cla2" in out and "in the space" in out
     assert out.count("B/token") == 3
+
+
+def test_validate_shows_the_decode_objective_as_it_is_measured(tmp_path, capsys):
+    """decode_speedup with its batch and its context (default: each seq_len choice), and with
+    a cache budget what is compared at it; the other objectives as before."""
+    path = tmp_path / "decode.yaml"
+    path.write_text("model: {d_model: 64, n_layers: 2, seq_len: [64, 128]}\nobjectives:\n"
+                    "  - {metric: val_loss}\n  - {metric: decode_speedup}\n")
+    assert main(["validate", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["objectives"] == [
+        "val_loss (min)", "decode_speedup (max) at batch 8 and context seq_len 64 or 128"]
+    path.write_text("model: {d_model: 64, n_layers: 2}\ntrain: {precision: bf16}\n"
+                    "objectives:\n  - {metric: decode_speedup, batch: 4, context: 100, "
+                    "cache_budget_mb: 0.04883}\n  - {metric: params}\n")
+    assert main(["validate", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "objectives: decode_speedup (max) at context 100 with a 0.04883 MiB cache budget, " \
+           "each model at the largest batch whose cache fits (and at batch 4); params (min) " \
+           "evaluation:" in out, out
 
 
 def test_validate_json_has_exact_size(capsys):

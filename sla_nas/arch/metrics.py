@@ -7,6 +7,9 @@ exactly). Each has the direction that is better (``mode``), the unit one of it c
 heading for tables and figures, and a one-line description. Measured metrics that say what
 training achieved (``quality``) are the ones a scheduler may stop a trial on and a
 confirmation re-measures on fresh seeds; throughput is measured but says nothing about that.
+``decode_speedup`` is measured after a trial's training, and only in a search that optimises
+it (`sla_nas.proxy.compare_decode`): a ratio to vanilla timed in the same process, so that
+trials on different or busy machines compare fairly.
 
 No torch, no Ray, no pandas: the schema of a search-space file imports this.
 """
@@ -66,6 +69,15 @@ _ALL = (
            task_units=_LOSS_UNITS),
     Metric("tokens_per_s", "max", "measured", "tokens/s", "training tokens/s", "tok/s",
            "training throughput of the proxy on the machine that trained it"),
+    Metric("decode_speedup", "max", "measured", "x", "decode speedup over vanilla",
+           "decode x",
+           "decode tokens/s with the KV cache divided by vanilla's of the same dimensions, "
+           "both measured in the trial's process on its device (each at the largest batch "
+           "its cache fits in when the objective names a cache budget)"),
+    Metric("decode_tokens_per_s", "max", "measured", "tokens/s", "decode tokens/s",
+           "decode tok/s",
+           "the decode_speedup measurement's own decode tokens/s (this machine's, not a ratio)",
+           objective=False),
     Metric("params", "min", "analytic", "parameters", "parameters", "params",
            "trainable parameters, exactly as the model counts them"),
     Metric("kv_cache_bytes_per_token", "min", "analytic", "bytes/token",

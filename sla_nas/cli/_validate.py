@@ -13,7 +13,7 @@ from rich.console import Console
 
 from sla_nas.arch import cell_label, estimate, presets
 from sla_nas.proxy import Budget, plan_evaluations
-from sla_nas.space import SearchSpace
+from sla_nas.space import DECODE, SearchSpace
 
 __all__ = ["describe", "print_description", "DISTINCT_LIMIT", "trained_tokens",
            "resource_plan", "compute_plan"]
@@ -147,7 +147,7 @@ def describe(path: str | Path, examples: int = 3, seed: int = 0, tflops: float |
         "cost_range": {k: list(v) for k, v in costs.items()},
         "constraints": {k: v for k, v in space.config.constraints.model_dump().items()
                         if v is not None},
-        "objectives": [f"{o.metric} ({o.mode})" for o in space.config.objectives],
+        "objectives": [_objective(o, space) for o in space.config.objectives],
         "plan": plan_evaluations(space.config).note,
         "confirm": space.config.confirm.model_dump() if space.config.confirm else None,
         "seeds": seeds,
@@ -157,6 +157,23 @@ def describe(path: str | Path, examples: int = 3, seed: int = 0, tflops: float |
         "resources": (resources := resource_plan(space, node_cpus, node_gpus)),
         "compute": compute_plan(space, resources["at_once"], tflops, costs),
     }
+
+
+def _objective(objective: Any, space: SearchSpace) -> str:
+    """An objective as `sla-nas validate` shows it; ``decode_speedup`` with the batch,
+    context and cache budget it is measured at."""
+    text = f"{objective.metric} ({objective.mode})"
+    if objective.metric != DECODE:
+        return text
+    contexts = sorted({space.decode_context(dims) for dims in space.dims_choices})
+    context = " or ".join(map(str, contexts))
+    if objective.context is None:
+        context = f"seq_len {context}"
+    if objective.cache_budget_mb is None:
+        return f"{text} at batch {objective.batch} and context {context}"
+    return (f"{text} at context {context} with a {objective.cache_budget_mb:g} MiB cache "
+            f"budget, each model at the largest batch whose cache fits (and at batch "
+            f"{objective.batch})")
 
 
 def print_description(info: dict[str, Any], console: Console | None = None) -> None:
@@ -178,7 +195,7 @@ def print_description(info: dict[str, Any], console: Console | None = None) -> N
     if info["constraints"]:
         console.print("  constraints: " + ", ".join(f"{k} {v:,}" for k, v in
                                                     info["constraints"].items()))
-    console.print("  objectives: " + ", ".join(info["objectives"]))
+    console.print("  objectives: " + "; ".join(info["objectives"]), highlight=False)
     console.print(f"  evaluation: {info['plan']}", highlight=False)
     if info["confirm"]:
         c = info["confirm"]

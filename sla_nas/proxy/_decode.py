@@ -29,6 +29,7 @@ import torch
 
 from sla_nas.arch import ArchSpec
 from sla_nas.model import KVCache, build_model
+from sla_nas.space import MIB  # bytes per MiB of a cache budget (``cache_budget_mb``)
 
 from ._device import resolve_device
 
@@ -37,7 +38,6 @@ __all__ = ["DecodeSpeed", "DecodeComparison", "PREFILL_BATCH", "MIB", "measure_d
 
 PREFILL_BATCH = 4  # prefill is measured at min(batch, PREFILL_BATCH) sequences of `context`
 ROUNDS = 4  # timed steps are taken in up to this many rounds, the models of a comparison in turn
-MIB = 2 ** 20  # a cache budget in MiB (``cache_budget_mb``) is this many bytes per MiB
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,7 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
         setup = TrialSetup.from_space(space, Budget(
             tokens=tokens, eval_at=(tokens,), batch_size=config.budget.batch_size,
             lr=config.budget.lr, schedule=config.budget.schedule))
+        setup = dataclasses.replace(setup, decode=None)  # re-measures quality only, no speed
         if (options.device or "").startswith("cuda") and config.search.gpus_per_trial == 0:
             raise ValueError(f"--device {options.device} needs search.gpus_per_trial above 0 in "
                              f"{paths.space}, so that Ray reserves a GPU for each run")

@@ -4,7 +4,8 @@ Every honest evaluation is reported with a checkpoint (the resumable state and t
 weights), so a trial interrupted by a crash, a retry or a killed driver continues where it
 stopped. The last checkpoint of a finished trial keeps only the weights and ``final.json``
 (the final result): a finished trial restarted after a driver restart reports it again and
-trains nothing.
+trains nothing. A search that optimises ``decode_speedup`` measures it once the training is
+done, on the trial's own device, and reports it with the last evaluation.
 """
 
 from __future__ import annotations
@@ -21,14 +22,19 @@ from typing import Any
 
 from sla_nas.arch import ArchSpec, Dims, estimate
 from sla_nas.proxy import MODEL_FILE, STATE_FILE, Budget
+from sla_nas.space import DECODE, DECODE_KEYS
 
-__all__ = ["TrialSetup", "run_trial", "trial_device", "trial_dirname", "trial_folder", "ARCH",
-           "NUMBER", "TRAIN_SEED", "RESUME_FROM", "BUDGET_TOKENS", "FINAL_FILE"]
+__all__ = ["TrialSetup", "run_trial", "decode_metrics", "trial_device", "trial_dirname",
+           "trial_folder", "ARCH", "NUMBER", "TRAIN_SEED", "RESUME_FROM", "BUDGET_TOKENS",
+           "FINAL_FILE", "DECODE_STEPS"]
 
 ARCH, NUMBER, TRAIN_SEED = "arch", "number", "train_seed"  # keys of a trial's config
 RESUME_FROM = "resume_from"  # optional: a checkpoint folder to start from
 BUDGET_TOKENS = "budget_tokens"  # the nominal run length an evaluation stands for (rungs)
 FINAL_FILE = "final.json"
+DECODE_STEPS = 32  # timed decode steps per model and batch for decode_speedup: at 8 (the
+# default of compare_decode) a busy two-core machine moved vanilla's ratio to itself between
+# 0.2 and 2.0; at 32 it stayed within 1.0-1.15
 
 
 @dataclass(frozen=True)
@@ -45,17 +51,22 @@ class TrialSetup:
     compile: bool = False
     trial_root: str | None = None  # Tune's experiment folder, whose trial folders are named
     # by `trial_dirname`: where a restarted trial looks for checkpoints of its earlier run
+    decode: dict[str, Any] | None = None  # the decode_speedup objective's batch, context
+    # (None: the trial's seq_len) and cache_budget_mb: measured after training (`DECODE_KEYS`)
 
     @classmethod
     def from_space(cls, space: Any, budget: Budget, trial_root: str | None = None
                    ) -> TrialSetup:
-        """The setup of ``space`` (a `SearchSpace`): its task, its train section, and one
-        thread per CPU that Ray reserves for a trial."""
+        """The setup of ``space`` (a `SearchSpace`): its task, its train section, one
+        thread per CPU that Ray reserves for a trial, and its ``decode_speedup`` objective's
+        settings if it has one."""
         config = space.config
+        decode = next(({k: getattr(o, k) for k in DECODE_KEYS} for o in config.objectives
+                       if o.metric == DECODE), None)
         return cls(config.task.name, space.task_options(), budget,
                    threads=max(1, int(config.search.cpus_per_trial)),
                    device=config.train.device, precision=config.train.precision,
-                   compile=config.train.compile, trial_root=trial_root)
+                   compile=config.train.compile, trial_root=trial_root, decode=decode)
 
     def make_task(self, dims: Dims) -> Any:
         from sla_nas.proxy import make_task
@@ -149,6 +160,41 @@ def _encoded(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if k in ("history", "curve") else v for k, v in metrics.items()}
 
 
+def decode_metrics(spec: ArchSpec, decode: dict[str, Any], device: str, precision: str,
+                   label: str) -> dict[str, float]:
+    """``decode_speedup`` and ``decode_tokens_per_s`` of ``spec`` (`sla_nas.proxy.
+    compare_decode`: vanilla of the same dimensions measured in this process, in turns) on
+    the trial's ``device``, the model and its cache at the dtype of ``precision``, with the
+    objective's settings ``decode`` (`TrialSetup.decode`). Decoding speed does not depend on
+    the weights' values, so the models are built afresh rather than from the trained one. A
+    failure (out of memory) raises a ValueError that names the trial, ``label``, and the
+    settings. An architecture whose cache holds not one sequence in the budget (a concat can
+    store more than vanilla) serves nothing there: its speedup is 0, measured by nothing.
+    Prefill is not timed: the objective is decoding."""
+    import torch
+
+    from sla_nas.arch import estimate
+    from sla_nas.proxy import MIB, compare_decode
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    batch, budget = decode["batch"], decode["cache_budget_mb"]
+    context = decode["context"] or spec.dims.seq_len
+    per_element = torch.empty((), dtype=dtype).element_size()
+    if budget is not None and \
+            estimate(spec, per_element)["kv_cache_bytes_per_token"] * context > budget * MIB:
+        return {DECODE: 0.0, "decode_tokens_per_s": 0.0}
+    try:
+        found = compare_decode(spec, batch=batch, context=context, cache_budget_mb=budget,
+                               device=device, dtype=dtype, steps=DECODE_STEPS, prefill=False)
+    except (ValueError, RuntimeError) as err:  # torch's out-of-memory is a RuntimeError
+        where = f"batch {batch}, context {context}" + (
+            f", cache budget {budget:g} MiB" if budget is not None else "")
+        raise ValueError(f"{label}: measuring {DECODE} ({where}, {precision} on {device}) "
+                         f"failed: {err}") from err
+    speed = found.arch_at_budget or found.arch
+    return {DECODE: found.speedup(), "decode_tokens_per_s": speed.decode_tokens_per_s}
+
+
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Train ``config[ARCH]`` with ``config[TRAIN_SEED]`` and report every evaluation."""
     import ray
@@ -193,6 +239,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                    "status": "running"}
             if out[BUDGET_TOKENS] >= setup.budget.tokens:  # the last evaluation
                 out["status"] = "ok"
+                if setup.decode is not None:  # trained: measure decoding (kept in final.json)
+                    out.update(decode_metrics(spec, setup.decode, device, setup.precision,
+                                              label))
                 (work / STATE_FILE).unlink(missing_ok=True)  # a finished trial needs weights only
                 (work / FINAL_FILE).write_text(json.dumps(out))
             reported.append(out)

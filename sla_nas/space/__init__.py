@@ -3,13 +3,26 @@
 `SearchSpace.from_yaml(path)` reads and checks a space file (the schema, with errors that name
 the file and the key), turns its choices into Optuna decisions, counts and enumerates the
 architectures it holds and samples them; `suggest_arch` is the define-by-run function the
-search hands to Optuna.
+search hands to Optuna. `DECODE` names the measured ``decode_speedup`` objective, whose
+settings (`DECODE_KEYS`) no other objective takes.
 """
 
 from __future__ import annotations
 
-from ._schema import COST_METRICS, METRICS, SpaceError, SpaceFile, check_run_name, parse_space_yaml
+from ._schema import (
+    COST_METRICS,
+    DECODE,
+    DECODE_BATCH,
+    DECODE_KEYS,
+    METRICS,
+    MIB,
+    SpaceError,
+    SpaceFile,
+    check_run_name,
+    parse_space_yaml,
+)
 from ._space import SearchSpace, Unit, suggest_arch
 
 __all__ = ["SearchSpace", "SpaceError", "SpaceFile", "Unit", "suggest_arch", "parse_space_yaml",
-           "check_run_name", "METRICS", "COST_METRICS"]
+           "check_run_name", "METRICS", "COST_METRICS", "DECODE", "DECODE_KEYS", "DECODE_BATCH",
+           "MIB"]

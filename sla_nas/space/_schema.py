@@ -7,6 +7,7 @@ was found and what was expected; unknown keys get a "did you mean".
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from pydantic import (
 from sla_nas.arch import check_index_set, did_you_mean, metrics
 
 __all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS",
-           "check_run_name"]
+           "check_run_name", "DECODE", "DECODE_KEYS", "DECODE_BATCH", "MIB"]
 
 METRICS = metrics.OBJECTIVES  # what an objective may name (the registry's order)
 COST_METRICS = tuple(m for m in METRICS if metrics.REGISTRY[m].analytic)  # max_<name> limits
@@ -109,18 +110,35 @@ class ConstraintsSection(_Strict):
     max_decode_bytes_per_token: int | None = Field(default=None, ge=1)
 
 
+DECODE = "decode_speedup"  # the one objective measured at a batch, context and cache budget
+DECODE_KEYS = ("batch", "context", "cache_budget_mb")  # its settings, refused elsewhere
+DECODE_BATCH = 8  # its default batch
+MIB = 2 ** 20  # bytes in a MiB of ``cache_budget_mb``, as `sla_nas.proxy.MIB` counts them
+
+
 class Objective(_Strict):
-    """A metric to optimise; ``mode`` defaults to the metric's better direction."""
+    """A metric to optimise; ``mode`` defaults to the metric's better direction.
+
+    ``decode_speedup`` is measured decoding ``batch`` sequences (default `DECODE_BATCH`) at
+    ``context`` tokens (default: the model's ``seq_len``) and, with ``cache_budget_mb``, at
+    the largest batch whose KV cache fits that many MiB (`sla_nas.proxy.compare_decode`);
+    these keys belong to it alone. Whether the context and the budget suit the model's
+    dimensions is checked by `sla_nas.space.SearchSpace`, which knows them."""
 
     metric: str
     mode: Literal["min", "max"] = "min"
+    batch: int | None = Field(default=None, ge=1, le=4096)
+    context: int | None = Field(default=None, ge=1, le=1 << 20)
+    cache_budget_mb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
     def _default_mode(cls, data: Any) -> Any:
         name = data.get("metric") if isinstance(data, dict) else None
         if isinstance(name, str) and name in METRICS and "mode" not in data:
-            return {**data, "mode": metrics.REGISTRY[name].mode}
+            data = {**data, "mode": metrics.REGISTRY[name].mode}
+        if name == DECODE and data.get("batch") is None:
+            data = {**data, "batch": DECODE_BATCH}
         return data
 
     @field_validator("metric")
@@ -130,6 +148,15 @@ class Objective(_Strict):
             raise ValueError(f"unknown metric{did_you_mean(value, METRICS)}; "
                              f"expected one of {list(METRICS)}")
         return value
+
+    @model_validator(mode="after")
+    def _decode_keys(self) -> Objective:
+        given = [k for k in DECODE_KEYS if getattr(self, k) is not None]
+        if self.metric != DECODE and given:
+            verb = "belongs" if len(given) == 1 else "belong"
+            names = ", ".join(given[:-1]) + (" and " if len(given) > 1 else "") + given[-1]
+            raise ValueError(f"{names} {verb} to the {DECODE} objective, not {self.metric}")
+        return self
 
 
 class TaskSection(_Strict):
@@ -312,6 +339,15 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _section(annotation: Any) -> Any:
+    """The schema section an annotation holds: ``Objective`` in ``list[Objective]``,
+    ``ConfirmSection`` in ``ConfirmSection | None``; the annotation itself otherwise."""
+    for arg in typing.get_args(annotation):
+        if hasattr(_section(arg), "model_fields"):
+            return _section(arg)
+    return annotation
+
+
 def _message(err: dict[str, Any], model: type[BaseModel], data: Any
              ) -> tuple[tuple[Any, ...], str]:
     loc = _data_path(data, tuple(err["loc"]))
@@ -319,8 +355,10 @@ def _message(err: dict[str, Any], model: type[BaseModel], data: Any
     if err["type"] == "extra_forbidden":
         owner: Any = model
         for part in loc[:-1]:
+            if isinstance(part, int):
+                continue  # an item of a list: its section is the list's item type
             field = getattr(owner, "model_fields", {}).get(part)
-            owner = field.annotation if field is not None else None
+            owner = _section(field.annotation) if field is not None else None
         allowed = list(getattr(owner, "model_fields", {}))
         return loc, (f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], allowed)}; "
                      f"expected one of {allowed}")

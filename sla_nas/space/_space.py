@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import operator
 import random
 import re
@@ -37,10 +38,11 @@ from sla_nas.arch import (
 )
 
 from ._decisions import Choose, RandomTrial, named, pick, replay, sources_label
-from ._schema import SpaceError, SpaceFile, located, parse_space_yaml
+from ._schema import DECODE, MIB, SpaceError, SpaceFile, located, parse_space_yaml
 
 __all__ = ["SearchSpace", "SpaceError", "Unit", "suggest_arch"]
 
+PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}  # bytes per cached element at a precision
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class SearchSpace:
                 raise self._error(("connectivity", "fixed"), str(err)) from None
             self.units(dims)
         self._check_constraints()
+        self._check_decode()
         self.seeds = self._seeds()
 
     @classmethod
@@ -504,8 +507,58 @@ class SearchSpace:
                                   f"it: the smallest {metric} is {smallest:,}, the limit "
                                   f"{limit:,}")
 
+    def decode_context(self, dims: Dims) -> int | None:
+        """The context the ``decode_speedup`` objective measures a model of ``dims`` at (its
+        ``context``, default ``seq_len``); None when the space does not optimise it."""
+        decode = next((o for o in self.config.objectives if o.metric == DECODE), None)
+        if decode is None:
+            return None
+        return decode.context if decode.context is not None else dims.seq_len
+
+    def _check_decode(self) -> None:
+        """The ``decode_speedup`` objective must be measurable at every dimension choice: its
+        context within learned positions, and its cache budget holding at least one
+        sequence of vanilla at that context (at the cache's bytes per element at
+        ``train.precision``), as `sla_nas.proxy.compare_decode` requires: otherwise every
+        trial would train and then fail. An architecture with a larger cache than vanilla
+        (concat) may still not fit; ``max_kv_cache_bytes_per_token`` keeps those out."""
+        index = next((i for i, o in enumerate(self.config.objectives) if o.metric == DECODE),
+                     None)
+        if index is None:
+            return
+        decode = self.config.objectives[index]
+        precision = self.config.train.precision
+        width = PRECISION_BYTES[precision]
+        for dims, fixed in self._dims_params:
+            choice = ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in fixed.items())
+            choice = f" (for the choice {choice})" if choice else ""
+            context = self.decode_context(dims)
+            if dims.pos == "learned" and context > dims.seq_len:
+                raise self._error(("objectives", index, "context"), f"context {context} is "
+                                  f"past the learned positions, which end at seq_len "
+                                  f"{dims.seq_len}{choice}: use a context <= {dims.seq_len} "
+                                  f"(only rope models decode further)")
+            if decode.cache_budget_mb is None:
+                continue
+            per_token = estimate(ArchSpec.create(dims), width)["kv_cache_bytes_per_token"]
+            need = per_token * context
+            if int(decode.cache_budget_mb * MIB) < need:
+                raise self._error(("objectives", index, "cache_budget_mb"), f"a cache budget "
+                                  f"of {decode.cache_budget_mb:g} MiB holds not one sequence "
+                                  f"of vanilla at context {context}{choice}: one needs "
+                                  f"{need:,} bytes ({per_token:,} per token at {precision}); "
+                                  f"give at least {_mib_up(need)} MiB")
+
 
 # ---------------------------------------------------------------------- helpers
+def _mib_up(size: int) -> str:
+    """``size`` bytes in MiB, rounded up at four significant digits (a budget that holds
+    it)."""
+    mib = size / MIB
+    scale = 10 ** (3 - math.floor(math.log10(mib)))
+    return f"{math.ceil(mib * scale - 1e-9) / scale:g}"
+
+
 def suggest_arch(trial: Any, space: SearchSpace) -> ArchSpec:
     """Module-level define-by-run entry point (picklable with functools.partial)."""
     return space.sample(trial)
