@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
     except ValueError as err:
         raise SystemExit(f"--device: {err}") from err
+    if args.threads < 1:
+        raise SystemExit(f"--threads: expected a positive number, got {args.threads}")
     torch.set_num_threads(args.threads)
     result = run("quick" if args.quick else "full", names, device, DTYPES[args.dtype],
                  log=lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -360,7 +360,7 @@ class Attention(nn.Module):
             known = isinstance(past, int)  # (lengths are symbolic when exported to ONNX with
             if n == 1 and known and past == 0:  # a cache: the mask then covers every case)
                 y = F.scaled_dot_product_attention(qb, k, v, is_causal=True, enable_gqa=gqa)
-            elif n == 1 and known and T == 1:  # one new token sees every position
+            elif known and T == 1:  # one new token sees every position of every token set
                 y = F.scaled_dot_product_attention(qb, k, v, enable_gqa=gqa)
             else:  # position i (past + i in all) sees positions <= past + i of every token set
                 causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(past)

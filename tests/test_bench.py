@@ -194,7 +194,12 @@ def test_bench_an_exported_folder_measures_its_trained_model(tmp_path, monkeypat
      "a cache budget of 0.01 MiB holds not one sequence of architecture {key} at context 32: "
      "one needs 16,384 bytes (0.01563 MiB, 512 bytes per token); give a budget of at least "
      "0.01563 MiB"),
-    (["bench", "vanilla", *FLAGS, "--cache-budget-mb", "0"], "cache_budget_mb must be above 0"),
+    (["bench", "vanilla", *FLAGS, "--cache-budget-mb", "0"],
+     "cache_budget_mb must be a finite number above 0, got 0.0"),
+    (["bench", "vanilla", *FLAGS, "--cache-budget-mb", "inf"],
+     "cache_budget_mb must be a finite number above 0, got inf"),
+    (["bench", "vanilla", *FLAGS, "--batch", "1000000000", "--vocab-size", "50000"],
+     "decoding 1,000,000,000 sequences x 32 tokens needs about"),
 ])
 def test_bench_bad_input_exits_2_with_one_line(argv, message, tmp_path, capsys):
     key = presets.get("vanilla", **SMALL).key
@@ -209,5 +214,5 @@ def test_a_cache_larger_than_free_memory_is_refused_before_allocating():
     """A budget or batch the machine cannot hold is a clear error, not an out-of-memory kill:
     2**40 sequences of 32 tokens would need far more than any machine has."""
     spec = presets.get("cla2", vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=32)
-    with pytest.raises(ValueError, match=r"needs [\d,.]+ GiB .* free: use a smaller batch"):
+    with pytest.raises(ValueError, match=r"needs about [\d,.]+ GiB .* free: use a smaller batch"):
         compare_decode(spec, batch=2 ** 40, context=32, device="cpu")

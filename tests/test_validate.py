@@ -142,6 +142,19 @@ MISTAKES = {
         ":5: objectives[1].cache_budget_mb: a cache budget of 0.048 MiB holds not one sequence "
         "of vanilla at context 100: one needs 51,200 bytes (512 per token at bf16); give at "
         "least 0.04883 MiB"),
+    # the same vanilla: 4097 sequences of 100 tokens need 209,766,400 bytes (200.05 MiB)
+    "cache budget above the batch limit": (
+        "model: {d_model: 64, n_layers: 2}\ntrain: {precision: bf16}\nobjectives:\n"
+        "  - {metric: decode_speedup, context: 100, cache_budget_mb: 201}\n",
+        ":4: objectives[0].cache_budget_mb: a cache budget of 201 MiB holds 4,116 vanilla "
+        "sequences at context 100, more than the 4,096 decode_speedup decodes at once: give at "
+        "most 200 MiB"),
+    # 4096 sequences of 2**20 tokens at 1,024 bytes a token (fp32) = 4 TiB
+    "decode cache above any device": (
+        "model: {d_model: 64, n_layers: 2, pos: rope}\nobjectives:\n"
+        "  - {metric: decode_speedup, batch: 4096, context: 1048576}\n",
+        ":3: objectives[0]: decoding 4096 sequences at context 1048576 needs a vanilla cache of "
+        "4,096 GiB, more than the 1,024 GiB any device holds: lower batch or context"),
     "bad fixed gene": ("connectivity:\n  fixed:\n    - {layers: [2], kv: {sources: [e], "
                        "mode: reuse}}\n",
                        ":3: connectivity.fixed: L2.g0.k: the embedding computes no K/V to "

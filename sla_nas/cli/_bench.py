@@ -33,14 +33,14 @@ def run_bench(args: argparse.Namespace, dims: dict[str, int]) -> None:
     """Measure, then print the table (or ``--json``); progress lines go to stderr."""
     import torch
 
-    from sla_nas.proxy import PREFILL_BATCH, compare_decode, resolve_device
+    from sla_nas.proxy import PRECISION_DTYPES, PREFILL_BATCH, compare_decode, resolve_device
 
     spec, model = _target(args, dims)
     if args.threads:
         torch.set_num_threads(args.threads)
     context = spec.dims.seq_len if args.context is None else args.context
     device = resolve_device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = PRECISION_DTYPES[args.dtype]
     result = compare_decode(spec, batch=args.batch, context=context,
                             cache_budget_mb=args.cache_budget_mb, device=str(device),
                             dtype=dtype, steps=args.steps, model=model,

@@ -62,7 +62,14 @@ from sla_nas.space import SearchSpace, SpaceFile, parse_space_yaml
 
 from ._card import Provenance, model_card
 from ._modelfile import WEIGHTS_FILE, WEIGHTS_FORMAT, model_py
-from ._onnx import ONNX_ATOL, ONNX_RTOL, require_onnx, write_decode_onnx, write_onnx
+from ._onnx import (
+    DECODE_ONNX_MIN_SEQ,
+    ONNX_ATOL,
+    ONNX_RTOL,
+    require_onnx,
+    write_decode_onnx,
+    write_onnx,
+)
 
 __all__ = ["export_run", "load_exported", "select_winners", "Exported", "LoadedModel",
            "WEIGHTS_FILE", "WEIGHTS_FORMAT", "ONNX_ATOL", "ONNX_RTOL"]
@@ -351,9 +358,12 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
             log("exporting model.onnx and checking it with onnxruntime")
             metrics["onnx_max_abs_diff"] = write_onnx(_inside(root, work / "model.onnx"), spec,
                                                       state)
-            log("exporting decode.onnx (a step with the KV cache) and checking it")
-            metrics["onnx_decode_max_abs_diff"] = write_decode_onnx(
-                _inside(root, work / "decode.onnx"), spec, state)
+            if spec.dims.seq_len >= DECODE_ONNX_MIN_SEQ:
+                log("exporting decode.onnx (a step with the KV cache) and checking it")
+                metrics["onnx_decode_max_abs_diff"] = write_decode_onnx(
+                    _inside(root, work / "decode.onnx"), spec, state)
+            else:
+                log(f"decode.onnx skipped: it needs seq_len >= {DECODE_ONNX_MIN_SEQ}")
         _write(root, work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         _write(root, work / "README.md", model_card(spec, prov, name))
         if target.exists():

@@ -20,9 +20,12 @@ from sla_nas.arch import ArchSpec
 from sla_nas.model import KVCache, build_model
 
 __all__ = ["standalone_model", "require_onnx", "write_onnx", "check_onnx", "ONNX_ATOL",
-           "ONNX_RTOL", "write_decode_onnx", "check_decode_onnx", "cache_names"]
+           "ONNX_RTOL", "write_decode_onnx", "check_decode_onnx", "cache_names",
+           "DECODE_ONNX_MIN_SEQ"]
 
 ONNX_ATOL, ONNX_RTOL = 1e-5, 1e-4  # onnxruntime logits against PyTorch's (numpy allclose)
+DECODE_ONNX_MIN_SEQ = 4  # decode.onnx is traced with 2+ held and 2+ new tokens (no 0/1
+# specialisation of the lengths), which learned positions must hold
 
 
 def standalone_model(spec: ArchSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -96,8 +99,9 @@ def write_decode_onnx(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor]
     model = standalone_model(spec, state)
     longest = d.seq_len if d.pos == "learned" else 1 << 20
     P, T = max(2, d.seq_len // 2), max(2, d.seq_len // 4)  # examples: no 0/1 specialisation
-    if P + T > d.seq_len:
-        raise ValueError(f"decode.onnx needs seq_len >= 4, this model has {d.seq_len}")
+    if d.seq_len < DECODE_ONNX_MIN_SEQ:
+        raise ValueError(f"decode.onnx needs seq_len >= {DECODE_ONNX_MIN_SEQ}, this model has "
+                         f"{d.seq_len}")
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, d.vocab_size, (2, T), generator=gen)
     past = tuple(torch.randn(2, P, len(stored) * d.group_kv_dim, generator=gen)

@@ -26,7 +26,7 @@ from ._decode import (
     fit_batch,
     measure_decode,
 )
-from ._device import PRECISIONS, CompileError, resolve_device
+from ._device import PRECISION_DTYPES, PRECISIONS, CompileError, resolve_device
 from ._plan import MIN_RUNG_TOKENS, TAU_TARGET, EvalPlan, plan_evaluations
 from ._prepare import prepare_tokens
 from ._tasks import IGNORE, MQAR, BytesLM, Task, default_corpus_files, make_task
@@ -37,5 +37,6 @@ __all__ = ["Task", "BytesLM", "MQAR", "make_task", "default_corpus_files", "IGNO
            "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE", "EvalPlan",
            "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET", "Tokens", "TokenFile",
            "TokenFileNotFound", "open_token_file", "prepare_tokens", "resolve_device",
-           "CompileError", "PRECISIONS", "DecodeSpeed", "DecodeComparison", "measure_decode",
-           "fit_batch", "compare_decode", "check_context", "PREFILL_BATCH", "MIB", "ROUNDS"]
+           "CompileError", "PRECISIONS", "PRECISION_DTYPES", "DecodeSpeed", "DecodeComparison",
+           "measure_decode", "fit_batch", "compare_decode", "check_context", "PREFILL_BATCH",
+           "MIB", "ROUNDS"]

@@ -29,7 +29,7 @@ import torch
 
 from sla_nas.arch import ArchSpec
 from sla_nas.model import KVCache, build_model
-from sla_nas.space import MIB  # bytes per MiB of a cache budget (``cache_budget_mb``)
+from sla_nas.space import MIB, mib_up  # bytes per MiB of a cache budget (``cache_budget_mb``)
 
 from ._device import resolve_device
 
@@ -139,10 +139,12 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def _free_bytes(device: torch.device) -> int | None:
-    """Memory the device can still give: CUDA's free memory, the CPU's MemAvailable (Linux);
+    """Memory the device can still give: CUDA's free memory plus what PyTorch holds reserved
+    but unused (an earlier measurement's, the trainer's), the CPU's MemAvailable (Linux);
     None where neither is known."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
+                - torch.cuda.memory_allocated(device))
     if device.type == "cpu":
         try:
             for line in Path("/proc/meminfo").read_text().splitlines():
@@ -153,18 +155,26 @@ def _free_bytes(device: torch.device) -> int | None:
     return None
 
 
+HEADROOM = 1.25  # what a measurement may allocate: its cache and logits, and a quarter more
+
+
 def _check_room(model, batch: int, context: int, device: torch.device, dtype) -> None:
-    """Refuse, before allocating it, a cache the device has no room for (a large batch,
-    context or budget would otherwise end in an out-of-memory kill)."""
-    per_token = KVCache(model, 1, 1, dtype=dtype or model.wte.weight.dtype,
-                        device="cpu").bytes_per_token()
-    need = per_token * batch * context
+    """Refuse, before allocating anything, a measurement the device has no room for: the
+    cache, a step's logits (batch x vocab) and the prefill's (min(batch, `PREFILL_BATCH`) x
+    context x vocab), with `HEADROOM` for the activations (a large batch, context or budget
+    would otherwise end in an out-of-memory kill)."""
+    dtype = dtype or model.wte.weight.dtype
+    per_token = KVCache(model, 1, 1, dtype=dtype, device="cpu").bytes_per_token()
+    width = torch.empty((), dtype=dtype).element_size()
+    logits = (batch + min(batch, PREFILL_BATCH) * context) * model.dims.vocab_size * width
+    need = int(HEADROOM * (per_token * batch * context + logits))
     free = _free_bytes(device)
     if free is not None and need > free:
-        raise ValueError(f"a KV cache of {batch:,} sequences x {context:,} tokens needs "
-                         f"{need / 2 ** 30:,.2f} GiB ({per_token:,} bytes per token), and "
-                         f"{device} has {free / 2 ** 30:,.2f} GiB free: use a smaller batch, "
-                         f"context or cache budget")
+        raise ValueError(f"decoding {batch:,} sequences x {context:,} tokens needs about "
+                         f"{need / 2 ** 30:,.2f} GiB (a cache of {per_token:,} bytes per "
+                         f"token, logits, activations), and {device} has "
+                         f"{free / 2 ** 30:,.2f} GiB free: use a smaller batch, context or "
+                         f"cache budget")
 
 
 class _Run:
@@ -289,35 +299,34 @@ def fit_batch(cache_bytes_per_token: int, context: int, budget_bytes: int) -> in
 def compare_decode(spec: ArchSpec, *, batch: int, context: int,
                    cache_budget_mb: float | None = None, device: str = "auto", dtype=None,
                    steps: int = 8, model=None, log: Callable[[str], None] | None = None,
-                   prefill: bool = True) -> DecodeComparison:
+                   prefill: bool = True, only_budget: bool = False) -> DecodeComparison:
     """`measure_decode` of ``spec`` and of vanilla at the same dimensions, in turns in this
     process (round by round, one cache allocated at a time), at ``batch``; with
     ``cache_budget_mb`` (MiB of cache, `MIB` bytes each) both again, each at the largest batch
-    whose cache fits the budget (`fit_batch`). ``device``, ``dtype``: as `measure_decode`
-    (both models are moved there; ``model`` in place).
+    whose cache fits the budget (`fit_batch`); ``only_budget``: at the budget only (then
+    ``arch`` and ``vanilla`` are the budget's measurements too). ``device``, ``dtype``: as
+    `measure_decode` (both models are moved there; ``model`` in place).
 
     ``model``: the architecture's model with its own weights (e.g. an export's); default
     ``build_model(spec)`` (speed does not depend on the weights' values). ``log`` receives a
     line before each measurement of the pair (at ``batch``, at the budget); ``prefill``: as
     `measure_decode` (the objective and benchmarks time decoding only). Raises ValueError,
-    before measuring, when the budget holds not one sequence of either model, naming the budget
-    one sequence needs."""
+    before measuring anything, when the budget holds not one sequence of either model (naming
+    the budget one sequence needs) or a measurement would not fit in the device's memory; and
+    when the device runs out of memory all the same."""
     _check_counts(batch, steps, 2)
     check_context(spec.dims, context)
-    if cache_budget_mb is not None and not cache_budget_mb > 0:
-        raise ValueError(f"cache_budget_mb must be above 0, got {cache_budget_mb!r}")
+    if cache_budget_mb is not None and not (math.isfinite(cache_budget_mb) and
+                                            cache_budget_mb > 0):
+        raise ValueError(f"cache_budget_mb must be a finite number above 0, got "
+                         f"{cache_budget_mb!r}")
+    if only_budget and cache_budget_mb is None:
+        raise ValueError("only_budget needs a cache_budget_mb")
     device = resolve_device(device)
     say = log or (lambda note: None)
     models = {"architecture": build_model(spec) if model is None else model,
               "vanilla": build_model(ArchSpec.create(spec.dims))}
-
     label = {"architecture": f"architecture {spec.key}", "vanilla": "vanilla"}
-
-    def measure(batches: dict[str, int]) -> list[DecodeSpeed]:
-        say(", ".join(f"{label[name]} at batch {at}" for name, at in batches.items())
-            + f": decode at context {context}, {steps} steps each, in turns, on {device}")
-        return _measure([_Run(models[name], at, context, device, dtype, seed=0)
-                         for name, at in batches.items()], steps, warmup=2, prefill=prefill)
 
     fits = {}
     if cache_budget_mb is not None:  # refuse a budget too small before measuring anything
@@ -330,16 +339,29 @@ def compare_decode(spec: ArchSpec, *, batch: int, context: int,
                 need = per_token * context
                 raise ValueError(f"a cache budget of {cache_budget_mb:g} MiB holds not one "
                                  f"sequence of {label[name]} at context {context}: one needs "
-                                 f"{need:,} bytes ({_mib_up(need)} MiB, {per_token:,} bytes "
-                                 f"per token); give a budget of at least {_mib_up(need)} MiB")
-    arch, vanilla = measure({"architecture": batch, "vanilla": batch})
-    if not fits:
-        return DecodeComparison(arch, vanilla)
-    return DecodeComparison(arch, vanilla, *measure(fits))
+                                 f"{need:,} bytes ({mib_up(need)} MiB, {per_token:,} bytes "
+                                 f"per token); give a budget of at least {mib_up(need)} MiB")
+    pairs = [] if only_budget else [dict.fromkeys(models, batch)]
+    pairs += [fits] if fits else []
+    for pair in pairs:  # every measurement fits in memory, or none is taken
+        for name, at in pair.items():
+            _check_room(models[name], at, context, device, dtype)
 
+    def measure(batches: dict[str, int]) -> list[DecodeSpeed]:
+        say(", ".join(f"{label[name]} at batch {at}" for name, at in batches.items())
+            + f": decode at context {context}, {steps} steps each, in turns, on {device}")
+        try:
+            return _measure([_Run(models[name], at, context, device, dtype, seed=0)
+                             for name, at in batches.items()], steps, warmup=2,
+                            prefill=prefill)
+        except RuntimeError as err:  # torch.OutOfMemoryError, the CPU allocator's failure
+            if not isinstance(err, torch.OutOfMemoryError) and "alloc" not in str(err):
+                raise
+            raise ValueError(f"{device} ran out of memory decoding at batch "
+                             f"{max(batches.values()):,}, context {context:,}: use a smaller "
+                             f"batch, context or cache budget") from err
 
-def _mib_up(size: int) -> str:
-    """``size`` bytes in MiB, rounded up at four significant digits (a budget that fits)."""
-    mib = size / MIB
-    scale = 10 ** (3 - math.floor(math.log10(mib)))
-    return f"{math.ceil(mib * scale - 1e-9) / scale:g}"
+    measured = [measure(pair) for pair in pairs]
+    if only_budget:
+        return DecodeComparison(*measured[0], *measured[0])
+    return DecodeComparison(*measured[0], *(measured[1] if fits else ()))

@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRECISIONS", "CompileError", "resolve_device", "check_precision", "autocast",
-           "compile_model", "is_compile_failure"]
+__all__ = ["PRECISIONS", "PRECISION_DTYPES", "CompileError", "resolve_device",
+           "check_precision", "autocast", "compile_model", "is_compile_failure"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# the dtype of each precision: autocast's in training, the weights' and cache's in decoding
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _DEVICE = re.compile(r"auto|cpu|cuda|cuda:(\d+)|mps")
 
 
@@ -80,7 +81,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     optimizer stay fp32, matrix products run in the lower precision."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_DTYPES[precision])
+    return torch.autocast(device.type, dtype=PRECISION_DTYPES[precision])
 
 
 def compile_model(model: torch.nn.Module) -> Callable[..., Any]:

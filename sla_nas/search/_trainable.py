@@ -174,9 +174,9 @@ def decode_metrics(spec: ArchSpec, decode: dict[str, Any], device: str, precisio
     import torch
 
     from sla_nas.arch import estimate
-    from sla_nas.proxy import MIB, compare_decode
+    from sla_nas.proxy import MIB, PRECISION_DTYPES, compare_decode
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    dtype = PRECISION_DTYPES[precision]
     batch, budget = decode["batch"], decode["cache_budget_mb"]
     context = decode["context"] or spec.dims.seq_len
     per_element = torch.empty((), dtype=dtype).element_size()
@@ -185,7 +185,8 @@ def decode_metrics(spec: ArchSpec, decode: dict[str, Any], device: str, precisio
         return {DECODE: 0.0, "decode_tokens_per_s": 0.0}
     try:
         found = compare_decode(spec, batch=batch, context=context, cache_budget_mb=budget,
-                               device=device, dtype=dtype, steps=DECODE_STEPS, prefill=False)
+                               device=device, dtype=dtype, steps=DECODE_STEPS, prefill=False,
+                               only_budget=True)
     except (ValueError, RuntimeError) as err:  # torch's out-of-memory is a RuntimeError
         where = f"batch {batch}, context {context}" + (
             f", cache budget {budget:g} MiB" if budget is not None else "")

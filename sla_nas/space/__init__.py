@@ -14,6 +14,7 @@ from ._schema import (
     DECODE,
     DECODE_BATCH,
     DECODE_KEYS,
+    DECODE_MAX_BATCH,
     METRICS,
     MIB,
     SpaceError,
@@ -21,8 +22,8 @@ from ._schema import (
     check_run_name,
     parse_space_yaml,
 )
-from ._space import SearchSpace, Unit, suggest_arch
+from ._space import DECODE_MAX_CACHE, SearchSpace, Unit, mib_up, suggest_arch
 
 __all__ = ["SearchSpace", "SpaceError", "SpaceFile", "Unit", "suggest_arch", "parse_space_yaml",
            "check_run_name", "METRICS", "COST_METRICS", "DECODE", "DECODE_KEYS", "DECODE_BATCH",
-           "MIB"]
+           "DECODE_MAX_BATCH", "DECODE_MAX_CACHE", "MIB", "mib_up"]

@@ -25,7 +25,7 @@ from pydantic import (
 from sla_nas.arch import check_index_set, did_you_mean, metrics
 
 __all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS",
-           "check_run_name", "DECODE", "DECODE_KEYS", "DECODE_BATCH", "MIB"]
+           "check_run_name", "DECODE", "DECODE_KEYS", "DECODE_BATCH", "DECODE_MAX_BATCH", "MIB"]
 
 METRICS = metrics.OBJECTIVES  # what an objective may name (the registry's order)
 COST_METRICS = tuple(m for m in METRICS if metrics.REGISTRY[m].analytic)  # max_<name> limits
@@ -113,6 +113,7 @@ class ConstraintsSection(_Strict):
 DECODE = "decode_speedup"  # the one objective measured at a batch, context and cache budget
 DECODE_KEYS = ("batch", "context", "cache_budget_mb")  # its settings, refused elsewhere
 DECODE_BATCH = 8  # its default batch
+DECODE_MAX_BATCH = 4096  # the most sequences it decodes at once (its batch, or a budget's)
 MIB = 2 ** 20  # bytes in a MiB of ``cache_budget_mb``, as `sla_nas.proxy.MIB` counts them
 
 
@@ -127,7 +128,7 @@ class Objective(_Strict):
 
     metric: str
     mode: Literal["min", "max"] = "min"
-    batch: int | None = Field(default=None, ge=1, le=4096)
+    batch: int | None = Field(default=None, ge=1, le=DECODE_MAX_BATCH)
     context: int | None = Field(default=None, ge=1, le=1 << 20)
     cache_budget_mb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 

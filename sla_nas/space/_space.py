@@ -38,11 +38,12 @@ from sla_nas.arch import (
 )
 
 from ._decisions import Choose, RandomTrial, named, pick, replay, sources_label
-from ._schema import DECODE, MIB, SpaceError, SpaceFile, located, parse_space_yaml
+from ._schema import DECODE, DECODE_MAX_BATCH, MIB, SpaceError, SpaceFile, located, parse_space_yaml
 
-__all__ = ["SearchSpace", "SpaceError", "Unit", "suggest_arch"]
+__all__ = ["SearchSpace", "SpaceError", "Unit", "suggest_arch", "mib_up", "DECODE_MAX_CACHE"]
 
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}  # bytes per cached element at a precision
+DECODE_MAX_CACHE = 2 ** 40  # bytes: a vanilla cache above 1 TiB fits no device
 
 
 @dataclass(frozen=True)
@@ -520,8 +521,9 @@ class SearchSpace:
         context within learned positions, and its cache budget holding at least one
         sequence of vanilla at that context (at the cache's bytes per element at
         ``train.precision``), as `sla_nas.proxy.compare_decode` requires: otherwise every
-        trial would train and then fail. An architecture with a larger cache than vanilla
-        (concat) may still not fit; ``max_kv_cache_bytes_per_token`` keeps those out."""
+        trial would train and then fail. Neither may ask for more than `DECODE_MAX_BATCH`
+        vanilla sequences or a vanilla cache above `DECODE_MAX_CACHE` bytes. An architecture
+        with a larger cache than vanilla (concat) may still not fit a sequence: it scores 0."""
         index = next((i for i, o in enumerate(self.config.objectives) if o.metric == DECODE),
                      None)
         if index is None:
@@ -538,20 +540,33 @@ class SearchSpace:
                                   f"past the learned positions, which end at seq_len "
                                   f"{dims.seq_len}{choice}: use a context <= {dims.seq_len} "
                                   f"(only rope models decode further)")
+            per_token = estimate(ArchSpec.create(dims), width)["kv_cache_bytes_per_token"]
+            if decode.batch * context * per_token > DECODE_MAX_CACHE:
+                raise self._error(("objectives", index), f"decoding {decode.batch} sequences "
+                                  f"at context {context}{choice} needs a vanilla cache of "
+                                  f"{decode.batch * context * per_token / 2 ** 30:,.0f} GiB, "
+                                  f"more than the {DECODE_MAX_CACHE / 2 ** 30:,.0f} GiB any "
+                                  f"device holds: lower batch or context")
             if decode.cache_budget_mb is None:
                 continue
-            per_token = estimate(ArchSpec.create(dims), width)["kv_cache_bytes_per_token"]
             need = per_token * context
+            if int(decode.cache_budget_mb * MIB) // need > DECODE_MAX_BATCH:
+                raise self._error(("objectives", index, "cache_budget_mb"), f"a cache budget "
+                                  f"of {decode.cache_budget_mb:g} MiB holds "
+                                  f"{int(decode.cache_budget_mb * MIB) // need:,} vanilla "
+                                  f"sequences at context {context}{choice}, more than the "
+                                  f"{DECODE_MAX_BATCH:,} decode_speedup decodes at once: give "
+                                  f"at most {need * DECODE_MAX_BATCH / MIB:.6g} MiB")
             if int(decode.cache_budget_mb * MIB) < need:
                 raise self._error(("objectives", index, "cache_budget_mb"), f"a cache budget "
                                   f"of {decode.cache_budget_mb:g} MiB holds not one sequence "
                                   f"of vanilla at context {context}{choice}: one needs "
                                   f"{need:,} bytes ({per_token:,} per token at {precision}); "
-                                  f"give at least {_mib_up(need)} MiB")
+                                  f"give at least {mib_up(need)} MiB")
 
 
 # ---------------------------------------------------------------------- helpers
-def _mib_up(size: int) -> str:
+def mib_up(size: int) -> str:
     """``size`` bytes in MiB, rounded up at four significant digits (a budget that holds
     it)."""
     mib = size / MIB
