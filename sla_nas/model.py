@@ -296,6 +296,22 @@ class Attention(nn.Module):
         return [store(i, item) if src == l else item
                 for i, (src, item) in enumerate(zip(gene.sources, items))]
 
+    @staticmethod
+    def in_place(sets: dict, groups: list[int]) -> list[tuple[int, int]]:
+        """``groups`` (of one call, one token set each) as runs [i, j) whose K and whose V lie
+        side by side in one buffer: decoding runs one attention call per run and so reads
+        the cache in place, where one call would first copy K and V out of several buffers
+        (own groups beside reused ones) into one tensor, the whole history at every step."""
+        runs = [[0, 1]]
+        for j in range(1, len(groups)):
+            if all(isinstance(a, Cols) and isinstance(b, Cols) and a.source == b.source and
+                   a.end == b.start for a, b in ((sets[s, groups[j - 1]][0],
+                                                  sets[s, groups[j]][0]) for s in "kv")):
+                runs[-1][1] = j + 1
+            else:
+                runs.append([j, j + 1])
+        return [(i, j) for i, j in runs]
+
     def side_by_side(self, group_sets: list[list[torch.Tensor | Cols]], n: int,
                      proj: dict[Source, torch.Tensor]) -> torch.Tensor:
         """K (or V) of one attention call, (B, kv heads, n*T, Dh): per token set the groups'
@@ -349,24 +365,32 @@ class Attention(nn.Module):
                 item = sets[s, g][reused]
                 attended[l, s, g] = item if cache is not None else _take(item, proj)
         ys = []
+        qpg = d.n_heads // d.n_groups  # query heads per group
         for n, groups in self.calls:  # groups attending over n token sets each: one call
-            k, v = (self.side_by_side([sets[s, g] for g in groups], n, proj)
-                    for s in "kv")  # (B, their kv heads, n*S, Dh)
             qb = q if len(self.calls) == 1 else \
                 q.index_select(1, getattr(self, f"q_heads_{n}"))  # (B, their heads, T, Dh)
-            if rope is not None and cache is None:  # each token set by its positions 0..T-1
-                qb, k = _apply_rope(qb, *rope), _apply_rope(k, *(r.repeat(n, 1) for r in rope))
-            gqa = qb.shape[1] != k.shape[1]  # query heads share K/V heads
-            known = isinstance(past, int)  # (lengths are symbolic when exported to ONNX with
-            if n == 1 and known and past == 0:  # a cache: the mask then covers every case)
-                y = F.scaled_dot_product_attention(qb, k, v, is_causal=True, enable_gqa=gqa)
-            elif known and T == 1:  # one new token sees every position of every token set
-                y = F.scaled_dot_product_attention(qb, k, v, enable_gqa=gqa)
-            else:  # position i (past + i in all) sees positions <= past + i of every token set
-                causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(past)
-                y = F.scaled_dot_product_attention(qb, k, v, attn_mask=causal.repeat(1, n),
-                                                   enable_gqa=gqa)
-            ys.append(y)  # (B, their heads, T, Dh)
+            parts = []  # with a cache, one call per buffer the groups read (no copy of it)
+            for i, j in self.in_place(sets, groups) if cache is not None and n == 1 else \
+                    [(0, len(groups))]:
+                k, v = (self.side_by_side([sets[s, g] for g in groups[i:j]], n, proj)
+                        for s in "kv")  # (B, their kv heads, n*S, Dh)
+                qr = qb if j - i == len(groups) else qb[:, i * qpg:j * qpg]
+                if rope is not None and cache is None:  # each token set by positions 0..T-1
+                    qr, k = _apply_rope(qr, *rope), \
+                        _apply_rope(k, *(r.repeat(n, 1) for r in rope))
+                gqa = qr.shape[1] != k.shape[1]  # query heads share K/V heads
+                known = isinstance(past, int)  # (lengths are symbolic when exported to ONNX
+                if n == 1 and known and past == 0:  # with a cache: the mask then covers all)
+                    y = F.scaled_dot_product_attention(qr, k, v, is_causal=True,
+                                                       enable_gqa=gqa)
+                elif known and T == 1:  # one new token sees every position of every token set
+                    y = F.scaled_dot_product_attention(qr, k, v, enable_gqa=gqa)
+                else:  # position i (past + i in all) sees positions <= past + i of every set
+                    causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(past)
+                    y = F.scaled_dot_product_attention(qr, k, v, attn_mask=causal.repeat(1, n),
+                                                       enable_gqa=gqa)
+                parts.append(y)  # (B, their heads, T, Dh)
+            ys.append(_cat(parts, 1))
         y = ys[0] if len(ys) == 1 else \
             torch.cat(ys, 1).index_select(1, self.q_order)  # (B, H, T, Dh)
         return self.wo(y.transpose(1, 2).reshape(B, T, d.d_model))  # (B, T, D)

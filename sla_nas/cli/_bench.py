@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sla_nas.arch import ArchSpec, estimate, load_arch, presets
+from sla_nas.arch import ArchSpec, decode_throughput_ratio, estimate, load_arch, presets
 
 __all__ = ["run_bench"]
 
@@ -33,7 +33,7 @@ def run_bench(args: argparse.Namespace, dims: dict[str, int]) -> None:
     """Measure, then print the table (or ``--json``); progress lines go to stderr."""
     import torch
 
-    from sla_nas.proxy import PRECISION_DTYPES, PREFILL_BATCH, compare_decode, resolve_device
+    from sla_nas.proxy import MIB, PRECISION_DTYPES, PREFILL_BATCH, compare_decode, resolve_device
 
     spec, model = _target(args, dims)
     if args.threads:
@@ -59,7 +59,10 @@ def run_bench(args: argparse.Namespace, dims: dict[str, int]) -> None:
             "vanilla_at_budget": None if result.vanilla_at_budget is None
             else asdict(result.vanilla_at_budget),
             "cost_model_kv_cache_bytes_per_token": cost,
-            "ratios": result.ratios(), "speedup": result.speedup()}
+            "ratios": result.ratios(), "speedup": result.speedup(),
+            "cost_model_budget_ratio": None if result.arch_at_budget is None
+            else decode_throughput_ratio(spec, int(args.cache_budget_mb * MIB), context,
+                                         per_element).ratio}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -108,6 +111,7 @@ def _print_table(info: dict[str, Any]) -> None:
             f"{vb['batch']:,}", ratios["budget_batch"])
         row("decode tokens/s at that batch", f"{ab['decode_tokens_per_s']:,.0f}",
             f"{vb['decode_tokens_per_s']:,.0f}", ratios["budget_decode_tokens_per_s"])
+        row("  the cost model's prediction", "", "", info["cost_model_budget_ratio"])
     console = Console()
     console.print(table)
     console.print(f"decode: median of {info['steps']} steps, each attending over {T} positions "
