@@ -36,8 +36,8 @@ sits off its prediction there, the table shows by how much.
 Time: decoding only is timed (``compare_decode(..., prefill=False)``; ``sla-nas bench`` times
 prefill too): the long regime takes 8 timed steps per model and batch in 4 rounds with a fresh
 cache each, the short one 32 steps, three times per preset, the ratios being the median over
-the three. The full run takes about 10 minutes on a 2-core machine, ``--quick`` (vanilla,
-cla2, yoco; context 512 and B = 16 in the long regime) about 1. Torch runs on one thread by
+the three. The full run takes about 14 minutes on a 2-core machine, ``--quick`` (vanilla,
+cla2, yoco; context 512 and B = 16 in the long regime) under 2. Torch runs on one thread by
 default (``--threads``):
 a decode step is a handful of small kernels, and with two threads on a shared 2-core machine
 a busy neighbour stalled single steps 100-fold in our probes, while one thread stays steady.
