@@ -188,7 +188,7 @@ def test_vocabulary_checks(tmp_path, files):
 
 
 MEMMAP_SCRIPT = textwrap.dedent("""
-    import mmap, re, resource, sys
+    import mmap, re, sys
     from pathlib import Path
     from sla_nas.proxy import make_task
 
@@ -201,8 +201,7 @@ MEMMAP_SCRIPT = textwrap.dedent("""
     before = anonymous()
     for step in range(300):
         x, y = task.batch(0, step, 32)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(task.info["train_file_tokens"], peak, anonymous() - before)
+    print(task.info["train_file_tokens"], anonymous(), anonymous() - before)
 """)
 
 
@@ -219,9 +218,11 @@ def test_a_token_file_larger_than_memory_is_memory_mapped(tmp_path):
     proc = subprocess.run([sys.executable, "-c", MEMMAP_SCRIPT, str(big), str(val)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    n, peak, grown = (int(v) for v in proc.stdout.split())
+    n, own, grown = (int(v) for v in proc.stdout.split())
     assert n == size // 2 > memory // 2  # more tokens than this machine could hold as uint16
-    assert peak < 2**30, f"peak RSS {peak / 2**20:.0f} MiB"  # torch itself is most of it
+    # the process's own memory (torch is most of it), not the file's pages it has read: the
+    # kernel keeps those resident as it likes (its readahead once put the peak RSS at 1 GiB)
+    assert own < 2**30, f"anonymous RSS {own / 2**20:.0f} MiB"
     assert grown < 32 * 2**20  # 300 batches of 32 windows: the file is never copied in
 
 
