@@ -96,7 +96,7 @@ def _diff(measured: float, predicted: float) -> float:
 
 def measure_regime(name: str, cfg: dict, names: list[str], device, dtype, log) -> dict:
     """Every preset of ``names`` against vanilla in one regime: the rows of the table."""
-    bpe = torch.tensor([], dtype=dtype).element_size()
+    bpe = dtype.itemsize
     vanilla = presets.get(BASELINE, **cfg["dims"])
     context, batch = cfg["context"], cfg["vanilla_batch"]
     budget = batch * estimate(vanilla, bpe)["kv_cache_bytes_per_token"] * context

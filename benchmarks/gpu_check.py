@@ -487,7 +487,7 @@ def decode_check(size_name: str, device: torch.device, report: Report,
 
     on_gpu = device.type == "cuda"
     dtype = torch.bfloat16 if on_gpu else torch.float32
-    per_element = torch.empty((), dtype=dtype).element_size()
+    per_element = dtype.itemsize
     spec = presets.get("cla2", **dims)
     vanilla_seq = estimate(presets.get(BASELINE, **dims),
                            per_element)["kv_cache_bytes_per_token"] * context

@@ -28,7 +28,7 @@ BYTES_PER_ELEMENT = 2  # fp16/bf16 cache and weights
 
 __all__ = ["estimate", "gene_costs", "additive_costs", "ADDITIVE_COSTS", "gene_cache_tensors",
            "BYTES_PER_ELEMENT", "CostRow", "COST_COLUMNS", "cost_table", "decode_reads",
-           "DecodePrediction", "decode_throughput_ratio"]
+           "DecodePrediction", "decode_throughput_ratio", "check_context"]
 
 
 def gene_cache_tensors(gene: Gene, layer: int) -> int:
@@ -141,6 +141,18 @@ def _split_reads(spec: ArchSpec, t: _Tally, context: int,
                  bytes_per_element: int) -> tuple[int, int]:
     return (t.weight_read * bytes_per_element,
             context * t.read_vectors * spec.dims.group_kv_dim * bytes_per_element)
+
+
+def check_context(dims: Dims, context: int, where: str = "") -> None:
+    """Refuse a context a model of ``dims`` cannot decode at: below 1, or past the learned
+    positions (which end at ``seq_len``; rotary ones go on). ``where``: what the message adds
+    after the seq_len, e.g. which dimension choice of a space."""
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
+        raise ValueError(f"context must be a positive number of tokens, got {context!r}")
+    if dims.pos == "learned" and context > dims.seq_len:
+        raise ValueError(f"context {context} is past the learned positions, which end at "
+                         f"seq_len {dims.seq_len}{where}: use a context <= {dims.seq_len} "
+                         f"(only rope models decode further)")
 
 
 class DecodePrediction(NamedTuple):

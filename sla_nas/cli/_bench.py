@@ -45,7 +45,7 @@ def run_bench(args: argparse.Namespace, dims: dict[str, int]) -> None:
                             cache_budget_mb=args.cache_budget_mb, device=str(device),
                             dtype=dtype, steps=args.steps, model=model,
                             log=lambda note: print(f"  {note}", file=sys.stderr))
-    per_element = torch.empty((), dtype=dtype).element_size()
+    per_element = dtype.itemsize
     cost = {"architecture": estimate(spec, per_element)["kv_cache_bytes_per_token"],
             "vanilla": estimate(ArchSpec.create(spec.dims),
                                 per_element)["kv_cache_bytes_per_token"]}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from sla_nas.arch import ArchSpec
+from sla_nas.arch import ArchSpec, check_context
 from sla_nas.model import KVCache, build_model
 from sla_nas.space import MIB, mib_up  # bytes per MiB of a cache budget (``cache_budget_mb``)
 
@@ -103,17 +103,6 @@ class DecodeComparison:
         return ratios.get("budget_decode_tokens_per_s", ratios["decode_tokens_per_s"])
 
 
-def check_context(dims, context: int) -> None:
-    """Refuse a context a model of ``dims`` cannot decode at: below 1, or past the learned
-    positions (which end at ``seq_len``; rotary ones go on)."""
-    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
-        raise ValueError(f"context must be a positive number of tokens, got {context!r}")
-    if dims.pos == "learned" and context > dims.seq_len:
-        raise ValueError(f"context {context} is past the learned positions, which end at "
-                         f"seq_len {dims.seq_len}: use a context <= {dims.seq_len} (only rope "
-                         f"models decode further)")
-
-
 def _positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -158,15 +147,20 @@ def _free_bytes(device: torch.device) -> int | None:
 HEADROOM = 1.25  # what a measurement may allocate: its cache and logits, and a quarter more
 
 
+def _cache_bytes_per_token(model, dtype: torch.dtype) -> int:
+    """What the model's `KVCache` stores per token of a sequence at ``dtype``."""
+    return KVCache(model, 1, 1, dtype=dtype, device="cpu").bytes_per_token()
+
+
 def _check_room(model, batch: int, context: int, device: torch.device, dtype) -> None:
     """Refuse, before allocating anything, a measurement the device has no room for: the
     cache, a step's logits (batch x vocab) and the prefill's (min(batch, `PREFILL_BATCH`) x
     context x vocab), with `HEADROOM` for the activations (a large batch, context or budget
     would otherwise end in an out-of-memory kill)."""
     dtype = dtype or model.wte.weight.dtype
-    per_token = KVCache(model, 1, 1, dtype=dtype, device="cpu").bytes_per_token()
-    width = torch.empty((), dtype=dtype).element_size()
-    logits = (batch + min(batch, PREFILL_BATCH) * context) * model.dims.vocab_size * width
+    per_token = _cache_bytes_per_token(model, dtype)
+    logits = (batch + min(batch, PREFILL_BATCH) * context) * model.dims.vocab_size * \
+        dtype.itemsize
     need = int(HEADROOM * (per_token * batch * context + logits))
     free = _free_bytes(device)
     if free is not None and need > free:
@@ -332,8 +326,7 @@ def compare_decode(spec: ArchSpec, *, batch: int, context: int,
     if cache_budget_mb is not None:  # refuse a budget too small before measuring anything
         budget = int(cache_budget_mb * MIB)
         for name, m in models.items():
-            per_token = KVCache(m, 1, 1, dtype=dtype or m.wte.weight.dtype,
-                                device="cpu").bytes_per_token()
+            per_token = _cache_bytes_per_token(m, dtype or m.wte.weight.dtype)
             fits[name] = fit_batch(per_token, context, budget)
             if fits[name] == 0:
                 need = per_token * context

@@ -171,15 +171,12 @@ def decode_metrics(spec: ArchSpec, decode: dict[str, Any], device: str, precisio
     settings. An architecture whose cache holds not one sequence in the budget (a concat can
     store more than vanilla) serves nothing there: its speedup is 0, measured by nothing.
     Prefill is not timed: the objective is decoding."""
-    import torch
-
-    from sla_nas.arch import estimate
     from sla_nas.proxy import MIB, PRECISION_DTYPES, compare_decode
 
     dtype = PRECISION_DTYPES[precision]
     batch, budget = decode["batch"], decode["cache_budget_mb"]
     context = decode["context"] or spec.dims.seq_len
-    per_element = torch.empty((), dtype=dtype).element_size()
+    per_element = dtype.itemsize
     if budget is not None and \
             estimate(spec, per_element)["kv_cache_bytes_per_token"] * context > budget * MIB:
         return {DECODE: 0.0, "decode_tokens_per_s": 0.0}

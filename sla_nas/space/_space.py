@@ -31,6 +31,7 @@ from sla_nas.arch import (
     GroupGenes,
     additive_costs,
     canonical_gene,
+    check_context,
     estimate,
     parse_index_set,
     parse_rules,
@@ -535,11 +536,10 @@ class SearchSpace:
             choice = ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in fixed.items())
             choice = f" (for the choice {choice})" if choice else ""
             context = self.decode_context(dims)
-            if dims.pos == "learned" and context > dims.seq_len:
-                raise self._error(("objectives", index, "context"), f"context {context} is "
-                                  f"past the learned positions, which end at seq_len "
-                                  f"{dims.seq_len}{choice}: use a context <= {dims.seq_len} "
-                                  f"(only rope models decode further)")
+            try:
+                check_context(dims, context, choice)
+            except ValueError as err:
+                raise self._error(("objectives", index, "context"), str(err)) from None
             per_token = estimate(ArchSpec.create(dims), width)["kv_cache_bytes_per_token"]
             if decode.batch * context * per_token > DECODE_MAX_CACHE:
                 raise self._error(("objectives", index), f"decoding {decode.batch} sequences "
