@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+VAL_TOKENS = 2048  # 128 held-out windows: evaluations no longer dominate a trial's time
 DIMS = {"vocab_size": 256, "d_model": 16, "n_layers": 3, "n_heads": 2, "seq_len": 16}
 BASE: dict[str, Any] = {
     "model": DIMS,
@@ -15,6 +16,7 @@ BASE: dict[str, Any] = {
     "connectivity": {"layers": "1-2", "modes": ["reproject", "reuse"],
                      "sources": {"max_distance": 1}},
     "seeds": ["vanilla", "cla2"],
+    "task": {"val_tokens": VAL_TOKENS},
     "objectives": [{"metric": "val_loss", "mode": "min"}],
     "budget": {"tokens": 6000, "batch_size": 8},
     "search": {"sampler": "tpe", "n_trials": 4, "concurrency": 2, "scheduler": "fifo",

@@ -20,7 +20,7 @@ from sla_nas.report import build_report
 from sla_nas.results import KEY, LABEL, SEED, load_confirm, paired
 from sla_nas.search import ConfirmOptions, SearchOptions, run_confirm, run_search
 
-from search_helpers import DIMS, write_space
+from search_helpers import DIMS, VAL_TOKENS, write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -58,7 +58,8 @@ def test_a_search_with_a_confirm_block_ends_confirmed_and_paired(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        direct = train_proxy(presets.get("vanilla", **DIMS), make_task("bytes-lm", 16),
+        direct = train_proxy(presets.get("vanilla", **DIMS),
+                             make_task("bytes-lm", 16, val_tokens=VAL_TOKENS),
                              Budget(tokens=6000, eval_at=(6000,), batch_size=8), seed=2)
     finally:
         torch.set_num_threads(threads)

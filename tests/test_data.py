@@ -93,3 +93,13 @@ def test_mqar_bad_config():
         MQAR(seq_len=8, n_pairs=4)
     with pytest.raises(ValueError, match="unknown task 'lm'"):
         make_task("lm", 16)
+
+
+def test_val_tokens_sets_the_held_out_set_of_every_task(tmp_path):
+    from sla_nas.space import SearchSpace
+
+    assert make_task("bytes-lm", 16, val_tokens=2048).val_x.shape == (128, 16)
+    assert make_task("bytes-lm", 16).val_x.shape == (4096, 16)  # the default 65,536 tokens
+    assert make_task("mqar", 32, val_tokens=100).val_x.shape == (4, 32)  # ceil(100 / 32)
+    (tmp_path / "s.yaml").write_text("name: s\ntask: {name: bytes-lm, val_tokens: 512}\n")
+    assert SearchSpace.from_yaml(tmp_path / "s.yaml").task_options()["val_tokens"] == 512

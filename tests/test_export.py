@@ -429,7 +429,7 @@ class _Payload:
 def test_load_exported_never_unpickles(tmp_path):
     presets.get("vanilla", **TINY).save(tmp_path / "arch.yaml")
     torch.save({"format": WEIGHTS_FORMAT, "payload": _Payload()}, tmp_path / WEIGHTS_FILE)
-    with pytest.raises(ValueError, match="without unpickling"):
+    with pytest.raises(ValueError, match="weights.pt: not a weights file sla-nas wrote"):
         load_exported(tmp_path)
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     (tmp_path / WEIGHTS_FILE).unlink()
@@ -454,9 +454,10 @@ def _tamper(run: Path, column: str, value: str) -> None:
 
 
 @pytest.mark.parametrize("column, value, message", [
-    (KEY, "../../evil", "'../../evil' is not an architecture key"),
+    (KEY, "../../evil", "column arch_key, row .*: expected an architecture key"),
     (KEY, "0123456789ab", "names architecture 0123456789ab, but its spec is architecture"),
-    (SPEC, '{"version": 1, "dims": "../../evil"}', "its spec cannot be read"),
+    (SPEC, '{"version": 1, "dims": "../../evil"}', "column spec_json, trial .*: its spec "
+     "cannot be read"),
     (CHECKPOINT, "../../../evil", "lies outside the run folder"),
 ])
 def test_tampered_trials_table_is_refused(finished_run, tmp_path, column, value, message):

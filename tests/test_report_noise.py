@@ -65,9 +65,37 @@ def test_noise_info_from_seed_presets():
     assert info.unpaired == pytest.approx(math.sqrt(0.001 / 2))
     # paired: differences v - c = -0.10, -0.08: std 0.02 / sqrt 2, then / sqrt 2
     assert info.paired == pytest.approx(0.01)
-    assert info.n_architectures == 2 and "from 4 runs of 2 seed architectures" in info.text
+    assert info.n_architectures == 2 and (info.dof, info.dof_unpaired) == (1, 2)
+    assert not info.known
+    # chi-square with 1 df: the paired noise lies between 0.446 and 31.9 times 0.01
+    assert info.text == (
+        "Seed noise of val_loss measured in this search: 0.0100 paired (the seed's shared luck "
+        "removed; 1 degree of freedom), 0.0224 between seeds (2 degrees of freedom), from 4 "
+        "runs of 2 seed architectures. With 1 degree of freedom the paired noise is not yet "
+        "known (its 95 % interval runs from 0.0045 to 0.3191); 3 or more take more seed "
+        "presets or a larger search.seed_runs.")
     none = get_noise_info(frame[frame["train_seed"] == 0], "val_loss")
-    assert none.n_architectures == 0 and "no estimate" in none.text
+    assert none.n_architectures == 0 and "no estimate" in none.text and not none.known
+
+
+def test_noise_info_with_enough_degrees_of_freedom_quotes_its_interval():
+    # v and c on 4 seeds: v - c = -0.10, -0.08, -0.11, -0.09, mean -0.095, squared deviations
+    # sum to 5e-4: paired noise sqrt(5e-4 / 3 / 2) on (2 - 1)(4 - 1) = 3 degrees of freedom
+    v, c = [2.00, 2.04, 2.01, 2.03], [2.10, 2.12, 2.12, 2.12]
+    frame = pd.DataFrame({
+        "trial": range(8), "status": ["ok"] * 8, "arch_key": ["v"] * 4 + ["c"] * 4,
+        "train_seed": [0, 1, 2, 3] * 2, "seed_preset": ["vanilla"] * 4 + ["cla2"] * 4,
+        "val_loss": v + c})
+    info = get_noise_info(frame, "val_loss")
+    sigma = math.sqrt(5e-4 / 6)
+    assert info.paired == pytest.approx(sigma) and (info.dof, info.dof_unpaired) == (3, 6)
+    assert info.known
+    # chi-square with 3 df: 9.34840 and 0.215795: sigma * sqrt(3 / those), 0.566490 and 3.72855
+    assert info.text.endswith(
+        f"from 8 runs of 2 seed architectures. 95 % interval of the paired noise: "
+        f"{sigma * 0.566490:.4f} to {sigma * 3.72855:.4f}.")
+    assert f"{sigma:.4f} paired (the seed's shared luck removed; 3 degrees of freedom)" in \
+        info.text
 
 
 def test_table_gains_the_confirmed_columns(tmp_path):

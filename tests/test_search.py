@@ -26,6 +26,7 @@ from sla_nas.results import (
     KEY,
     N_SEEDS,
     NODE_ID,
+    NODES,
     REUSED_FROM,
     SEED_PRESET,
     SPEC,
@@ -41,7 +42,7 @@ from sla_nas.results import (
 from sla_nas.search import SearchOptions, run_search
 from sla_nas.search._trainable import run_trial
 
-from search_helpers import DIMS, write_space
+from search_helpers import DIMS, VAL_TOKENS, write_space
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the wrappers below run in Ray
 FAIL_KEY = ""  # set by a test before the search; captured when the trainable is pickled
@@ -72,7 +73,7 @@ def direct_val_loss(name: str, tokens: int = 6000, seed: int = 0) -> float:
     torch.set_num_threads(1)
     try:
         spec = presets.get(name, **DIMS)
-        return train_proxy(spec, make_task("bytes-lm", 16),
+        return train_proxy(spec, make_task("bytes-lm", 16, val_tokens=VAL_TOKENS),
                            Budget(tokens=tokens, eval_at=(tokens,), batch_size=8),
                            seed=seed)["val_loss"]
     finally:
@@ -122,6 +123,7 @@ def test_the_search_trains_exactly_the_proxy(basic):
 def test_each_trained_trial_records_its_node_wall_time_and_tokens(basic):
     frame = basic.trained
     assert frame[NODE_ID].notna().all() and (frame[WALL_SECONDS] > 0).all()
+    assert (frame[NODES] == frame[NODE_ID]).all()  # one attempt each
     assert (frame[TOKENS] == 6016).all()  # 39 main + 8 cooldown steps of 8 x 16 tokens
 
 
@@ -290,13 +292,15 @@ def test_max_failures_retries_from_the_checkpoint(tmp_path):
     assert vanilla[STATUS] == "ok"
     folder = outcome.paths.tune / f"trial-{vanilla[TRIAL]:04d}-{FAIL_KEY}"
     assert (folder / "error.txt").read_text().count("Failure #") == 1
+    assert vanilla[NODES].split() == [vanilla[NODE_ID]] * 2  # two attempts, one node
     # resumed from the checkpoint of its first evaluation: the uninterrupted result
     history = json.loads(vanilla[HISTORY])
     assert [h["tokens"] for h in history] == [3072, 6016]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        whole = train_proxy(presets.get("vanilla", **DIMS), make_task("bytes-lm", 16),
+        whole = train_proxy(presets.get("vanilla", **DIMS),
+                             make_task("bytes-lm", 16, val_tokens=VAL_TOKENS),
                             Budget(tokens=6000, eval_at=(3000, 6000), batch_size=8))
     finally:
         torch.set_num_threads(threads)
@@ -305,7 +309,7 @@ def test_max_failures_retries_from_the_checkpoint(tmp_path):
 
 def test_divergence_is_recorded_and_the_search_goes_on(tmp_path):
     outcome = search(tmp_path, "diverging", seeds=["vanilla"], search={"n_trials": 2},
-                     budget={"lr": 1.0e4})
+                     budget={"lr": 1.0e3})
     frame = outcome.frame
     assert list(frame[STATUS]) == ["diverged", "diverged"]
     assert (frame[STATE] == "FAIL").all()
@@ -414,7 +418,7 @@ def test_a_trial_checkpointed_but_unrecorded_is_queued_again_from_its_checkpoint
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # the trial checkpoints once, then the driver dies
-        train_proxy(vanilla, make_task("bytes-lm", 16),
+        train_proxy(vanilla, make_task("bytes-lm", 16, val_tokens=VAL_TOKENS),
                     Budget(tokens=6000, eval_at=(3000, 6000), batch_size=8),
                     report=die_after_first_evaluation, checkpoint=folder)
     restored = SpaceSearch.__new__(SpaceSearch)

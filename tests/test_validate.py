@@ -58,7 +58,9 @@ MISTAKES = {
                               "space meets it: the smallest params is "),  # the number: below
     "unknown preset": ("seeds:\n  - vanilla\n  - clb2\n",
                        ":3: seeds[1]: unknown preset 'clb2' (did you mean 'cla2'?)"),
-    "malformed yaml": ("model: {n_layers: 4\n", ":2: malformed YAML: expected ',' or '}'"),
+    "malformed yaml": ("model: {n_layers: 4\n", ":2: malformed YAML: "  # libyaml's words
+                       + ("did not find expected" if yaml.__with_libyaml__ else "expected")
+                       + " ',' or '}'"),
     "unknown metric": ("objectives:\n  - metric: val_los\n",
                        ":2: objectives[0].metric: unknown metric (did you mean 'val_loss'?)"),
     "bad objective mode": ("objectives: [{metric: val_loss, mode: minimize}]\n",
@@ -231,7 +233,7 @@ def test_impossible_constraint_names_the_smallest_cost_in_the_space(tmp_path, ca
 
 def test_missing_file(capsys):
     assert main(["validate", "does-not-exist.yaml"]) == 2
-    assert "does-not-exist.yaml: cannot read: No such file or directory" in \
+    assert "does-not-exist.yaml: cannot read the space file: No such file or directory" in \
         capsys.readouterr().err
 
 

@@ -12,9 +12,21 @@ torch or Ray, so a spec can be read, checked and costed anywhere.
 from __future__ import annotations
 
 from . import cost, metrics, presets
-from ._genes import EMB, SPEC_VERSION, Dims, Gene, GroupGenes, did_you_mean
+from ._genes import DIM_LIMITS, EMB, MAX_GENES, SPEC_VERSION, Dims, Gene, GroupGenes, did_you_mean
+from ._limits import MAX_TOKENS, check_model_size, check_tokens, model_bytes_limit
+from ._reading import (
+    MAX_NUMBER_DIGITS,
+    MAX_SPEC_BYTES,
+    HugeNumber,
+    load_json,
+    load_yaml,
+    load_yaml_nodes,
+    read_text_bounded,
+    short_repr,
+)
 from ._rules import INDEX_SET_FORMS, check_index_set, parse_index_set, parse_rules
 from ._spec import ArchSpec, canonical_gene
+from ._writing import atomic_write, check_write_target, regular_file
 from .cost import (
     ADDITIVE_COSTS,
     BYTES_PER_ELEMENT,
@@ -43,4 +55,8 @@ __all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "SPEC_VERSION", "can
            "load_arch", "connectivity_table", "dims_sentence",
            "did_you_mean", "parse_index_set",
            "check_index_set", "INDEX_SET_FORMS", "metrics", "Metric",
-           "metric", "unit_of"]
+           "metric", "unit_of", "read_text_bounded", "load_yaml", "load_yaml_nodes", "load_json",
+           "short_repr",
+           "HugeNumber", "MAX_SPEC_BYTES", "MAX_NUMBER_DIGITS", "DIM_LIMITS", "MAX_GENES",
+           "atomic_write", "check_write_target", "regular_file", "MAX_TOKENS",
+           "check_tokens", "check_model_size", "model_bytes_limit"]

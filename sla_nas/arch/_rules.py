@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._genes import COMBINES, EMB, MODES, Dims, Gene, _check_keys, _fail
+from ._genes import COMBINES, EMB, MODES, Dims, Gene, _check_keys, _fail, _short
 
 __all__ = ["parse_rules", "parse_index_set", "check_index_set", "INDEX_SET_FORMS"]
 
@@ -14,29 +14,31 @@ __all__ = ["parse_rules", "parse_index_set", "check_index_set", "INDEX_SET_FORMS
 INDEX_SET_FORMS = "'all', an integer, a list or a range 'a-b'"
 
 
-def _index_items(value: Any, what: str) -> list[int] | None:
+def _index_items(value: Any, what: str) -> list[int] | range | None:
     """The indices an index set names as written (None for 'all'), or why it is malformed."""
     if isinstance(value, str) and value == "all":
         return None
     if isinstance(value, bool) or (isinstance(value, list)
                                    and any(isinstance(i, bool) for i in value)):
         raise ValueError(f"true/false is not a {what} index: expected {INDEX_SET_FORMS}, "
-                         f"got {value!r}")
+                         f"got {_short(value)}")
     if isinstance(value, int):
         return [value]
     if isinstance(value, str):
         match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
         if match is None:
-            raise ValueError(f"expected {INDEX_SET_FORMS}, got {value!r}")
+            raise ValueError(f"expected {INDEX_SET_FORMS}, got {_short(value)}")
+        if max(len(match[1]), len(match[2])) > 9:
+            raise ValueError(f"the range {_short(value)} reaches beyond any {what}")
         lo, hi = int(match[1]), int(match[2])
         if hi < lo:
-            raise ValueError(f"the range {value!r} is empty (write it low-high)")
-        return list(range(lo, hi + 1))
+            raise ValueError(f"the range {_short(value)} is empty (write it low-high)")
+        return range(lo, hi + 1)  # not listed: "0-999999999" is checked by its ends
     if isinstance(value, list) and value and all(isinstance(i, int) for i in value):
         return value
     if isinstance(value, list) and not value:
         raise ValueError(f"an empty list names no {what}: write 'all' or at least one, got []")
-    raise ValueError(f"expected {INDEX_SET_FORMS}, got {value!r}")
+    raise ValueError(f"expected {INDEX_SET_FORMS}, got {_short(value)}")
 
 
 def check_index_set(value: Any, what: str = "layer") -> None:
@@ -56,7 +58,10 @@ def parse_index_set(value: Any, count: int, what: str = "layer") -> list[int]:
     items = _index_items(value, what)
     if items is None:
         return list(range(count))
-    for i in items:
+    # a range is checked by its first index past the end, without listing it
+    checked = [items[0], max(items[0], min(items[-1], count))] if isinstance(items, range) \
+        else items
+    for i in checked:
         if not 0 <= i < count:
             raise ValueError(f"{what} {i} is out of range 0..{count - 1}")
     return sorted(set(items))
@@ -81,12 +86,13 @@ def _parse_source(token: Any, layer: int, path: str) -> int:
             back = -1
         if back >= 0:
             if back > layer:
-                raise _fail(path, f"{token!r} reaches below layer 0 from layer {layer}")
+                raise _fail(path, f"{_short(token)} reaches below layer 0 from layer "
+                            f"{layer}")
             return layer - back
     elif isinstance(token, int) and not isinstance(token, bool) and token >= 0:
         return token
     raise _fail(path, f"expected a layer number, 'l' (own layer), 'l-K' (K layers back) or "
-                f"'e' (embedding), got {token!r}")
+                f"'e' (embedding), got {_short(token)}")
 
 
 def _parse_gene(raw: Any, layer: int, path: str) -> Gene:
@@ -105,16 +111,18 @@ def _parse_gene(raw: Any, layer: int, path: str) -> Gene:
                         f"(sources must lie in 0..{layer} or be 'e')")
     mode = raw.get("mode", "reproject")
     if mode not in MODES:
-        raise _fail(f"{path}.mode", f"expected one of {list(MODES)}, got {mode!r}")
+        raise _fail(f"{path}.mode", f"expected one of {list(MODES)}, got {_short(mode)}")
     combine = raw.get("combine")
     if combine is not None and combine not in COMBINES:
-        raise _fail(f"{path}.combine", f"expected one of {list(COMBINES)}, got {combine!r}")
+        raise _fail(f"{path}.combine", f"expected one of {list(COMBINES)}, "
+                    f"got {_short(combine)}")
     learned = raw.get("learned", False)
     if not isinstance(learned, bool):
-        raise _fail(f"{path}.learned", f"expected true/false, got {learned!r}")
+        raise _fail(f"{path}.learned", f"expected true/false, got {_short(learned)}")
     weights = raw.get("weights")
     if weights is not None and not isinstance(weights, list):
-        raise _fail(f"{path}.weights", f"expected a list of numbers, got {weights!r}")
+        raise _fail(f"{path}.weights", f"expected a list of numbers, "
+                    f"got {_short(weights)}")
     try:
         return Gene.create(sources, mode, combine, weights, learned)
     except ValueError as err:

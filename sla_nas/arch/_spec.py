@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from ._genes import (
+    DIM_LIMITS,
     EMB,
     SPEC_VERSION,
     STREAMS,
@@ -40,7 +41,10 @@ from ._genes import (
     _check_keys,
     _fail,
     _fmt_sources,
+    _int,
+    _short,
 )
+from ._reading import load_json, load_yaml, read_text_bounded
 from ._rules import parse_rules
 
 __all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "SPEC_VERSION", "parse_rules",
@@ -125,36 +129,57 @@ class ArchSpec:
         version = data.get("version")
         if version != SPEC_VERSION:
             raise _fail("version", f"this sla-nas reads spec version {SPEC_VERSION}, "
-                        f"got {version!r}")
+                        f"got {_short(version)}")
         raw_dims = data.get("dims")
         if raw_dims is None:
             raise _fail("dims", "missing")
         _check_keys(raw_dims, [f.name for f in dataclasses.fields(Dims)], "dims")
+        for name, limit in DIM_LIMITS.items():  # before Dims.create computes defaults from them
+            if raw_dims.get(name) is not None:
+                _int(raw_dims[name], f"dims.{name}", maximum=limit)
         try:
             dims = Dims.create(**raw_dims)
         except TypeError as err:  # a None or other non-number slipped into a default slot
             raise _fail("dims", str(err)) from None
         genes = data.get("genes") or []
         if not isinstance(genes, list):
-            raise _fail("genes", f"expected a list of rules, got {genes!r}")
+            raise _fail("genes", f"expected a list of rules, got {_short(genes)}")
         return cls.create(dims, genes)
 
     @classmethod
-    def from_yaml(cls, text: str) -> ArchSpec:
-        return cls.from_dict(yaml.safe_load(text) or {})
+    def from_yaml(cls, text: str, source: str = "spec") -> ArchSpec:
+        """A spec from YAML text: no aliases (their expansion is unbounded), no key given
+        twice, no number of more digits than any dimension has. Errors (ValueError) start with
+        ``source`` and the line where the text is at fault."""
+        return cls._from_data(load_yaml(text, source) or {}, source)
 
     @classmethod
-    def from_json(cls, text: str) -> ArchSpec:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, source: str = "spec") -> ArchSpec:
+        """A spec from JSON text (as `to_json` writes it); errors start with ``source``."""
+        return cls._from_data(load_json(text, source), source)
 
     @classmethod
     def load(cls, path: str | Path) -> ArchSpec:
-        """Read a spec file (YAML or JSON); errors name the file."""
+        """Read a spec file (JSON if its name ends in ``.json``, else YAML): a regular file of
+        at most 1 MiB of UTF-8 text, read only after that is checked, so a FIFO, a device or a
+        huge file ends in an error naming the file instead of a wait."""
         path = Path(path)
+        text = read_text_bounded(path, what="spec file")
+        if path.suffix.lower() == ".json":
+            return cls.from_json(text, str(path))
+        return cls.from_yaml(text, str(path))
+
+    @classmethod
+    def _from_data(cls, data: Any, source: str) -> ArchSpec:
         try:
-            return cls.from_yaml(path.read_text())
-        except (ValueError, yaml.YAMLError) as err:
-            raise ValueError(f"{path}: {err}") from None
+            return cls.from_dict(data)
+        except ValueError as err:
+            message = str(err)
+            if len(message) > 400:  # a value quoted whole somewhere: one line, not megabytes
+                message = f"{message[:400]}... (cut)"
+            raise ValueError(f"{source}: {message}") from None
+        except RecursionError:
+            raise ValueError(f"{source}: nested too deeply to be a spec") from None
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

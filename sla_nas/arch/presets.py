@@ -193,7 +193,7 @@ def load_arch(name_or_path: str | Path, **dims: Any) -> ArchSpec:
         return get(str(name_or_path), **dims)
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.is_file():
+        if not path.exists():  # a FIFO or a device exists: `ArchSpec.load` says what it is
             raise ValueError(f"{path}: no such file")
         if dims:
             raise ValueError(f"{path}: dimension flags apply to presets only; edit the file's "

@@ -11,7 +11,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sla_nas.arch import ArchSpec, decode_throughput_ratio, estimate, load_arch, presets
+from sla_nas.arch import (
+    ArchSpec,
+    check_model_size,
+    decode_throughput_ratio,
+    estimate,
+    load_arch,
+    presets,
+)
 
 __all__ = ["run_bench"]
 
@@ -29,6 +36,19 @@ def _target(args: argparse.Namespace, dims: dict[str, int]) -> tuple[ArchSpec, A
     return load_arch(args.arch, **dims), None
 
 
+MAX_STEPS = 100_000  # timed decode steps: a median needs far fewer
+
+
+def _check_memory(spec: ArchSpec, args: argparse.Namespace) -> None:
+    """Refuse, from the cost model and before any tensor exists, models (this one and vanilla)
+    whose weights would not fit in memory (the cache and logits are checked by
+    `compare_decode` once the models exist), and more timed steps than a median needs."""
+    if args.steps > MAX_STEPS:
+        raise ValueError(f"--steps: expected at most {MAX_STEPS:,} timed steps, got "
+                         f"{args.steps:,}")
+    check_model_size(spec, args.arch, copies=2)  # this architecture and vanilla
+
+
 def run_bench(args: argparse.Namespace, dims: dict[str, int]) -> None:
     """Measure, then print the table (or ``--json``); progress lines go to stderr."""
     import torch
@@ -39,6 +59,7 @@ def run_bench(args: argparse.Namespace, dims: dict[str, int]) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     context = spec.dims.seq_len if args.context is None else args.context
+    _check_memory(spec, args)
     device = resolve_device(args.device)
     dtype = PRECISION_DTYPES[args.dtype]
     result = compare_decode(spec, batch=args.batch, context=context,

@@ -17,7 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sla_nas.arch import ArchSpec, Dims, load_arch, presets
+from sla_nas.arch import (
+    MAX_TOKENS,
+    ArchSpec,
+    Dims,
+    atomic_write,
+    check_model_size,
+    check_write_target,
+    load_arch,
+    presets,
+)
+
+from ._fidelity import cmd_fidelity
 
 __all__ = ["main"]
 
@@ -63,6 +74,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from sla_nas.proxy import Budget, make_task, train_proxy
 
     spec = _arch_from_args(args)
+    check_model_size(spec, args.arch, copies=4)  # weights, gradients, Adam's two moments
+    if args.out is not None:  # before training: a planted link must not cost a whole run
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"{args.out}: a file; --out is a folder for the run's state, "
+                             f"weights and metrics")
+        for name in ("metrics.json", "arch.yaml", "state.pt", "model.pt"):
+            check_write_target(args.out / name)
     if args.threads:
         torch.set_num_threads(args.threads)
     files = {"train": args.train, "val": args.val}
@@ -99,9 +117,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
                              checkpoint=args.out, on_step=on_step, device=args.device,
                              precision=args.precision, compile=args.compile)
     summary = {k: v for k, v in result.items() if k != "history"}
-    if args.out is not None:
-        Path(args.out, "metrics.json").write_text(json.dumps(result, indent=2))
-        spec.save(Path(args.out, "arch.yaml"))
+    if args.out is not None:  # atomic, and never through a file or link planted there
+        atomic_write(args.out / "metrics.json", json.dumps(result, indent=2))
+        atomic_write(args.out / "arch.yaml", spec.to_yaml())
     print(json.dumps(summary, indent=2))
 
 
@@ -113,6 +131,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     from ._render import render
 
+    if args.results.exists() and not args.results.is_dir():
+        raise ValueError(f"{args.results}: a file; --results is the folder that holds run "
+                         f"folders")
     options = SearchOptions(address=args.address, storage=args.storage, resume=args.resume,
                             max_failures=args.max_failures, results=args.results,
                             name=args.name, n_trials=args.n_trials, tokens=args.tokens,
@@ -244,10 +265,20 @@ def _positive(text: str) -> int:
     """argparse type: an integer above zero (``1_500_000`` allowed)."""
     try:
         value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    except ValueError:  # the text is quoted cut short: it may be thousands of digits long
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r:.80}"
+                                         ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _token_count(text: str) -> int:
+    """argparse type: a number of tokens, from 1 to `MAX_TOKENS` (``1_500_000`` allowed)."""
+    value = _positive(text)
+    if value > MAX_TOKENS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_TOKENS:,} tokens, got "
+                                         f"{value:.3g}")
     return value
 
 
@@ -289,7 +320,7 @@ SPACE = arg("space", type=Path, help="a search-space YAML file")
 RUN_DIR = arg("run_dir", type=Path, help="a search's run folder (results/<name>)")
 JSON = arg("--json", action="store_true")
 QUIET = arg("--quiet", action="store_true")
-TOKENS = arg("--tokens", type=_positive)
+TOKENS = arg("--tokens", type=_token_count)
 TOP = arg("--top", type=_positive)
 OUT = arg("--out", type=Path)
 ADDRESS = arg("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a local "
@@ -342,18 +373,20 @@ COMMANDS = (
              arg("--seed", type=int, default=0, help="data order and weight seed (default 0)"),
              OUT.but(help="folder for state, weights and metrics"),
              arg("--corpus", help="bytes-lm: a text file or folder instead of the stdlib"),
-             arg("--n-pairs", type=int, default=8, help="mqar: key-value pairs (default 8)"),
+             arg("--n-pairs", type=_positive, default=8,
+                 help="mqar: key-value pairs (default 8)"),
              arg("--train", help="tokens: the training token file (.bin)"),
              arg("--val", help="tokens: the validation token file (.bin)"),
              arg("--dtype", choices=["uint16", "uint32"],
                  help="tokens: the ids' type (default: the llm.c header, else meta.json beside "
                  "the file, else uint16)"),
-             arg("--batch-size", type=int, default=32, help="sequences per step (default 32)"),
+             arg("--batch-size", type=_positive, default=32,
+                 help="sequences per step (default 32)"),
              arg("--lr", type=float, default=3e-3, help="peak learning rate (default 0.003)"),
              arg("--schedule", choices=["wsd", "cosine"], default="wsd",
                  help="learning-rate schedule (default wsd)"),
-             arg("--eval-every", type=int, help="tokens between evaluations"),
-             arg("--threads", type=int, help="torch threads (default: torch's)"),
+             arg("--eval-every", type=_token_count, help="tokens between evaluations"),
+             arg("--threads", type=_positive, help="torch threads (default: torch's)"),
              arg("--device", default="auto",
                  help="auto (CUDA where torch sees it, else the CPU), cpu, cuda, cuda:N or mps "
                  "(default auto)"),
@@ -391,6 +424,31 @@ COMMANDS = (
              arg("--no-report", action="store_true",
                  help="do not write report.html (sla-nas report can, later)"),
              QUIET.but(help="print only the result"))),
+    Command("fidelity", cmd_fidelity, "measure how far a search of a space can be trusted",
+            "Train the space's seed architectures and K drawn from it with S paired seeds to "
+            "the longest budget (default 4x the search's), on Ray like the search, reading "
+            "every shorter budget from the honest evaluations on the way; print Kendall tau "
+            "between budgets (bootstrap intervals), the paired seed noise with its degrees of "
+            "freedom, the pairs apart beyond it, and the shortest budget whose ranking holds. "
+            "Writes results/<name>-fidelity/fidelity.json; search: {fidelity: PATH} makes a "
+            "search place its early-stopping rungs by it.",
+            (SPACE,
+             arg("--k", type=int, default=8,
+                 help="architectures drawn from the space besides its seeds (default 8)"),
+             arg("--seeds", type=_positive, default=3,
+                 help="paired training seeds per architecture (default 3; at least 2)"),
+             arg("--longest", type=_token_count, metavar="TOKENS",
+                 help="the longest budget (default: 4x the search budget)"),
+             TOKENS.but(help="the search budget to measure against (default budget.tokens)"),
+             ADDRESS,
+             arg("--resume", action="store_true",
+                 help="finish an interrupted measurement (trains only what is missing)"),
+             MAX_FAILURES,
+             arg("--results", type=Path, default=Path("results"),
+                 help="folder that holds run folders (default: results)"),
+             arg("--name", help="folder name (default: <space name>-fidelity)"),
+             JSON.but(help="print fidelity.json instead of the table"),
+             QUIET.but(help="no progress lines"))),
     Command("confirm", _cmd_confirm, "re-train a search's winners with paired seeds",
             "Re-train the top architectures of a finished search and the seed presets (vanilla "
             "always) with several fresh paired training seeds at a longer budget, on Ray like "
@@ -420,7 +478,7 @@ COMMANDS = (
              TOP.but(help="how many winners (default: the best one; with several objectives, "
                      "the whole Pareto set)"),
              OUT.but(help="where to write (default: RUN/exported)"),
-             arg("--retrain-tokens", type=_positive, metavar="N",
+             arg("--retrain-tokens", type=_token_count, metavar="N",
                  help="train each winner again for N tokens (the run's task and budget "
                  "settings, the trial's seed) instead of using its checkpoint"),
              arg("--onnx", action="store_true",
@@ -489,4 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except ValueError as err:
         print(f"sla-nas {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path that is a file, a folder, unwritable, ...: name it
+        where = f"{err.filename}: " if err.filename is not None else ""
+        print(f"sla-nas {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2

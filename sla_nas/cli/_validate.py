@@ -12,8 +12,9 @@ from typing import Any
 from rich.console import Console
 
 from sla_nas.arch import cell_label, estimate, presets
-from sla_nas.proxy import Budget, plan_evaluations
-from sla_nas.space import DECODE, SearchSpace
+from sla_nas.proxy import Budget, make_task
+from sla_nas.results import search_plan
+from sla_nas.space import DECODE, SearchSpace, check_search
 
 __all__ = ["describe", "print_description", "DISTINCT_LIMIT", "trained_tokens",
            "resource_plan", "compute_plan"]
@@ -77,7 +78,7 @@ def compute_plan(space: SearchSpace, slots: int, tflops: float | None = None,
     confirmation; with ``tflops``, the wall time at that many TFLOP/s per trial slot and,
     for the search, ``slots`` trials at once. ``cost_range``: the space's, if known."""
     config = space.config
-    plan = plan_evaluations(config)
+    plan = search_plan(space)[0]
     budget = Budget(tokens=plan.budget, eval_at=plan.eval_at,
                     batch_size=config.budget.batch_size, lr=config.budget.lr,
                     schedule=config.budget.schedule)
@@ -130,6 +131,7 @@ def describe(path: str | Path, examples: int = 3, seed: int = 0, tflops: float |
     if node_gpus is not None and node_gpus < 0:
         raise ValueError(f"--node-gpus must be 0 or more, got {node_gpus}")
     space = SearchSpace.from_yaml(path)
+    check_search(space, make_task)  # what `sla-nas search` checks before its first trial
     size = space.size()
     distinct = None
     if size <= DISTINCT_LIMIT:
@@ -148,7 +150,8 @@ def describe(path: str | Path, examples: int = 3, seed: int = 0, tflops: float |
         "constraints": {k: v for k, v in space.config.constraints.model_dump().items()
                         if v is not None},
         "objectives": [_objective(o, space) for o in space.config.objectives],
-        "plan": plan_evaluations(space.config).note,
+        "plan": (plan := search_plan(space))[0].note,
+        "fidelity": plan[1],
         "confirm": space.config.confirm.model_dump() if space.config.confirm else None,
         "seeds": seeds,
         "examples": [dict(_summary(s), violations={k: list(v) for k, v in
@@ -197,6 +200,8 @@ def print_description(info: dict[str, Any], console: Console | None = None) -> N
                                                     info["constraints"].items()))
     console.print("  objectives: " + "; ".join(info["objectives"]), highlight=False)
     console.print(f"  evaluation: {info['plan']}", highlight=False)
+    if info.get("fidelity"):
+        console.print(f"  [yellow]budget: {info['fidelity']}[/yellow]", highlight=False)
     if info["confirm"]:
         c = info["confirm"]
         console.print(f"  confirm: the top {c['top']} and the presets re-trained with "

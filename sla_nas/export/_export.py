@@ -32,7 +32,17 @@ from typing import Any, NamedTuple
 import pandas as pd
 import torch
 
-from sla_nas.arch import ArchSpec, estimate, unit_of
+from sla_nas.arch import (
+    MAX_SPEC_BYTES,
+    ArchSpec,
+    atomic_write,
+    check_model_size,
+    estimate,
+    model_bytes_limit,
+    read_text_bounded,
+    regular_file,
+    unit_of,
+)
 from sla_nas.arch.metrics import QUALITY
 from sla_nas.model import SlaModel, build_model
 from sla_nas.proxy import MODEL_FILE, Budget, make_task, train_proxy
@@ -49,12 +59,14 @@ from sla_nas.results import (
     TRIAL,
     WALL_SECONDS,
     RunPaths,
+    check_columns,
     finished_ok,
     is_vanilla,
     latest_summary,
     load_results,
     ranked,
     sentence,
+    source_of,
     valid_key,
     winners,
 )
@@ -110,6 +122,9 @@ class _Run:
         if not paths.space.is_file():
             raise ValueError(f"{paths.root}: no space.yaml: not a run folder of sla-nas search")
         config, _ = parse_space_yaml(paths.space)
+        if len(frame):  # the objectives' columns: a table without them cannot rank
+            check_columns(frame, [SPEC, *(o.metric for o in config.objectives)],
+                          source_of(frame))
         return cls(paths, config, paths.read_info(), frame)
 
     @property
@@ -144,17 +159,22 @@ def select_winners(frame: pd.DataFrame, objectives: list[tuple[str, str]],
     return frame.loc[chosen.index]  # the trials' own rows (ranked() holds seed means)
 
 
-def _spec_of(row: pd.Series) -> ArchSpec:
-    """The row's spec, refused unless it hashes to the row's (validated) key."""
+def _spec_of(row: pd.Series, source: str = "the trials table") -> ArchSpec:
+    """The row's spec, refused unless it hashes to the row's (validated) key and the cost
+    model says its weights fit in memory (``source``: the table's file, for messages)."""
     trial = row[TRIAL]
     key = valid_key(row[KEY])
     try:
         spec = ArchSpec.from_json(row[SPEC])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"trial {trial}: its spec cannot be read: {err}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"{source}: column {SPEC}, trial {trial}: its spec cannot be read: "
+                         f"{first}") from None
     if spec.key != key:
-        raise ValueError(f"trial {trial}: the trials table names architecture {key}, but its "
-                         f"spec is architecture {spec.key}; the table was edited or damaged")
+        raise ValueError(f"{source}: trial {trial}: the table names architecture {key}, but "
+                         f"its spec is architecture {spec.key}; the table was edited or "
+                         f"damaged")
+    check_model_size(spec, f"{source}: trial {trial}", copies=2)  # a model and its state
     return spec
 
 
@@ -200,11 +220,16 @@ def _vanilla(frame: pd.DataFrame, train_seed: int) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------- weights
 def _read_state_dict(path: Path) -> Any:
+    """Weights read without unpickling code (``weights_only=True``), from a regular file of a
+    bounded size; a file that needs more is refused, naming it (torch's own message, which
+    suggests loading it with ``weights_only=False``, is not passed on)."""
+    regular_file(path, model_bytes_limit(), "weights file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path}: cannot be read as weights without unpickling code "
-                         f"(weights_only=True): {str(err).splitlines()[0]}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError) as err:
+        raise ValueError(f"{path}: not a weights file sla-nas wrote: it cannot be read as "
+                         f"tensors alone ({type(err).__name__})") from None
 
 
 def _load_checked(model: SlaModel, state: Any, source: Path, key: str) -> None:
@@ -243,10 +268,10 @@ def _task_options(run: _Run) -> dict[str, Any]:
     """The task's `make_task` arguments with its paths (corpus, train, val) resolved as the
     search resolved them: relative to the space file it started with, else to the run
     folder's copy."""
-    texts = run.paths.space.read_text()
+    texts = read_text_bounded(run.paths.space, MAX_SPEC_BYTES, "space file")
     original = Path(run.info.get("space_file", run.paths.space))
     for where in (original, run.paths.space):
-        if where.is_file() and where.read_text() == texts:
+        if where.is_file() and _text_or_none(where) == texts:
             try:  # the run folder's copy may not find seed spec files relative to it
                 options = SearchSpace(run.config, where).task_options()
             except ValueError:
@@ -259,6 +284,14 @@ def _task_options(run: _Run) -> dict[str, Any]:
     raise ValueError(f"the run's task reads {', '.join(map(repr, names))}, relative to its "
                      f"space file {original}; not found there or in {run.paths.root}. Run "
                      f"export from the folder the search ran in")
+
+
+def _text_or_none(path: Path) -> str | None:
+    """A space file's text, or None if it is not one (too large, not UTF-8, unreadable)."""
+    try:
+        return read_text_bounded(path, MAX_SPEC_BYTES, "space file")
+    except ValueError:
+        return None
 
 
 def _retrain(run: _Run, spec: ArchSpec, seed: int, tokens: int,
@@ -322,7 +355,12 @@ def _out_root(paths: RunPaths, out: str | Path | None) -> Path:
                              f"export")
         out = paths.exported
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: a file; expected the folder to export into (--out DIR)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{out}: cannot create the export folder: {err.strerror}") from None
     return out.resolve()
 
 
@@ -335,8 +373,8 @@ def _inside(root: Path, path: Path) -> Path:
     return resolved
 
 
-def _write(root: Path, path: Path, text: str) -> None:
-    _inside(root, path).write_text(text, encoding="utf-8")
+def _write(root: Path, path: Path, data: Any) -> None:
+    atomic_write(_inside(root, path), data)
 
 
 def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.Tensor],
@@ -352,8 +390,8 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
     try:
         _write(root, work / "arch.yaml", spec.to_yaml())
         _write(root, work / "model.py", model_py(spec, prov))
-        torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key, "state_dict": state},
-                   _inside(root, work / WEIGHTS_FILE))
+        weights = {"format": WEIGHTS_FORMAT, "spec_key": spec.key, "state_dict": state}
+        _write(root, work / WEIGHTS_FILE, lambda f: torch.save(weights, f))
         if onnx:
             log("exporting model.onnx and checking it with onnxruntime")
             metrics["onnx_max_abs_diff"] = write_onnx(_inside(root, work / "model.onnx"), spec,
@@ -469,7 +507,8 @@ def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | No
     confirmed = _confirmation(run, log)
     chosen = select_winners(run.frame, run.objectives, top,
                             confirmed[0] if confirmed is not None else None)
-    specs = [_spec_of(row) for _, row in chosen.iterrows()]  # refuse a bad table up front
+    specs = [_spec_of(row, source_of(run.frame))  # refuse a bad table up front
+             for _, row in chosen.iterrows()]
     root = _out_root(run.paths, out)
     shown = Path(out) if out is not None else run.paths.exported  # as the user wrote it
     exported = []
@@ -497,6 +536,7 @@ def load_exported(folder: str | Path) -> LoadedModel:
             raise ValueError(f"{folder}: no {path.name}; expected a folder written by sla-nas "
                              f"export (exported/rank-N-<key>/)")
     spec = ArchSpec.load(arch)
+    check_model_size(spec, arch, copies=2)  # the model and the state read into it
     data = _read_state_dict(weights)
     if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{weights}: not an sla-nas weights file (expected a dict with "

@@ -27,7 +27,15 @@ from ._decode import (
     measure_decode,
 )
 from ._device import PRECISION_DTYPES, PRECISIONS, CompileError, resolve_device
-from ._plan import MIN_RUNG_TOKENS, TAU_TARGET, EvalPlan, plan_evaluations
+from ._plan import (
+    MAX_EVALUATIONS,
+    MIN_RUNG_TOKENS,
+    PROJECT_EVIDENCE,
+    TAU_TARGET,
+    EvalPlan,
+    RankEvidence,
+    plan_evaluations,
+)
 from ._prepare import prepare_tokens
 from ._tasks import IGNORE, MQAR, BytesLM, Task, default_corpus_files, make_task
 from ._tokens import TokenFile, TokenFileNotFound, Tokens, open_token_file
@@ -35,7 +43,8 @@ from ._trainer import MODEL_FILE, STATE_FILE, Budget, evaluate, train_proxy
 
 __all__ = ["Task", "BytesLM", "MQAR", "make_task", "default_corpus_files", "IGNORE", "Budget",
            "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE", "EvalPlan",
-           "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET", "Tokens", "TokenFile",
+           "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET", "MAX_EVALUATIONS",
+           "PROJECT_EVIDENCE", "RankEvidence", "Tokens", "TokenFile",
            "TokenFileNotFound", "open_token_file", "prepare_tokens", "resolve_device",
            "CompileError", "PRECISIONS", "PRECISION_DTYPES", "DecodeSpeed", "DecodeComparison",
            "measure_decode", "fit_batch", "compare_decode", "check_context", "PREFILL_BATCH",

@@ -15,13 +15,30 @@ from dataclasses import dataclass
 
 from sla_nas.space import SpaceFile
 
-__all__ = ["EvalPlan", "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET"]
+__all__ = ["EvalPlan", "RankEvidence", "plan_evaluations", "MIN_RUNG_TOKENS", "TAU_TARGET",
+           "MAX_EVALUATIONS", "PROJECT_EVIDENCE"]
 
 TAU_TARGET = 0.6
 # Measured by benchmarks/rank_fidelity.py (8 presets, d_model 128, 4 layers, seq 128, batch
 # 32, bytes-lm, 3 paired seeds, runs to 6M): complete 1M-token runs ranked the presets like
 # the default 1.5M budget with tau 0.79 (and like 2M with 0.71); 0.5M-token runs only 0.43.
 MIN_RUNG_TOKENS = 1_000_000
+MAX_EVALUATIONS = 1_000  # honest evaluations per trial (each is a cooldown branch): a bound on
+# what budget.eval_every may ask for
+
+
+@dataclass(frozen=True)
+class RankEvidence:
+    """Where rungs may go: the shortest complete run whose ranking predicts the budget's
+    (None: none does, so no rung), and what that rests on (said in the plan's note)."""
+
+    min_rung_tokens: int | None
+    source: str
+
+
+PROJECT_EVIDENCE = RankEvidence(
+    MIN_RUNG_TOKENS, "the project-wide constant measured at the default proxy size (README, "
+    "'How far to trust a proxy'; `sla-nas fidelity` measures it on your space)")
 
 
 @dataclass(frozen=True)
@@ -38,14 +55,21 @@ class EvalPlan:
     note: str
 
 
-def plan_evaluations(config: SpaceFile, tokens: int | None = None) -> EvalPlan:
-    """The evaluation and scheduling plan of a space (``tokens`` overrides its budget)."""
+def plan_evaluations(config: SpaceFile, tokens: int | None = None,
+                     evidence: RankEvidence = PROJECT_EVIDENCE) -> EvalPlan:
+    """The evaluation and scheduling plan of a space (``tokens`` overrides its budget);
+    ``evidence`` says how short a rung may be (default: the project-wide constant; a search
+    with ``search.fidelity`` passes what `sla-nas fidelity` measured on its space)."""
     budget = tokens or config.budget.tokens
     search = config.search
     rf = search.reduction_factor
     extra = ()
     if config.budget.eval_every:
         step = config.budget.eval_every
+        if (budget - 1) // step > MAX_EVALUATIONS:
+            raise ValueError(f"budget.eval_every: {step:,} tokens asks for "
+                             f"{(budget - 1) // step:,} evaluations of a {budget:,}-token run; "
+                             f"at most {MAX_EVALUATIONS:,} (each is a cooldown branch)")
         extra = tuple(range(step, budget, step))
     if search.scheduler == "fifo":
         return EvalPlan("fifo", budget, tuple(sorted({*extra, budget})), (), rf,
@@ -61,20 +85,34 @@ def plan_evaluations(config: SpaceFile, tokens: int | None = None) -> EvalPlan:
             rungs.append(t)
             t *= rf
         why = f"rungs at {_tokens(rungs)} as the space asks"
-        if rungs and rungs[0] < MIN_RUNG_TOKENS:
-            why += (f" (below {MIN_RUNG_TOKENS:,} tokens the default proxy ranks "
-                    f"architectures mostly by noise: README, 'How far to trust a proxy')")
+        least = evidence.min_rung_tokens
+        if rungs and (least is None or rungs[0] < least):
+            short = "at any length below the budget" if least is None else \
+                f"below {least:,} tokens"
+            why += (f" (but {short} complete runs rank architectures mostly by noise, "
+                    f"by {evidence.source})")
+    elif evidence.min_rung_tokens is None:
+        return EvalPlan("fifo", budget, tuple(sorted({*extra, budget})), (), rf,
+                        f"FIFO instead of {search.scheduler}: no complete run shorter than "
+                        f"the budget ranked architectures like it, by {evidence.source}; "
+                        f"pruning would stop trials at random")
     else:  # geometric rungs below the budget that are long enough to rank
+        least = evidence.min_rung_tokens
         rungs, t = [], budget // rf
-        while t >= MIN_RUNG_TOKENS:
+        while t >= least:
             rungs.insert(0, t)
             t //= rf
-        why = f"rungs at {_tokens(rungs)}, each at least {MIN_RUNG_TOKENS:,} tokens"
+        why = f"rungs at {_tokens(rungs)}, each at least {least:,} tokens, by {evidence.source}"
+    if not rungs and search.grace_tokens is not None:
+        return EvalPlan("fifo", budget, tuple(sorted({*extra, budget})), (), rf,
+                        f"FIFO instead of {search.scheduler}: search.grace_tokens "
+                        f"{search.grace_tokens:,} is not below the budget of {budget:,} "
+                        f"tokens, so there is no rung")
     if not rungs:
         return EvalPlan("fifo", budget, tuple(sorted({*extra, budget})), (), rf,
                         f"FIFO instead of {search.scheduler}: at a budget of {budget:,} tokens "
-                        f"no rung reaches the {MIN_RUNG_TOKENS:,} tokens a proxy needs to rank "
-                        f"architectures better than noise (README, 'How far to trust a proxy'); "
+                        f"no rung reaches the {evidence.min_rung_tokens:,} tokens a proxy needs "
+                        f"to rank architectures better than noise, by {evidence.source}; "
                         f"pruning earlier would stop trials at random")
     name = "ASHA" if search.scheduler == "asha" else "median stopping"
     return EvalPlan(search.scheduler, budget, tuple(sorted({*extra, *rungs, budget})),

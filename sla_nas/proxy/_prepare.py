@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+
+from sla_nas.arch import atomic_write, check_write_target, regular_file
 
 from ._tasks import _user_corpus_files
 from ._tokens import DTYPES, META_FILE
@@ -29,6 +32,7 @@ FORMAT = "sla-nas tokens 1: nanoGPT raw little-endian ids, no header"
 CHUNK_BYTES = 256 * 1024  # text per encode call (cut at a line end)
 GROUP = 8  # chunks per encode_batch call: the tokenizer's threads share them
 MIN_BPE = 257  # 256 byte symbols and the end-of-text token
+MAX_TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json files are tens of MiB
 
 Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes in all)
 
@@ -106,15 +110,22 @@ def prepare_tokens(source: str | Path, out: str | Path, *, tokenizer: str | Path
     total = sum(p.stat().st_size for p in files)
     if total == 0:
         raise ValueError(f"{source} holds no text ({len(files)} empty files)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: a file; --out is the folder for train.bin, val.bin and "
+                         f"meta.json")
     if (out / "train.bin").exists() and not force:
         raise ValueError(f"{out / 'train.bin'} exists; choose another --out or pass --force "
                          f"to overwrite it")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{out}: cannot create the folder: {err.strerror}") from None
+    for name in ("train.bin", "val.bin", META_FILE, "tokenizer.json"):
+        check_write_target(out / name)  # no symlink planted there leads outside
 
     if tokenizer is not None:
-        tok_path = Path(tokenizer).expanduser()
-        if not tok_path.is_file():
-            raise ValueError(f"tokenizer file {tok_path} does not exist")
+        tok_path = regular_file(Path(tokenizer).expanduser(), MAX_TOKENIZER_BYTES,
+                                "tokenizer file")
         try:
             tok = Tokenizer.from_file(str(tok_path))
         except Exception as err:  # tokenizers raises its own Exception type
@@ -128,14 +139,12 @@ def prepare_tokens(source: str | Path, out: str | Path, *, tokenizer: str | Path
     dtype = "uint16" if vocab <= 2**16 else "uint32"
     eot = tok.token_to_id(EOT)
 
-    tag = f".tmp-{os.getpid()}"
-    temps = {name: out / f"{name}{tag}" for name in ("train.bin", "val.bin", META_FILE,
-                                                      "tokenizer.json")}
+    temps: dict[str, Path] = {}
     counts = {"train": 0, "val": 0}
     top = {"train": -1, "val": -1}
     sources = {"train": set(), "val": set()}
-    try:
-        with temps["train.bin"].open("wb") as train_f, temps["val.bin"].open("wb") as val_f:
+    try:  # fresh temporary files (O_EXCL): nothing planted in OUT is written through
+        with _fresh(out, "train.bin", temps) as train_f, _fresh(out, "val.bin", temps) as val_f:
             sinks = {"train": train_f, "val": val_f}
             done, group = 0, []
 
@@ -184,13 +193,21 @@ def prepare_tokens(source: str | Path, out: str | Path, *, tokenizer: str | Path
                                  len(files) >= max(2, round(1 / val_fraction)) else
                                  f"the last {val_fraction:.0%} of the text")},
         }
-        temps[META_FILE].write_text(json.dumps(meta, indent=2) + "\n")
         if train_bpe is not None:
-            temps["tokenizer.json"].write_bytes(tok_bytes)
-            os.replace(temps["tokenizer.json"], out / "tokenizer.json")
-        for name in ("train.bin", "val.bin", META_FILE):  # meta.json last: it vouches for them
-            os.replace(temps[name], out / name)
+            atomic_write(out / "tokenizer.json", tok_bytes)
+        for name in ("train.bin", "val.bin"):
+            os.replace(temps.pop(name), check_write_target(out / name))
+        atomic_write(out / META_FILE, json.dumps(meta, indent=2) + "\n")  # last: it vouches
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
     return meta
+
+
+def _fresh(out: Path, name: str, temps: dict[str, Path]) -> BinaryIO:
+    """A new temporary file in ``out`` for ``name`` (``mkstemp``: created, never opened
+    through a planted file or symlink), recorded in ``temps`` so it is removed on failure."""
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+    temps[name] = Path(tmp)
+    os.chmod(tmp, 0o644)
+    return os.fdopen(fd, "wb")

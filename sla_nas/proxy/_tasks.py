@@ -69,6 +69,9 @@ def _user_corpus_files(path: Path) -> list[Path]:
         raise ValueError(f"corpus {str(path)!r} does not exist")
     if path.is_file():
         return [path]
+    if not path.is_dir():  # a FIFO or a device: reading it would block or never end
+        raise ValueError(f"corpus {str(path)!r}: expected a text file or a folder, found "
+                         f"{'a FIFO' if path.is_fifo() else 'a special file (a device)'}")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
     if not files:
         raise ValueError(f"corpus folder {str(path)!r} holds no text files "
@@ -179,17 +182,20 @@ class MQAR(Task):
 def make_task(name: str, seq_len: int, corpus: str | None = None, n_pairs: int = 8,
               vocab_size: int = 256, *, train: str | Path | None = None,
               val: str | Path | None = None, dtype: str | None = None,
-              token_vocab: int | None = None) -> Task:
+              token_vocab: int | None = None, val_tokens: int | None = None) -> Task:
     """A task by name (``bytes-lm``, ``mqar`` or ``tokens``) at the model's sequence length;
     ``vocab_size`` is the model's (mqar draws its tokens from it; bytes-lm's 256 byte values do
     not depend on it; a tokens corpus must fit in it). ``tokens`` reads the token files
     ``train`` and ``val`` (``dtype``: from llm.c's header, else ``meta.json`` beside the file,
     else uint16; ``token_vocab``: the corpus's vocabulary, default meta.json's, else the
-    model's)."""
+    model's). ``val_tokens``: held-out tokens per evaluation (default 65,536; mqar: 512
+    sequences, or as many as hold ``val_tokens``)."""
+    held = {} if val_tokens is None else {"val_tokens": val_tokens}
     if name == "bytes-lm":
-        return BytesLM(seq_len, corpus)
+        return BytesLM(seq_len, corpus, **held)
     if name == "mqar":
-        return MQAR(seq_len, n_pairs, vocab_size)
+        return MQAR(seq_len, n_pairs, vocab_size, **(
+            {} if val_tokens is None else {"val_sequences": -(-val_tokens // seq_len)}))
     if name == "tokens":
         from ._tokens import Tokens  # numpy only for this task
 
@@ -198,5 +204,5 @@ def make_task(name: str, seq_len: int, corpus: str | None = None, n_pairs: int =
             raise ValueError(f"the tokens task needs {' and '.join(missing)}: the path of a "
                              f"token file (e.g. from sla-nas prepare-tokens)")
         return Tokens(seq_len, train, val, vocab_size=vocab_size, dtype=dtype,
-                      token_vocab=token_vocab)
+                      token_vocab=token_vocab, **held)
     raise ValueError(f"unknown task {name!r}; expected 'bytes-lm', 'mqar' or 'tokens'")

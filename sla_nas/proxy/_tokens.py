@@ -16,7 +16,6 @@ validation set fully, and every training batch as it is drawn.
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
 import platform
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from sla_nas.arch import MAX_SPEC_BYTES, load_json, read_text_bounded, short_repr
 
 from ._tasks import Task, _step_generator
 
@@ -71,12 +72,12 @@ class TokenFile:
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
     meta_path = path.parent / META_FILE
-    if not meta_path.is_file():
+    if not (meta_path.exists() or meta_path.is_symlink()):
         return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{meta_path} is not readable JSON ({err}); fix or delete it") from None
+    try:  # bounded: a FIFO or a huge file named meta.json must not hang or fill memory
+        meta = load_json(read_text_bounded(meta_path, MAX_SPEC_BYTES, META_FILE), meta_path)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{str(err) or meta_path}; fix or delete it") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path} should hold a JSON object, got {type(meta).__name__}")
     return meta
@@ -89,6 +90,9 @@ def open_token_file(path: str | Path, dtype: str | None = None) -> TokenFile:
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"token dtype must be uint16 or uint32, got {dtype!r}")
     if not path.is_file():
+        if path.exists():  # a FIFO or a device: reading it would block or never end
+            raise ValueError(f"token file {path}: expected a regular file, found "
+                             f"{'a FIFO' if path.is_fifo() else 'a special file'}")
         what = "is a folder, not a token file" if path.is_dir() else "does not exist"
         raise TokenFileNotFound(f"token file {path} {what} on node {platform.node()} (the "
                                 f"tokens task's paths must exist on every node that trains)")
@@ -142,7 +146,11 @@ def open_token_file(path: str | Path, dtype: str | None = None) -> TokenFile:
         mapped.madvise(mmap.MADV_RANDOM)
     ids = np.frombuffer(mapped, dtype=DTYPES[dtype], count=n, offset=offset)
     max_id = None
-    described = (meta or {}).get("files", {}).get(path.name)
+    files = (meta or {}).get("files", {})
+    if not isinstance(files, dict):
+        raise ValueError(f"{path.parent / META_FILE}: files: expected an object of file "
+                         f"names, got {short_repr(files)}")
+    described = files.get(path.name)
     if isinstance(described, dict):
         if described.get("tokens") not in (None, n):
             raise ValueError(f"{path.parent / META_FILE} says {path.name} holds "
@@ -151,8 +159,11 @@ def open_token_file(path: str | Path, dtype: str | None = None) -> TokenFile:
         max_id = described.get("max_token_id")
     elif meta is not None and layout == "nanogpt":
         max_id = meta.get("max_token_id")
-    return TokenFile(path, ids, dtype, layout, meta, None if max_id is None else int(max_id),
-                     header)
+    if max_id is not None and (isinstance(max_id, bool) or not isinstance(max_id, int)
+                               or not 0 <= max_id < 2**32):
+        raise ValueError(f"{path.parent / META_FILE}: max_token_id: expected a token id (a "
+                         f"whole number from 0 to 2**32 - 1), got {short_repr(max_id)}")
+    return TokenFile(path, ids, dtype, layout, meta, max_id, header)
 
 
 class Tokens(Task):

@@ -33,7 +33,6 @@ import copy
 import dataclasses
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,7 +42,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sla_nas.arch import ArchSpec, estimate
+from sla_nas.arch import (
+    ArchSpec,
+    atomic_write,
+    check_model_size,
+    check_tokens,
+    estimate,
+    model_bytes_limit,
+    regular_file,
+)
 from sla_nas.model import SlaModel, build_model
 
 from ._device import (
@@ -54,6 +61,7 @@ from ._device import (
     is_compile_failure,
     resolve_device,
 )
+from ._plan import MAX_EVALUATIONS
 from ._tasks import IGNORE, Task
 
 __all__ = ["Budget", "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE"]
@@ -61,6 +69,7 @@ __all__ = ["Budget", "train_proxy", "evaluate", "STATE_FILE", "MODEL_FILE"]
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 CURVE_POINTS = 64  # the training-loss curve keeps about this many window means
+MAX_BATCH = 1 << 20  # sequences per step: a bound on what a budget may ask for
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,25 @@ class Budget:
             raise ValueError(f"schedule must be 'wsd' or 'cosine', got {self.schedule!r}")
         if self.tokens < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"tokens, batch_size and lr must be positive, got {self}")
+        check_tokens(self.tokens, "tokens")  # a plan of 10**30 tokens never fits in memory
+        if self.batch_size > MAX_BATCH:
+            raise ValueError(f"batch_size: expected at most {MAX_BATCH:,} sequences, got "
+                             f"{self.batch_size:,}")
+        if self.eval_every is not None:
+            if self.eval_every < 1:
+                raise ValueError(f"eval_every: expected a positive number of tokens, got "
+                                 f"{self.eval_every}")
+            if (self.tokens - 1) // self.eval_every > MAX_EVALUATIONS:
+                raise ValueError(f"eval_every: {self.eval_every:,} tokens asks for "
+                                 f"{(self.tokens - 1) // self.eval_every:,} evaluations of a "
+                                 f"{self.tokens:,}-token run; at most {MAX_EVALUATIONS:,} "
+                                 f"(each is a cooldown branch)")
+        if self.eval_at is not None:
+            if len(self.eval_at) > MAX_EVALUATIONS:
+                raise ValueError(f"eval_at: {len(self.eval_at):,} evaluations; at most "
+                                 f"{MAX_EVALUATIONS:,}")
+            for t in self.eval_at:
+                check_tokens(t, "eval_at")
 
     def plan(self, seq_len: int) -> tuple[int, int, list[int]]:
         """(main-run steps, warmup steps, main steps at which to evaluate)."""
@@ -171,6 +199,7 @@ class _Run:
         if spec.dims.seq_len < task.seq_len:
             raise ValueError(f"the model's seq_len {spec.dims.seq_len} is shorter than task "
                              f"{task.name}'s {task.seq_len}")
+        check_model_size(spec, "train", copies=4)  # weights, gradients, Adam's two moments
         self.device = resolve_device(device)
         check_precision(precision, self.device)
         self.spec, self.task, self.budget, self.seed = spec, task, budget, seed
@@ -317,32 +346,84 @@ class _Run:
                 "budget": dataclasses.asdict(self.budget), "precision": self.precision,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
-    def load(self, state: dict[str, Any]) -> None:
+    def load(self, state: dict[str, Any], source: Path | str = "the checkpoint") -> None:
         if state["spec_key"] != self.spec.key or state["seed"] != self.seed or \
                 state["budget"] != dataclasses.asdict(self.budget):
-            raise ValueError("the checkpoint belongs to another architecture, seed or budget "
-                             f"(spec {state['spec_key']}, seed {state['seed']})")
+            raise ValueError(f"{source}: the checkpoint belongs to another architecture, seed "
+                             f"or budget (spec {state['spec_key']!r:.40}, seed "
+                             f"{state['seed']})")
         saved = state.get("precision", "fp32")  # checkpoints before precisions were fp32
         if saved != self.precision:
             raise ValueError(f"the checkpoint was trained in precision {saved}, this run asks "
                              f"for {self.precision}: resume it with precision {saved}, or "
                              f"train {self.precision} in another folder")
-        self.model.load_state_dict(state["model"])  # read onto the CPU, copied to the device
-        self.opt.load_state_dict(state["opt"])  # moves its state to the parameters' device
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        if not 0 <= state["step"] <= self.main:
+            raise ValueError(f"{source}: step {state['step']} is outside this run's "
+                             f"{self.main} steps; not a state file of this run")
+        try:
+            self.model.load_state_dict(state["model"])  # read onto the CPU, copied over
+            self.opt.load_state_dict(state["opt"])  # moves its state to the parameters' device
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ValueError(f"{source}: not a state file sla-nas wrote for architecture "
+                             f"{self.spec.key}: {first}") from None
         self.step, self.history = state["step"], state["history"]
         self.curve, self._window = state["curve"], state["window"]
         self.data_digest = state["data_digest"]
         self.train_seconds, self.tokens_trained = state["train_seconds"], state["tokens_trained"]
-        torch.set_rng_state(state["torch_rng"])
 
 
 def _save(state: dict[str, Any], directory: Path, name: str = STATE_FILE) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{name}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, directory / name)  # atomic: a crash never leaves half a file
+    """Atomic (`atomic_write`): a crash never leaves half a file, and a file or symlink
+    planted in the folder is never written through."""
+    _make_folder(directory)
+    atomic_write(directory / name, lambda f: torch.save(state, f))
+
+
+def _make_folder(directory: Path) -> None:
+    """The checkpoint folder, created if missing; a ValueError naming it when it is a file."""
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory}: a file; expected a folder for the run's state (state.pt, "
+                         f"model.pt)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{directory}: cannot create the folder: {err.strerror}") from None
+
+
+_STATE_KEYS = {"model": dict, "opt": dict, "step": int, "history": list, "curve": list,
+               "data_digest": str, "window": list, "seed": int, "spec_key": str,
+               "train_seconds": float, "tokens_trained": int, "torch_rng": torch.Tensor,
+               "budget": dict}
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A ``state.pt`` that `train_proxy` wrote, read without unpickling code
+    (``weights_only=True``) and checked key by key; anything else is a ValueError that names
+    the file (and never advises loading it with ``weights_only=False``)."""
+    regular_file(path, model_bytes_limit(), "state file")  # a model and Adam's moments
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
+        kind = "holds code or objects other than tensors" if "weights_only" in str(err) or \
+            type(err).__name__ == "UnpicklingError" else "cannot be read"
+        raise ValueError(f"{path}: not a state file sla-nas wrote ({kind}: "
+                         f"{type(err).__name__}); remove it, or train in another --out "
+                         f"folder") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state file sla-nas wrote (expected a dict of the run's "
+                         f"state, got {type(state).__name__})")
+    for key, kind in _STATE_KEYS.items():
+        value = state.get(key)
+        if kind is float and isinstance(value, int):
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path}: not a state file sla-nas wrote: key {key!r} should be "
+                             f"{kind.__name__}, found {type(value).__name__}")
+    return state
 
 
 def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
@@ -375,9 +456,11 @@ def train_proxy(spec: ArchSpec, task: Task, budget: Budget, seed: int = 0,
     run.on_step = on_step
     directory = Path(checkpoint) if checkpoint is not None else None
     run.keep_weights = directory is not None
-    if directory is not None and (directory / STATE_FILE).exists():
-        run.load(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True))
-        run.resumed_step = run.step
+    if directory is not None:
+        _make_folder(directory)
+        if (directory / STATE_FILE).exists() or (directory / STATE_FILE).is_symlink():
+            run.load(read_state(directory / STATE_FILE), directory / STATE_FILE)
+            run.resumed_step = run.step
     setting = {"device": str(run.device), "precision": precision, "compile": bool(compile),
                "compile_seconds": 0.0}
     if compile:

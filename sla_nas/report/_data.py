@@ -40,6 +40,7 @@ from sla_nas.results import (
     finished_ok,
     pareto_mask,
     ranked,
+    source_of,
     verdict,
     winners,
 )
@@ -317,7 +318,7 @@ def get_connectivity_info(frame: pd.DataFrame, objectives: Objectives,
     shown = [m for m, _ in objectives] + [c for c in PARETO_COSTS if c not in dict(objectives)]
     archs = []
     for rank, (_, row) in enumerate(rows.iterrows(), start=1):
-        spec = ArchSpec.from_json(row[SPEC])
+        spec = row_spec(frame, row)
         archs.append(ArchInfo(rank, int(row[TRIAL]), str(row[KEY]), _text(row.get(SEED_PRESET)),
                               int(row[TRIAL]) in best, int(row[N_SEEDS]),
                               {m: _finite(row.get(m)) for m in shown}, spec.dims.n_layers,
@@ -345,7 +346,7 @@ def get_costs_info(frame: pd.DataFrame, objectives: Objectives) -> CostsInfo | N
         return None
     row = rows.iloc[0]
     return CostsInfo(int(row[TRIAL]), str(row[KEY]),
-                     tuple(cost_table(ArchSpec.from_json(row[SPEC]))))
+                     tuple(cost_table(row_spec(frame, row))))
 
 
 # ---------------------------------------------------------------------- which choices matter
@@ -477,16 +478,64 @@ class CurvesInfo(NamedTuple):
     winners: tuple[int, ...]  # every trial (each seed) of the run's best or Pareto set
 
 
+def _bad_cell(frame: pd.DataFrame, row: pd.Series, column: str, expected: str,
+              found: Any) -> ValueError:
+    return ValueError(f"{source_of(frame)}: column {column}, trial {row[TRIAL]}: expected "
+                      f"{expected}, got {found!r:.60}")
+
+
+def _value(frame: pd.DataFrame, row: pd.Series, entry: Any, name: str) -> float | None:
+    """``entry[name]`` of one evaluation in a history cell: a finite number, or None when
+    missing or not finite; anything else is the file's fault."""
+    if not isinstance(entry, dict):
+        raise _bad_cell(frame, row, HISTORY, "a list of objects (evaluations)", entry)
+    value = entry.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad_cell(frame, row, HISTORY, f"a number at {name!r}", value)
+    return float(value) if math.isfinite(value) else None
+
+
+def _number(frame: pd.DataFrame, row: pd.Series, entry: Any, name: str) -> int:
+    value = _value(frame, row, entry, name)
+    if value is None:
+        raise _bad_cell(frame, row, HISTORY, f"a number at {name!r} of every evaluation",
+                        entry.get(name))
+    return int(value)
+
+
+def _pair(frame: pd.DataFrame, row: pd.Series, point: Any) -> tuple[float, float]:
+    """One ``[tokens, loss]`` point of a curve cell."""
+    if not (isinstance(point, list) and len(point) == 2 and
+            all(isinstance(v, int | float) and not isinstance(v, bool) for v in point[:1]) and
+            math.isfinite(point[0]) and (point[1] is None or isinstance(point[1], int | float))):
+        raise _bad_cell(frame, row, CURVE, "[tokens, loss] pairs of numbers", point)
+    return point[0], point[1] if point[1] is not None else math.nan
+
+
+def row_spec(frame: pd.DataFrame, row: pd.Series) -> ArchSpec:
+    """The architecture of a trials-table row; a spec that does not parse is a ValueError
+    naming the file, the column and the trial."""
+    try:
+        return ArchSpec.from_json(row[SPEC])
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"{source_of(frame)}: column {SPEC}, trial {row[TRIAL]}: not an "
+                         f"architecture spec: {first}") from None
+
+
 def get_curves_info(frame: pd.DataFrame, objectives: Objectives) -> CurvesInfo:
     metric, mode = primary_objective(objectives)
     curves = []
     trained = frame[frame[STATUS].isin((*TRAINED_STATUSES, "running"))].sort_values(TRIAL)
     for _, row in trained.iterrows():
         history = json.loads(row[HISTORY]) if _text(row.get(HISTORY)) else []
-        points = [(int(h["tokens"]), float(h[metric])) for h in history
-                  if _finite(h.get(metric)) is not None]
+        points = [(_number(frame, row, h, "tokens"), value) for h in history
+                  if (value := _value(frame, row, h, metric)) is not None]
         curve = json.loads(row[CURVE]) if _text(row.get(CURVE)) else []
-        train = [(int(t), float(v)) for t, v in curve if _finite(v) is not None]
+        train = [(int(t), float(v)) for t, v in (_pair(frame, row, c) for c in curve)
+                 if _finite(v) is not None]
         if not points and not train:
             continue
         curves.append(CurveInfo(int(row[TRIAL]), str(row[KEY]), str(row[STATUS]),

@@ -13,9 +13,11 @@ from sla_nas.arch import unit_of
 from sla_nas.results import (
     KEY,
     LABEL,
+    MIN_NOISE_DOF,
     SEED,
     is_vanilla,
     latest_summary,
+    noise_interval,
     search_noise,
     sentence,
 )
@@ -78,24 +80,48 @@ class NoiseInfo(NamedTuple):
     paired: float
     n_architectures: int
     text: str
+    dof: int = 0  # degrees of freedom of ``paired`` (0: no paired estimate)
+    dof_unpaired: int = 0
+    known: bool = False  # the estimate the band shows has MIN_NOISE_DOF or more
 
 
 def get_noise_info(frame: pd.DataFrame, metric: str) -> NoiseInfo:
-    """The search's own seed-noise estimate (seed architectures run with several seeds)."""
+    """The search's own seed-noise estimate (seed architectures run with several seeds), with
+    its degrees of freedom and, from `MIN_NOISE_DOF` on, its 95 % interval; below that the text
+    says the noise is not yet known (a standard deviation from 1 degree of freedom can be
+    anything from under half to 32 times the estimate)."""
     noise = search_noise(frame, metric) if len(frame) else {
-        "unpaired": math.nan, "paired": math.nan, "n_architectures": 0, "n_runs": 0}
+        "unpaired": math.nan, "paired": math.nan, "n_architectures": 0, "n_runs": 0, "dof": 0,
+        "dof_unpaired": 0}
     n = int(noise["n_architectures"])
+    dof, dof_unpaired = int(noise["dof"]), int(noise["dof_unpaired"])
+    paired = math.isfinite(noise["paired"])
+    shown, shown_dof = (noise["paired"], dof) if paired else (noise["unpaired"], dof_unpaired)
+    known = n > 0 and shown_dof >= MIN_NOISE_DOF
     if n == 0:
         text = ("This search trained no architecture with several seeds (search.seed_runs), "
                 "so it has no estimate of its own seed noise.")
     else:
-        parts = [f"{noise['unpaired']:.4f} between seeds"]
-        if math.isfinite(noise["paired"]):
-            parts.insert(0, f"{noise['paired']:.4f} paired (the seed's shared luck removed)")
+        parts = [f"{noise['unpaired']:.4f} between seeds ({_dof(dof_unpaired)})"]
+        if paired:
+            parts.insert(0, f"{noise['paired']:.4f} paired (the seed's shared luck removed; "
+                            f"{_dof(dof)})")
         text = (f"Seed noise of {metric} measured in this search: {', '.join(parts)}, from "
-                f"{int(noise['n_runs'])} runs of {n} seed architecture{'s' if n > 1 else ''} "
-                f"(a rough estimate with few runs).")
-    return NoiseInfo(metric, float(noise["unpaired"]), float(noise["paired"]), n, text)
+                f"{int(noise['n_runs'])} runs of {n} seed architecture{'s' if n > 1 else ''}. ")
+        kind = "paired " if paired else ""
+        low, high = noise_interval(shown, shown_dof)
+        if known:
+            text += f"95 % interval of the {kind}noise: {low:.4f} to {high:.4f}."
+        else:
+            text += (f"With {_dof(shown_dof)} the {kind}noise is not yet known (its 95 % "
+                     f"interval runs from {low:.4f} to {high:.4f}); {MIN_NOISE_DOF} or more "
+                     f"take more seed presets or a larger search.seed_runs.")
+    return NoiseInfo(metric, float(noise["unpaired"]), float(noise["paired"]), n, text, dof,
+                     dof_unpaired, known)
+
+
+def _dof(dof: int) -> str:
+    return f"{dof} degree{'' if dof == 1 else 's'} of freedom"
 
 
 def with_confirmation(table: TableInfo, confirm: ConfirmInfo | None) -> TableInfo:

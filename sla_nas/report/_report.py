@@ -13,7 +13,6 @@ plotly.js is inlined once, so the page fetches nothing.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,13 @@ from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from sla_nas.arch import metrics
+from sla_nas.arch import atomic_write, check_write_target, metrics
 from sla_nas.results import RunPaths, load_results
 from sla_nas.space import parse_space_yaml
 
 from . import _data
 from ._data import CellInfo
+from ._fidelity import FidelityInfo, get_fidelity_info
 from ._noise import (
     ConfirmInfo,
     get_confirm_info,
@@ -38,7 +38,7 @@ from ._noise import (
 from ._page import fmt, render_page, sortable
 
 __all__ = ["load_results", "build_report", "plot_history", "plot_pareto", "plot_connectivity",
-           "plot_importances", "plot_marginal", "plot_learning_curves"]
+           "plot_importances", "plot_marginal", "plot_learning_curves", "plot_fidelity"]
 
 STATUS_COLORS = {"ok": "#2ca02c", "pruned": "#ff7f0e", "infeasible": "#7f7f7f",
                  "duplicate": "#17becf", "diverged": "#d62728", "error": "#8c1a1a",
@@ -55,7 +55,8 @@ def _status_color(status: str) -> str:
 
 
 # ---------------------------------------------------------------------- best so far
-def plot_history(info: _data.HistoryInfo, noise: float | None = None) -> go.Figure:
+def plot_history(info: _data.HistoryInfo, noise: float | None = None,
+                 dof: int | None = None) -> go.Figure:
     """Top: each trial's objective value and the running best (a step line over the fully
     trained trials) with a band of ± ``noise`` (the search's seed noise) around it; values
     beyond ``info.y_range`` sit on its edge as triangles (the value in the hover). Bottom:
@@ -93,7 +94,8 @@ def plot_history(info: _data.HistoryInfo, noise: float | None = None) -> go.Figu
                 fig.add_trace(go.Scatter(
                     x=xs, y=[y + sign * noise for y in ys], mode="lines", fill=fill,
                     line={"shape": "hv", "width": 0}, fillcolor="rgba(0,0,0,0.10)",
-                    name=f"± seed noise ({noise:.4f})", showlegend=sign < 0,
+                    name=f"± seed noise ({noise:.4f}" + (
+                        f", {dof} df)" if dof is not None else ")"), showlegend=sign < 0,
                     legendgroup="noise", hoverinfo="skip"), row=1, col=1)
         fig.add_trace(go.Scatter(
             x=[*info.best_trials, last], y=[*info.best_values, info.best_values[-1]],
@@ -104,6 +106,26 @@ def plot_history(info: _data.HistoryInfo, noise: float | None = None) -> go.Figu
     fig.update_xaxes(title_text="trial (proposal order)", row=2, col=1)
     fig.update_layout(template=_TEMPLATE, height=460, margin={"t": 30, "b": 50},
                       legend={"orientation": "h", "y": 1.08})
+    return fig
+
+
+# ---------------------------------------------------------------------- fidelity
+def plot_fidelity(info: FidelityInfo) -> go.Figure:
+    """Kendall tau of each shorter budget's ranking against the longest's, with its bootstrap
+    interval; the dashed line is the tau a ranking must reach to be trusted."""
+    fig = go.Figure(go.Scatter(
+        x=list(info.budgets), y=list(info.tau), mode="markers+lines", name="Kendall tau",
+        error_y={"type": "data", "symmetric": False,
+                 "array": [h - t for h, t in zip(info.high, info.tau)],
+                 "arrayminus": [t - lo for t, lo in zip(info.tau, info.low)]},
+        hovertemplate="%{x:,} tokens: tau %{y:.2f}<extra></extra>"))
+    fig.add_hline(y=info.tau_target, line_dash="dash", line_color="grey",
+                  annotation_text=f"tau {info.tau_target}")
+    fig.add_vline(x=info.search_tokens, line_dash="dot", line_color="#1f77b4",
+                  annotation_text="search budget")
+    fig.update_xaxes(type="log", title_text="tokens (a complete shorter run)")
+    fig.update_yaxes(range=[-1.05, 1.05], title_text=f"tau vs {info.longest:,} tokens")
+    fig.update_layout(height=360, margin={"t": 30, "b": 50}, showlegend=False)
     return fig
 
 
@@ -402,6 +424,7 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
         raise ValueError(f"`top` must be >= 1, got {top=}")
     paths = RunPaths(Path(run_dir))
     frame = _data.with_columns(load_results(paths.root))
+    check_write_target(paths.report)  # before the work, not after it
     space, objectives = _data.run_objectives(paths)
     summary = _data.get_summary_info(frame, objectives, paths.root.resolve().name, space,
                                       paths.read_info().get("started"))
@@ -417,9 +440,12 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
     marginal = _data.get_marginal_info(frame, objectives)
     curves = _data.get_curves_info(frame, objectives)
     band = noise.paired if math.isfinite(noise.paired) else noise.unpaired
+    fidelity = get_fidelity_info(paths.root)
     figures = {  # in page order; None: the page says why there is nothing to draw
         "confirmation": plot_confirmation(confirm) if confirm is not None else None,
-        "history": plot_history(history, band) if len(frame) else None,
+        "fidelity": plot_fidelity(fidelity) if fidelity is not None else None,
+        "history": plot_history(history, band, noise.dof if math.isfinite(noise.paired)
+                                          else noise.dof_unpaired) if len(frame) else None,
         "pareto": plot_pareto(panes) if panes[0].trials else None,
         "connectivity": plot_connectivity(connectivity) if connectivity.archs else None,
         "importances": plot_importances(importance) if importance.params else None,
@@ -427,12 +453,12 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
         "curves": plot_learning_curves(curves) if curves.curves else None}
     table = with_confirmation(_data.get_table_info(frame, objectives, top), confirm)
     text = render_page(
-        summary=summary, confirm=confirm, noise=noise, colors=STATUS_COLORS, history=history,
+        summary=summary, confirm=confirm, fidelity=fidelity, noise=noise, colors=STATUS_COLORS,
+        history=history,
         connectivity=connectivity, costs=_data.get_costs_info(frame, objectives),
         importance=importance, marginal=marginal, curves=curves, table=sortable(table),
         figures={name: _json(fig) for name, fig in figures.items()},
         plotly_js=get_plotlyjs())
-    tmp = paths.report.with_name(f".{paths.report.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, paths.report)  # a browser reloading it never sees half a file
-    return paths.report
+    # atomic: a browser reloading it never sees half a file, and a file or symlink planted
+    # in the run folder is never written through
+    return atomic_write(paths.report, text)

@@ -25,8 +25,37 @@ from ._confirmation import (
     sentence,
     summary,
 )
+from ._fidelity import (
+    FIDELITY_BUDGET,
+    FIDELITY_FILE,
+    FIDELITY_RUNS,
+    Fidelity,
+    analyse,
+    append_fidelity_runs,
+    fidelity_budgets,
+    fidelity_sentences,
+    load_fidelity,
+    load_fidelity_runs,
+    search_evidence,
+    search_plan,
+    space_identity,
+    write_fidelity,
+)
 from ._run_folder import RunPaths, valid_key, valid_run_name
-from ._stats import CONFIDENCE, Paired, Summary, compare, paired, seed_noise, summarise
+from ._stats import (
+    CONFIDENCE,
+    MIN_NOISE_DOF,
+    Paired,
+    Summary,
+    compare,
+    expected_max,
+    luck_quantile,
+    noise_interval,
+    paired,
+    seed_noise,
+    seeds_to_resolve,
+    summarise,
+)
 from ._table import (
     CHECKPOINT,
     COMPILE,
@@ -41,6 +70,7 @@ from ._table import (
     MESSAGE,
     N_SEEDS,
     NODE_ID,
+    NODES,
     PARAM_PREFIX,
     PRECISION,
     REUSED_FROM,
@@ -59,7 +89,9 @@ from ._table import (
     TRIAL,
     TUNE_ID,
     WALL_SECONDS,
+    check_columns,
     load_results,
+    source_of,
     trials_frame,
     write_tables,
 )
@@ -68,11 +100,17 @@ from ._winners import finished_ok, pareto_mask, ranked, search_noise, spec_of, v
 __all__ = ["RunPaths", "valid_key", "valid_run_name", "trials_frame", "write_tables",
            "load_results", "TRIAL", "TUNE_ID", "KEY", "STATUS", "STATE", "MESSAGE",
            "REUSED_FROM", "SEED", "SEED_PRESET", "TOKENS", "TOKENS_TRAINED", "WALL_SECONDS",
-           "NODE_ID", "SPEC", "CHECKPOINT", "HISTORY", "CURVE", "STARTED", "FINISHED",
+           "NODE_ID", "NODES", "SPEC", "CHECKPOINT", "HISTORY", "CURVE", "STARTED", "FINISHED",
            "N_SEEDS", "PARAM_PREFIX", "TRAINED_METRICS", "COSTS", "STATUSES",
            "TRAINED_STATUSES", "ERROR_ATTR", "finished_ok", "ranked", "pareto_mask", "winners",
            "spec_of", "search_noise", "verdict", "CONFIDENCE", "Summary", "Paired", "summarise",
-           "paired", "compare", "seed_noise", "Candidate", "candidates", "confirm_seeds",
+           "paired", "compare", "seed_noise", "MIN_NOISE_DOF", "expected_max", "luck_quantile",
+           "noise_interval", "seeds_to_resolve", "Candidate", "candidates", "confirm_seeds",
            "load_confirm", "append_confirm", "summary", "latest_summary", "sentence", "LABEL",
            "SEARCH_TRIAL", "CONFIRM_TOKENS", "UNITS", "objective_of", "is_vanilla",
-           "joined_label", "DEVICE", "PRECISION", "COMPILE", "COMPILE_SECONDS", "TRAINING"]
+           "joined_label", "FIDELITY_BUDGET", "FIDELITY_FILE", "FIDELITY_RUNS", "Fidelity",
+           "analyse", "append_fidelity_runs", "fidelity_budgets", "fidelity_sentences",
+           "load_fidelity", "load_fidelity_runs", "search_evidence", "search_plan",
+           "space_identity",
+           "write_fidelity", "DEVICE", "PRECISION", "COMPILE", "COMPILE_SECONDS", "TRAINING",
+           "check_columns", "source_of"]

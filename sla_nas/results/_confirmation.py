@@ -13,20 +13,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from sla_nas.arch import ArchSpec, metrics, presets
+from sla_nas.arch import ArchSpec, atomic_write, metrics, presets
 from sla_nas.space import SearchSpace
 
 from ._baseline import is_vanilla, joined_label
-from ._run_folder import RunPaths
-from ._stats import compare
-from ._table import KEY, SEED, SPEC, TRIAL, load_results
+from ._run_folder import RunPaths, valid_key
+from ._stats import CONFIDENCE, POWER, SEEDS_CAP, compare, seeds_to_resolve
+from ._table import (
+    KEY,
+    SEED,
+    SPEC,
+    TRIAL,
+    check_columns,
+    check_numbers,
+    load_results,
+    read_table,
+)
 from ._winners import ranked
 
 __all__ = ["Candidate", "candidates", "confirm_seeds", "load_confirm", "append_confirm",
@@ -90,18 +98,35 @@ def confirm_seeds(space: SearchSpace, n: int) -> list[int]:
 def load_confirm(run_dir: str | Path) -> pd.DataFrame:
     """``confirm.csv`` (empty with the right columns if there is none yet)."""
     path = RunPaths(Path(run_dir)).confirm_csv
-    if not path.exists():
+    if not (path.exists() or path.is_symlink()):
         return pd.DataFrame(columns=[KEY, LABEL, SEARCH_TRIAL, SEED, CONFIRM_TOKENS, "status"])
-    return pd.read_csv(path)
+    table = read_table(path, pd.read_csv, "confirmation table")
+    check_columns(table, (KEY, LABEL, SEED, CONFIRM_TOKENS, "status"), path)
+    check_numbers(table, (SEED, CONFIRM_TOKENS, SEARCH_TRIAL), path,
+                  integer=(SEED, CONFIRM_TOKENS, SEARCH_TRIAL))
+    check_numbers(table, (*metrics.MEASURED, *metrics.ANALYTIC), path)
+    for column in (KEY, SEED, CONFIRM_TOKENS):
+        if table[column].isna().any():
+            row = int(table[column].isna().to_numpy().argmax()) + 1
+            raise ValueError(f"{path}: column {column}, row {row}: expected a value, found "
+                             f"nothing")
+    table[[SEED, CONFIRM_TOKENS]] = table[[SEED, CONFIRM_TOKENS]].astype("int64")
+    for index, key in table[KEY].items():
+        try:
+            valid_key(key)
+        except ValueError:
+            raise ValueError(f"{path}: column {KEY}, row {table.index.get_loc(index) + 1}: "
+                             f"expected an architecture key (12 hex digits), got "
+                             f"{key!r:.60}") from None
+    return table
 
 
 def append_confirm(run_dir: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Add finished runs to ``confirm.csv`` (replaced atomically)."""
+    """Add finished runs to ``confirm.csv`` (replaced atomically by `atomic_write`: a crash
+    keeps the runs already there, and a planted symlink is never written through)."""
     path = RunPaths(Path(run_dir)).confirm_csv
     table = pd.concat([load_confirm(run_dir), pd.DataFrame(rows)], ignore_index=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: table.to_csv(f, index=False))
 
 
 def summary(table: pd.DataFrame, labels: dict[str, str], metric: str, mode: str
@@ -135,7 +160,13 @@ def latest_summary(run_dir: str | Path, metric: str, mode: str
 
 
 def sentence(table: pd.DataFrame, metric: str, mode: str, unit: str = "") -> str:
-    """A plain sentence for the top of a report: what the confirmation shows."""
+    """A plain sentence for the top of a report: what the confirmation shows.
+
+    Intervals are paired Student-t intervals with n - 1 degrees of freedom (`compare`). Where
+    the best is within noise of vanilla (or vanilla of the runner-up), or the top are not
+    separated, it adds what more seeds would buy: how many paired seeds a paired t-test needs
+    to show the measured difference with 80 % power at the measured spread
+    (`stats.seeds_to_resolve`), i.e. what ``sla-nas confirm --seeds N`` is worth running."""
     if table.empty:
         return "no confirmation runs finished"
     best = table.iloc[0]
@@ -156,10 +187,15 @@ def sentence(table: pd.DataFrame, metric: str, mode: str, unit: str = "") -> str
         runner = table.iloc[1] if len(table) > 1 else None
         if runner is not None and not bool(best.get("ahead_of_next")):
             text += f", but not distinguishable from {runner[LABEL]}"
-        return text + f" (over {seeds} paired seeds)"
+        text += f" (over {seeds} paired seeds)"
+        if runner is not None and not bool(best.get("ahead_of_next")):
+            text += _more_seeds(f"to separate vanilla from {runner[LABEL]}", best, "vs_next",
+                                unit)
+        return text
     gain = -best["vs_baseline"] if mode == "min" else best["vs_baseline"]
     half = (best["vs_baseline_high"] - best["vs_baseline_low"]) / 2
-    if bool(best.get("beats_baseline")):
+    beats = bool(best.get("beats_baseline"))
+    if beats:
         text = (f"the best architecture ({best[LABEL]}{among}) beats vanilla by {gain:.3f} ± "
                 f"{half:.3f}{unit} over {seeds} paired seeds (95 % interval, "
                 f"p = {best['vs_baseline_p']:.2g})")
@@ -167,8 +203,37 @@ def sentence(table: pd.DataFrame, metric: str, mode: str, unit: str = "") -> str
         text = (f"the best architecture ({best[LABEL]}{among}) is within noise of vanilla: "
                 f"{abs(gain):.3f} ± {half:.3f}{unit} {'better' if gain >= 0 else 'worse'} "
                 f"over {seeds} paired seeds (95 % interval, p = {best['vs_baseline_p']:.2g})")
+        text += _more_seeds("to tell it from vanilla", best, "vs_baseline", unit)
     else:
         text = f"the best architecture ({best[LABEL]}) needs 2 or more seeds to judge"
     if tied > 1:
         text += f"; the top {tied} are not separated (each is within noise of the next)"
+        if beats and len(table) > 1:
+            text += _more_seeds(f"to separate {best[LABEL]} from {table.iloc[1][LABEL]}", best,
+                                "vs_next", unit)
     return text
+
+
+def _more_seeds(goal: str, row: pd.Series, prefix: str, unit: str) -> str:
+    """``"; <goal>, if ... a paired t-test needs N seeds ..."``: what a longer confirmation
+    buys for the difference ``row[prefix]`` (its seed-by-seed std ``<prefix>_std`` over
+    ``<prefix>_n`` seeds), or "" where that cannot be said (fewer than 2 seeds, no
+    difference)."""
+    diff, std = float(row.get(prefix, math.nan)), float(row.get(f"{prefix}_std", math.nan))
+    n = row.get(f"{prefix}_n", math.nan)
+    if not (math.isfinite(diff) and math.isfinite(std) and math.isfinite(n)) or diff == 0:
+        return ""
+    need = seeds_to_resolve(diff, std)
+    level = f"{1 - CONFIDENCE:.0%}".replace("%", " %")
+    power = f"{POWER:.0%}".replace("%", " %")
+    text = (f"; {goal}, if the difference ({_two_digits(abs(diff))}{unit}) and its "
+            f"seed-by-seed std ({_two_digits(std)} over {int(n)} seeds) are as measured, a "
+            f"paired t-test (two-sided {level}) needs")
+    if need is None:
+        return f"{text} more than {SEEDS_CAP:,} seeds for {power} power"
+    return f"{text} {need} seeds for {power} power (sla-nas confirm --seeds {need})"
+
+
+def _two_digits(x: float) -> str:
+    """Two significant digits, trailing zeros kept (0.010, not 0.01): an estimate's precision."""
+    return f"{x:#.2g}".rstrip(".")

@@ -3,17 +3,20 @@ become folders (run names, architecture keys read back from files)."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sla_nas.arch import MAX_SPEC_BYTES, load_json, read_text_bounded, short_repr
 from sla_nas.space import check_run_name
 
 __all__ = ["RunPaths", "valid_run_name", "valid_key"]
 
 _KEY = re.compile(r"^[0-9a-f]{12}$")
+_INFO_TYPES: dict[str, type] = {"name": str, "space_file": str, "started": str, "versions": dict,
+                                "overrides": dict, "storage": str}  # run.json's keys
+_KIND_NAMES = {str: "a string", dict: "an object"}
 
 
 def valid_run_name(name: str) -> str:
@@ -46,11 +49,23 @@ class RunPaths:
         return self.root / "run.json"  # command-line overrides, versions, storage
 
     def read_info(self) -> dict[str, Any]:
-        """``run.json`` as a dict ({} when the run has none)."""
-        if not self.run_info.is_file():
+        """``run.json`` as a dict ({} when the run has none), checked: a JSON object of at
+        most 1 MiB whose known keys have their types (a ValueError names the file and key)."""
+        path = self.run_info
+        if not (path.exists() or path.is_symlink()):
             return {}
-        info = json.loads(self.run_info.read_text())
-        return info if isinstance(info, dict) else {}
+        try:
+            info = load_json(read_text_bounded(path, MAX_SPEC_BYTES, "run.json"), path)
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply to be a run.json sla-nas wrote") from None
+        if not isinstance(info, dict):
+            raise ValueError(f"{path}: expected a JSON object (what sla-nas search writes), "
+                             f"got {type(info).__name__}")
+        for key, kind in _INFO_TYPES.items():
+            if key in info and info[key] is not None and not isinstance(info[key], kind):
+                raise ValueError(f"{path}: {key}: expected {_KIND_NAMES[kind]}, got "
+                                 f"{short_repr(info[key])}")
+        return info
 
     @property
     def study_db(self) -> Path:

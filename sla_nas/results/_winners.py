@@ -73,7 +73,17 @@ def search_noise(frame: pd.DataFrame, metric: str = "val_loss") -> dict[str, flo
 
 def verdict(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> str:
     """One plain sentence: does the best architecture beat the vanilla seed, by how much, and
-    how that compares with the seed noise the search measured."""
+    is that more than luck?
+
+    The winner is the best of N fully trained architectures, each measured once with noise;
+    even N equally good architectures would crown one that looks E[max of N standard
+    normals] x sigma better than its true value (`stats.expected_max`), and beat vanilla's own
+    noisy draw by more than `stats.luck_quantile` x sigma one time in 20. So the gain is
+    compared with that luck, not with one sigma. The sigma is the search's own estimate
+    (`search_noise`) and is quoted with its degrees of freedom and 95 % interval; with fewer
+    than `MIN_NOISE_DOF` the sentence says the noise is not yet known and quotes no ratio."""
+    from ._stats import MIN_NOISE_DOF, expected_max, luck_quantile, noise_interval
+
     metric, mode = objectives[0]
     ok = ranked(frame, metric, mode)
     if ok.empty:
@@ -87,21 +97,44 @@ def verdict(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> str:
     if best[KEY] == base[KEY]:
         return (f"no architecture beat the vanilla seed: vanilla is the best "
                 f"({metric} {base[metric]:.4f}) of {len(ok)} fully trained")
+    n = len(ok)
     gain = (base[metric] - best[metric]) * (1 if mode == "min" else -1)
     text = (f"the best architecture {best[KEY]} beats the vanilla seed by {gain:.4f} in "
             f"{metric} ({best[metric]:.4f} against {base[metric]:.4f})")
     noise = search_noise(frame, metric)
-    sigma = noise["paired"] if np.isfinite(noise["paired"]) else noise["unpaired"]
-    if not np.isfinite(sigma) or sigma <= 0:
-        return text + (", one training seed each: a difference this size may be seed noise "
-                       "until confirmed (sla-nas confirm)")
-    kind = "paired " if np.isfinite(noise["paired"]) else ""
-    ratio = gain / sigma
+    paired = bool(np.isfinite(noise["paired"]))
+    sigma = noise["paired"] if paired else noise["unpaired"]
+    dof = int(noise["dof"] if paired else noise["dof_unpaired"])
+    if not np.isfinite(sigma) or dof < 1:
+        return text + (f", one training seed each: for the best of {n} fully trained, a "
+                       f"difference this size may be seed noise until confirmed (sla-nas "
+                       f"confirm)")
+    kind = "paired " if paired else ""
+    if sigma <= 0:
+        return text + (f"; the {kind}seed runs of this search agree exactly, so it has no "
+                       f"measure of its noise: for the best of {n} fully trained, a difference "
+                       f"this size may be luck until confirmed (sla-nas confirm)")
     runs = int(noise["n_runs"])
-    if ratio < 2:
-        judgement = "within that noise"
+    rests = f"{dof} degree{'s' if dof != 1 else ''} of freedom from {runs} seed runs"
+    if dof < MIN_NOISE_DOF:
+        return (text + f"; the {kind}seed noise is not yet known: its estimate in this search "
+                f"({sigma:.4f}) has {rests} ({MIN_NOISE_DOF} or more are needed: more seed "
+                f"presets or search.seed_runs), so nothing here tells the gain from the luck "
+                f"of being the best of {n} (sla-nas confirm)")
+    low, high = noise_interval(sigma, dof)
+    e_max = expected_max(n)
+    luck = e_max * sigma
+    rare = luck_quantile(n) * sigma  # vanilla's own draw included
+    if gain > rare:
+        judgement = ("beyond that: more than luck alone gives one time in 20, though the noise "
+                     "level is itself an estimate; only fresh seeds tell whether it is real")
+    elif gain > luck:
+        judgement = ("within that: more than the expected luck, but luck alone gives as much "
+                     "more often than one time in 20")
     else:
-        judgement = (f"larger than that noise, an estimate that rests on {runs} seed runs; only "
-                     f"fresh seeds tell whether it is real")
-    return (text + f"; the {kind}seed noise measured in this search is {sigma:.4f}: the gain "
-            f"is {ratio:.1f}x it, {judgement} (sla-nas confirm)")
+        judgement = "within that: no more than luck alone gives"
+    return (text + f"; the {kind}seed noise measured in this search is {sigma:.4f} ({rests}; "
+            f"95 % interval {low:.4f} to {high:.4f}), and luck alone makes the best of {n} "
+            f"look {e_max:.2f} noise widths, {luck:.4f}, better than it is, and beat vanilla "
+            f"by more than {rare:.4f} one time in 20: the gain is {judgement} (sla-nas "
+            f"confirm)")

@@ -12,13 +12,18 @@
 * **Output** (README, "The run folder"): the space file as run, ``trials.csv`` / ``.parquet``
   (rewritten after every trial), ``best.yaml`` or ``pareto/``, the study and Tune's folder.
 
+``run_fidelity(SPACE.yaml, FidelityOptions(...))`` (``sla-nas fidelity``) measures on the space
+itself how far its proxies rank like longer training (``fidelity.json``).
+
 This package is the only part of sla-nas that imports Ray.
 """
 
 from ._confirm import ConfirmOptions, ConfirmOutcome, run_confirm
+from ._fidelity import FidelityOptions, FidelityOutcome, run_fidelity
 from ._run import SearchOptions, SearchOutcome, run_search
 from ._searcher import STORAGES
 from ._trainable import TrialSetup, run_trial
 
 __all__ = ["SearchOptions", "SearchOutcome", "run_search", "STORAGES", "ConfirmOptions",
-           "ConfirmOutcome", "run_confirm", "run_trial", "TrialSetup"]
+           "ConfirmOutcome", "run_confirm", "run_trial", "TrialSetup", "FidelityOptions",
+           "FidelityOutcome", "run_fidelity"]

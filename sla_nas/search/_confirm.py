@@ -44,7 +44,7 @@ from sla_nas.results import (
 )
 from sla_nas.space import SearchSpace
 
-from ._ray import check_resources, connect, quiet_tune
+from ._ray import check_resources, connect, node_loss_is_no_failure, quiet_tune
 from ._trainable import ARCH, NUMBER, TRAIN_SEED, TrialSetup, run_trial
 
 __all__ = ["ConfirmOptions", "ConfirmOutcome", "run_confirm"]
@@ -179,7 +179,7 @@ def run_confirm(run_dir: str | Path, options: ConfirmOptions = ConfirmOptions(),
                     failure_config=tune.FailureConfig(max_failures=options.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     callbacks=[ConfirmRecorder(paths.root, labels, tokens)]))
-            with quiet_tune():
+            with quiet_tune(), node_loss_is_no_failure([]):  # a lost node: retried
                 tuner.fit()
         finally:
             if started:

@@ -7,11 +7,18 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["connect", "connect_or_explain", "quiet_tune", "check_resources", "unplaceable"]
+__all__ = ["connect", "connect_or_explain", "quiet_tune", "check_resources", "unplaceable",
+           "node_loss_is_no_failure", "NODE_DEATH_WAIT_SECONDS"]
+
+# how long a trial's actor error waits for the cluster to tell whether the trial's node died:
+# the head marks a silent node dead after its health checks fail (about 15 s at Ray's
+# defaults), and the trial's own process may die of its node's death before that
+NODE_DEATH_WAIT_SECONDS = 30.0
 
 
 def connect(address: str | None) -> bool:
@@ -100,3 +107,65 @@ def quiet_tune() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _node_died(node: str, wait: float) -> bool:
+    """True once the cluster counts ``node`` dead, waiting up to ``wait`` seconds for that."""
+    import ray
+
+    deadline = time.monotonic() + wait
+    while True:
+        if any(n["NodeID"] == node and not n.get("Alive", True) for n in ray.nodes()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+def _lost_node(trial: Any, error: Any) -> str | None:
+    """The id of the node whose death ended ``trial``'s process (``error``: Tune's exception),
+    or None when the trial failed by itself: its code raised (a ``RayTaskError``), or its
+    process died while its node lives (killed for memory, say)."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if not isinstance(error, RayActorError) or isinstance(error, RayTaskError):
+        return None
+    node = (getattr(trial, "last_result", None) or {}).get("node_id")
+    if node is None:  # no result yet: the node is unknown, the error counts as Tune counts it
+        return None
+    # Ray's message does not reliably say that the node went (it reports the worker's exit),
+    # and the cluster takes a while to count a node dead: a process killed on a live node
+    # (for memory, say) therefore holds the driver up to this wait, once, before it counts
+    return node if _node_died(node, NODE_DEATH_WAIT_SECONDS) else None
+
+
+@contextlib.contextmanager
+def node_loss_is_no_failure(lost: list[tuple[str, str]]) -> Iterator[None]:
+    """While the search runs, a trial whose node died is retried from its last checkpoint
+    without counting against ``--max-failures``: losing a node is not the trial's fault, and
+    at the default of 0 retries Tune would record the trial as failed. Tune counts every death
+    of a trial's process as a failure except a preemption the cluster announced
+    (`Trial.handle_error`); this wraps that method to uncount a death whose node is dead, and
+    appends (Tune trial id, node id) to ``lost``. A Tune without that method keeps its own
+    counting."""
+    from ray.tune.experiment import Trial
+
+    original = getattr(Trial, "handle_error", None)
+    if original is None:
+        yield
+        return
+
+    def handle_error(trial: Any, exc: Any = None) -> None:
+        before = trial.run_metadata.num_failures
+        node = _lost_node(trial, exc)
+        original(trial, exc)
+        if node is not None and trial.run_metadata.num_failures > before:
+            trial.run_metadata.num_failures = before
+            trial.run_metadata.invalidate_cache()
+            lost.append((trial.trial_id, node))
+
+    Trial.handle_error = handle_error
+    try:
+        yield
+    finally:
+        Trial.handle_error = original

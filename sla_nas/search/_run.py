@@ -15,28 +15,32 @@ from pathlib import Path
 from typing import Any
 
 from sla_nas import __version__
-from sla_nas.arch import ArchSpec, metrics
-from sla_nas.proxy import Budget, EvalPlan, plan_evaluations
+from sla_nas.arch import ArchSpec, atomic_write, metrics
+from sla_nas.proxy import Budget, EvalPlan
 from sla_nas.results import (
+    FIDELITY_FILE,
     KEY,
     SPEC,
     STATUS,
     TRAINED_STATUSES,
     TRIAL,
+    TUNE_ID,
     RunPaths,
+    search_plan,
     trials_frame,
     valid_run_name,
     verdict,
     winners,
     write_tables,
 )
-from sla_nas.space import SearchSpace
+from sla_nas.space import SearchSpace, check_search
 
 __all__ = ["SearchOptions", "SearchOutcome", "run_search"]
 
 from ._confirm import ConfirmOutcome, options_from_space, run_confirm
-from ._ray import check_resources, connect_or_explain, quiet_tune
+from ._ray import check_resources, connect_or_explain, node_loss_is_no_failure, quiet_tune
 from ._searcher import MAX_SKIPS, STORAGES
+from ._storage import ReconnectingStorage, masked, stop_reason
 
 TUNE_NAME = "tune"
 
@@ -77,23 +81,11 @@ class SearchOutcome:
 
 # ---------------------------------------------------------------------- preparing a run
 def _check_objectives(space: SearchSpace) -> list[tuple[str, str]]:
-    objectives = [(o.metric, o.mode) for o in space.config.objectives]
-    if not any(m in metrics.MEASURED for m, _ in objectives):
-        raise ValueError(f"{space.path}: objectives: at least one must be a trained metric "
-                         f"({', '.join(sorted(metrics.MEASURED))}); costs alone need no search")
-    task = space.config.task.name
-    for m, _ in objectives:
-        tasks = metrics.REGISTRY[m].tasks
-        if tasks is not None and task not in tasks:
-            raise ValueError(f"{space.path}: objectives: {m} is measured on task "
-                             f"{' or '.join(tasks)} only")
-    return objectives
+    """The space's objectives, after every check `sla-nas validate` makes too (the
+    objectives, the grid's size, the task at every dimension choice: `check_search`)."""
+    from sla_nas.proxy import make_task
 
-
-def _masked(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    return check_search(space, make_task)
 
 
 def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions) -> dict[str, Any]:
@@ -106,7 +98,8 @@ def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions) -> d
             raise ValueError(f"{space_path} differs from the space this run started with "
                              f"({paths.space}); resume with that file, or start a new run "
                              f"with --name")
-        info = json.loads(paths.run_info.read_text())
+        info = paths.read_info()  # checked: a ValueError names run.json and the key
+        info["overrides"] = info.get("overrides") or {}
         for name in ("n_trials", "tokens"):
             given = getattr(options, name)
             if given is not None and given != info["overrides"].get(name):
@@ -118,7 +111,7 @@ def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions) -> d
         raise ValueError(f"{paths.root} already holds a run; add --resume to continue it, or "
                          f"--name NAME (or remove the folder) to start another")
     paths.root.mkdir(parents=True, exist_ok=True)
-    paths.space.write_text(text)
+    atomic_write(paths.space, text)
     import optuna
     import ray
     import torch
@@ -126,11 +119,11 @@ def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions) -> d
     info = {"name": paths.root.name, "space_file": str(space_path),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "overrides": {"n_trials": options.n_trials, "tokens": options.tokens},
-            "storage": _masked(options.storage) if options.storage else "study.db",
+            "storage": masked(options.storage) if options.storage else "study.db",
             "versions": {"sla_nas": __version__, "torch": torch.__version__,
                          "ray": ray.__version__, "optuna": optuna.__version__,
                          "python": platform.python_version()}}
-    paths.run_info.write_text(json.dumps(info, indent=2))
+    atomic_write(paths.run_info, json.dumps(info, indent=2))
     return info
 
 
@@ -138,16 +131,17 @@ def _open_storage(paths: RunPaths, options: SearchOptions, name: str) -> Any:
     import optuna
 
     url = options.storage or paths.sqlite_url()
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=(
-            {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}))
+    try:  # a database server may restart mid-search: its connections are retried
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={
+            "connect_args": {"timeout": 60}}) if url.startswith("sqlite") else \
+            ReconnectingStorage(url)
     except Exception as err:  # a wrong URL, a missing driver, a server that is down
-        raise ValueError(f"cannot open the study storage {_masked(url)}: {err}") from None
+        raise ValueError(f"cannot open the study storage {masked(url)}: {err}") from None
     exists = name in optuna.study.get_all_study_names(storage)
     if options.resume and not exists:
-        raise ValueError(f"no study {name!r} in {_masked(url)} to resume")
+        raise ValueError(f"no study {name!r} in {masked(url)} to resume")
     if not options.resume and exists:
-        raise ValueError(f"{_masked(url)} already holds a study {name!r}; add --resume to "
+        raise ValueError(f"{masked(url)} already holds a study {name!r}; add --resume to "
                          f"continue it, or --name NAME to start another")
     STORAGES[name] = storage
     return storage
@@ -216,16 +210,14 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
             k: v for k, v in paths.read_info().get("overrides", {}).items()
             if v is not None and getattr(options, k) is None})
     config = space.config
-    plan = plan_evaluations(config, options.tokens)
+    plan, fidelity_note = search_plan(space, options.tokens)
     setup_budget = Budget(tokens=plan.budget, eval_at=plan.eval_at,
                           batch_size=config.budget.batch_size, lr=config.budget.lr,
                           schedule=config.budget.schedule)
     from ._trainable import TrialSetup
 
     setup = TrialSetup.from_space(space, setup_budget, trial_root=str(paths.tune.resolve()))
-    for dims in space.dims_choices:  # a missing corpus fails here, not in every trial
-        setup.make_task(dims)
-    notes: list[str] = [plan.note]
+    notes: list[str] = [plan.note] + ([fidelity_note] if fidelity_note else [])
     seeds = [] if options.resume else _seed_points(space, notes)
     n_trials = options.n_trials or config.search.n_trials
     if config.search.sampler == "grid":  # the grid's points are all the trials there are
@@ -239,6 +231,8 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
         log(note)
     started_notes = len(notes)
     _prepare_dir(space_path, paths, options)
+    if space.fidelity_path() is not None and not options.resume:  # the report shows it
+        shutil.copyfile(space.fidelity_path(), paths.root / FIDELITY_FILE)
     try:
         storage = _open_storage(paths, options, name)
         started = connect_or_explain(options.address)
@@ -257,10 +251,13 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
         raise
     confirmed = None
     try:
-        frame, interrupted = _fit(space, objectives, plan, setup, seeds, storage, paths,
-                                  options, name, trainable, n_trials)
-        best = winners(frame, objectives)
-        _write_winners(best, paths, multi=len(objectives) > 1)
+        try:
+            frame, interrupted = _fit(space, objectives, plan, setup, seeds, storage, paths,
+                                      options, name, trainable, n_trials, notes)
+            best = winners(frame, objectives)
+            _write_winners(best, paths, multi=len(objectives) > 1)
+        except OSError as err:  # the tables or the winners could not be written
+            raise stop_reason(err, paths.root, "") or err from None
         confirm = options_from_space(space) if options.confirm else None
         if confirm is not None and not interrupted:
             confirmed = run_confirm(paths.root, dataclasses.replace(
@@ -286,7 +283,7 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
 
 def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, setup: Any,
          seeds: list, storage: Any, paths: RunPaths, options: SearchOptions, name: str,
-         function: Callable[..., None] | None, n_trials: int) -> Any:
+         function: Callable[..., None] | None, n_trials: int, notes: list[str]) -> Any:
     import optuna
     from ray import tune
 
@@ -322,10 +319,22 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
                 # trial checkpoints, so a restarted driver never points at a deleted one
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[SearchProgress(paths, name, n_trials, objectives, options.quiet)]))
-    with quiet_tune():
-        grid = tuner.fit()
+    lost: list[tuple[str, str]] = []  # (Tune trial id, node id) per trial a lost node stopped
+    try:
+        with quiet_tune(), node_loss_is_no_failure(lost):
+            grid = tuner.fit()
+    except Exception as err:  # a fault outside the trials: a message, and --resume
+        stopped = stop_reason(err, paths.root, options.storage or paths.sqlite_url())
+        if stopped is None:
+            raise
+        raise stopped from None
     study = optuna.load_study(study_name=name, storage=storage)
     frame = trials_frame(study)
+    numbers = dict(zip(frame[TUNE_ID], frame[TRIAL])) if TUNE_ID in frame else {}
+    for tune_id, node in lost:
+        notes.append(f"trial {numbers.get(tune_id, tune_id)} lost its node {node[:12]}: "
+                     f"continued from its last checkpoint on another node (not counted as a "
+                     f"failure)")
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
     trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
     interrupted = unfinished > 0 or (trained < n_trials and not _spent(frame))

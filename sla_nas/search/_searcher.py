@@ -35,6 +35,7 @@ from sla_nas.results import (
     KEY,
     MESSAGE,
     NODE_ID,
+    NODES,
     REUSED_FROM,
     SEED,
     SEED_PRESET,
@@ -48,7 +49,15 @@ from sla_nas.results import (
 )
 from sla_nas.space import SearchSpace, suggest_arch
 
-from ._trainable import ARCH, BUDGET_TOKENS, NUMBER, RESUME_FROM, TRAIN_SEED, trial_folder
+from ._trainable import (
+    ARCH,
+    ATTEMPT,
+    BUDGET_TOKENS,
+    NUMBER,
+    RESUME_FROM,
+    TRAIN_SEED,
+    trial_folder,
+)
 
 __all__ = ["SpaceSearch", "MAX_SKIPS", "STORAGES", "close_unstarted"]
 
@@ -93,6 +102,7 @@ class SpaceSearch(OptunaSearch):
         self.train_seed, self.budget_tokens = train_seed, budget_tokens
         self.tune_dir, self.scheduler = tune_dir, scheduler
         self.exhausted = False
+        self._attempts: dict[int, str] = {}  # trial number -> its last attempt's id
         self._running: dict[tuple[str, int], int] = {}  # (key, seed) -> trial number
         self._waiting: dict[tuple[str, int], list[optuna.Trial]] = {}
         self._sources: dict[tuple[str, int], int] = {}  # (key, seed) -> the trial to reuse
@@ -170,7 +180,21 @@ class SpaceSearch(OptunaSearch):
     # ------------------------------------------------------------------ results
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id not in self._completed_trials and trial_id in self._ot_trials:
+            self._record_attempt(self._ot_trials[trial_id], result)
             self._report(self._ot_trials[trial_id], result)
+
+    def _record_attempt(self, ot_trial: optuna.Trial, result: dict[str, Any]) -> None:
+        """Append the node of a new attempt (a first start, a retry after a lost node or a
+        failure, a restart after the driver's) to the trial's ``nodes``. The last attempt's
+        id is kept in the study too, so a snapshot older than the attempt adds nothing twice."""
+        attempt, node = result.get(ATTEMPT), result.get("node_id")
+        if attempt is None or node is None or self._attempts.get(ot_trial.number) == attempt:
+            return
+        self._attempts[ot_trial.number] = attempt
+        attrs = self._ot_study._storage.get_trial(ot_trial._trial_id).user_attrs
+        if attrs.get(ATTEMPT) != attempt:
+            ot_trial.set_user_attr(NODES, [*attrs.get(NODES, ()), node])
+            ot_trial.set_user_attr(ATTEMPT, attempt)
 
     def _report(self, ot_trial: optuna.Trial, result: dict[str, Any]) -> None:
         """An honest intermediate value, at the run length it stands for."""
@@ -194,6 +218,7 @@ class SpaceSearch(OptunaSearch):
         self._running.pop(key, None)
         if not frozen.state.is_finished():  # else: told before a driver restart
             if result and not error:  # Tune skips on_trial_result for a result it stops on
+                self._record_attempt(ot_trial, result)
                 self._report(ot_trial, result)
             status, state, values, attrs = self._outcome(ot_trial, result, error)
             for name, value in {**attrs, STATUS: status}.items():
@@ -277,6 +302,7 @@ class SpaceSearch(OptunaSearch):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_attempts", {})  # a snapshot of a run begun before attempts
         storage = STORAGES.get(self._study_name)
         if storage is None:
             raise RuntimeError(f"the storage of study {self._study_name!r} is not registered "

@@ -16,6 +16,7 @@ import pickle
 import platform
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,13 @@ from sla_nas.space import DECODE, DECODE_KEYS
 
 __all__ = ["TrialSetup", "run_trial", "decode_metrics", "trial_device", "trial_dirname",
            "trial_folder", "ARCH", "NUMBER", "TRAIN_SEED", "RESUME_FROM", "BUDGET_TOKENS",
-           "FINAL_FILE", "DECODE_STEPS"]
+           "ATTEMPT", "FINAL_FILE", "DECODE_STEPS"]
 
 ARCH, NUMBER, TRAIN_SEED = "arch", "number", "train_seed"  # keys of a trial's config
 RESUME_FROM = "resume_from"  # optional: a checkpoint folder to start from
 BUDGET_TOKENS = "budget_tokens"  # the nominal run length an evaluation stands for (rungs)
+ATTEMPT = "attempt"  # an id per start of the trial's function: a retry after a lost node or a
+# failure, or a restart after the driver's, reports a new one (with its node_id)
 FINAL_FILE = "final.json"
 DECODE_STEPS = 32  # timed decode steps per model and batch for decode_speedup: at 8 (the
 # default of compare_decode) a busy two-core machine moved vanilla's ratio to itself between
@@ -228,7 +231,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                 " (task files must exist at the same path on every node that trains)"
             raise ValueError(f"{label} on node {_node()}: {err}{hint}") from None
         base = {"arch_key": spec.key, "node_id": ray.get_runtime_context().get_node_id(),
-                NUMBER: config[NUMBER], **estimate(spec)}
+                ATTEMPT: uuid.uuid4().hex[:16], NUMBER: config[NUMBER], **estimate(spec)}
         nominal = setup.nominal(spec.dims.seq_len)
         reported = []
 

@@ -9,6 +9,7 @@ settings (`DECODE_KEYS`) no other objective takes.
 
 from __future__ import annotations
 
+from ._checks import GRID_LIMIT, MAX_DIMS_CHOICES, MAX_PARAMS, MAX_SOURCE_SETS, check_search
 from ._schema import (
     COST_METRICS,
     DECODE,
@@ -26,4 +27,5 @@ from ._space import DECODE_MAX_CACHE, SearchSpace, Unit, mib_up, suggest_arch
 
 __all__ = ["SearchSpace", "SpaceError", "SpaceFile", "Unit", "suggest_arch", "parse_space_yaml",
            "check_run_name", "METRICS", "COST_METRICS", "DECODE", "DECODE_KEYS", "DECODE_BATCH",
-           "DECODE_MAX_BATCH", "DECODE_MAX_CACHE", "MIB", "mib_up"]
+           "DECODE_MAX_BATCH", "DECODE_MAX_CACHE", "MIB", "mib_up", "check_search", "GRID_LIMIT",
+           "MAX_DIMS_CHOICES", "MAX_SOURCE_SETS", "MAX_PARAMS"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -22,15 +22,44 @@ from pydantic import (
     model_validator,
 )
 
-from sla_nas.arch import check_index_set, did_you_mean, metrics
+from sla_nas.arch import (
+    DIM_LIMITS,
+    MAX_TOKENS,
+    check_index_set,
+    did_you_mean,
+    load_yaml_nodes,
+    metrics,
+    read_text_bounded,
+    short_repr,
+)
 
 __all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS",
-           "check_run_name", "DECODE", "DECODE_KEYS", "DECODE_BATCH", "DECODE_MAX_BATCH", "MIB"]
+           "check_run_name", "DECODE", "DECODE_KEYS", "DECODE_BATCH", "DECODE_MAX_BATCH", "MIB",
+           "MAX_SPACE_BYTES", "MAX_SPACE_NODES"]
 
 METRICS = metrics.OBJECTIVES  # what an objective may name (the registry's order)
 COST_METRICS = tuple(m for m in METRICS if metrics.REGISTRY[m].analytic)  # max_<name> limits
 
 IndexSet = Literal["all"] | int | str | list[int]
+
+# Upper bounds of every number a space file gives: far above any model a proxy search trains
+# (or any published model), low enough that no count, table or tensor built from them before
+# a cost check can exhaust a machine; the model's dimensions are bounded as any spec's are.
+MAX_LAYERS = DIM_LIMITS["n_layers"]
+MAX_SEQ_LEN = DIM_LIMITS["seq_len"]  # as an objective's ``context`` too
+MAX_VOCAB = DIM_LIMITS["vocab_size"]  # as uint32 token files hold
+MAX_COUNT = 10**6  # trials, concurrency, top, ...: a million is beyond any search
+MAX_SEED = 2**31 - 1  # Optuna's samplers seed numpy, which takes 0 .. 2**32 - 1
+MAX_LIMIT = 10**18  # a constraint's limit (params, bytes, FLOPs per token)
+MAX_MESSAGE = 400  # characters of one error message, its file and line aside
+MAX_SPACE_BYTES = 1 << 18  # a space file is written by hand: a few KB
+MAX_SPACE_NODES = 10_000  # values in it: PyYAML resolves and builds each in Python (libyaml
+# only parses), ~50,000 a second, so 256 KiB of numbers would take seconds
+
+
+def _bounded(high: int) -> Any:
+    """An int at most ``high`` (its lower bound is `sla_nas.arch.Dims`'s to say)."""
+    return Annotated[int, Field(le=high)]
 
 
 class SpaceError(ValueError):
@@ -48,14 +77,14 @@ def _choice(kind: Any) -> Any:
 class ModelSection(_Strict):
     """Dimensions: a value fixes one, a list is a choice the search makes."""
 
-    vocab_size: _choice(int) = 256
-    d_model: _choice(int) = 128
-    n_layers: _choice(int) = 4
-    n_heads: _choice(int) = 4
-    n_kv_heads: _choice(int) | None = None
-    n_groups: _choice(int) | None = None
-    d_ff: _choice(int) | None = None
-    seq_len: _choice(int) = 128
+    vocab_size: _choice(_bounded(DIM_LIMITS["vocab_size"])) = 256
+    d_model: _choice(_bounded(DIM_LIMITS["d_model"])) = 128
+    n_layers: _choice(_bounded(DIM_LIMITS["n_layers"])) = 4
+    n_heads: _choice(_bounded(DIM_LIMITS["n_heads"])) = 4
+    n_kv_heads: _choice(_bounded(DIM_LIMITS["n_kv_heads"])) | None = None
+    n_groups: _choice(_bounded(DIM_LIMITS["n_groups"])) | None = None
+    d_ff: _choice(_bounded(DIM_LIMITS["d_ff"])) | None = None
+    seq_len: _choice(_bounded(DIM_LIMITS["seq_len"])) = 128
     norm: _choice(Literal["layernorm", "rmsnorm"]) = "layernorm"
     pos: _choice(Literal["learned", "rope"]) = "learned"
     tie_embeddings: _choice(bool) = True
@@ -69,8 +98,8 @@ class ModelSection(_Strict):
 
 
 class SourcesSection(_Strict):
-    max_distance: int | None = Field(default=None, ge=1)
-    layers: list[int] | None = None
+    max_distance: int | None = Field(default=None, ge=1, le=MAX_LAYERS)
+    layers: list[Annotated[int, Field(le=MAX_LAYERS)]] | None = None
     embedding: bool = False
 
 
@@ -78,7 +107,7 @@ def _non_empty_unique(value: list[Any]) -> list[Any]:
     if not value:
         raise ValueError("an empty choice: list at least one value")
     if len(set(value)) != len(value):
-        raise ValueError(f"lists a value twice: {value}")
+        raise ValueError(f"lists a value twice: {short_repr(value)}")
     return value
 
 
@@ -104,10 +133,10 @@ class ConnectivitySection(_Strict):
 
 
 class ConstraintsSection(_Strict):
-    max_params: int | None = Field(default=None, ge=1)
-    max_kv_cache_bytes_per_token: int | None = Field(default=None, ge=0)
-    max_train_flops_per_token: int | None = Field(default=None, ge=1)
-    max_decode_bytes_per_token: int | None = Field(default=None, ge=1)
+    max_params: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    max_kv_cache_bytes_per_token: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
+    max_train_flops_per_token: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    max_decode_bytes_per_token: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
 
 
 DECODE = "decode_speedup"  # the one objective measured at a batch, context and cache budget
@@ -129,7 +158,7 @@ class Objective(_Strict):
     metric: str
     mode: Literal["min", "max"] = "min"
     batch: int | None = Field(default=None, ge=1, le=DECODE_MAX_BATCH)
-    context: int | None = Field(default=None, ge=1, le=1 << 20)
+    context: int | None = Field(default=None, ge=1, le=MAX_SEQ_LEN)
     cache_budget_mb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="before")
@@ -168,11 +197,13 @@ class TaskSection(_Strict):
 
     name: Literal["bytes-lm", "mqar", "tokens"] = "bytes-lm"
     corpus: str | None = None
-    n_pairs: int = Field(default=8, ge=1)
+    n_pairs: int = Field(default=8, ge=1, le=MAX_SEQ_LEN)
     train: str | None = None
     val: str | None = None
     dtype: Literal["uint16", "uint32"] | None = None
-    vocab_size: int | None = Field(default=None, ge=2, le=2**32)
+    vocab_size: int | None = Field(default=None, ge=2, le=MAX_VOCAB)
+    val_tokens: int | None = Field(default=None, ge=1, le=2**24)  # held-out tokens per
+    # evaluation (default 65,536; mqar: 512 sequences)
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> TaskSection:
@@ -209,29 +240,30 @@ class TrainSection(_Strict):
     @classmethod
     def _device(cls, value: str) -> str:
         if not re.fullmatch(DEVICE_PATTERN, value):
-            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {short_repr(value)}")
         return value
 
 
 class BudgetSection(_Strict):
-    tokens: int = Field(default=1_500_000, ge=1)
-    eval_every: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
+    tokens: int = Field(default=1_500_000, ge=1, le=MAX_TOKENS)
+    eval_every: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    batch_size: int = Field(default=32, ge=1, le=MAX_COUNT)
+    lr: float = Field(default=3e-3, gt=0, le=1e3, allow_inf_nan=False)
     schedule: Literal["wsd", "cosine"] = "wsd"
 
 
 class SearchSection(_Strict):
     sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
-    n_trials: int = Field(default=20, ge=1)
-    concurrency: int = Field(default=2, ge=1)
+    n_trials: int = Field(default=20, ge=1, le=MAX_COUNT)
+    concurrency: int = Field(default=2, ge=1, le=MAX_COUNT)
     scheduler: Literal["asha", "fifo", "median"] = "asha"
-    grace_tokens: int | None = Field(default=None, ge=1)
-    reduction_factor: int = Field(default=2, ge=2)
-    seed: int = 0
-    seed_runs: int = Field(default=2, ge=1)
-    cpus_per_trial: float = Field(default=1.0, gt=0, le=1024)
-    gpus_per_trial: float = Field(default=0.0, ge=0, le=64)
+    grace_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    reduction_factor: int = Field(default=2, ge=2, le=MAX_COUNT)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    seed_runs: int = Field(default=2, ge=1, le=1000)
+    cpus_per_trial: float = Field(default=1.0, gt=0, le=1024, allow_inf_nan=False)
+    gpus_per_trial: float = Field(default=0.0, ge=0, le=64, allow_inf_nan=False)
+    fidelity: str | None = None  # a fidelity.json from `sla-nas fidelity`, relative to the file
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -251,9 +283,9 @@ def check_run_name(name: str) -> str:
 
 
 class ConfirmSection(_Strict):
-    top: int = Field(default=3, ge=1)
-    seeds: int = Field(default=3, ge=2)
-    tokens: int | None = Field(default=None, ge=1)
+    top: int = Field(default=3, ge=1, le=MAX_COUNT)
+    seeds: int = Field(default=3, ge=2, le=1000)
+    tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     presets: list[str] | None = None
 
 
@@ -305,6 +337,8 @@ def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and len(part) > 40:  # an unknown key, written by anyone
+            part = f"{part[:40]}..."
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -316,8 +350,11 @@ def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
 
 def located(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], message: str
             ) -> SpaceError:
-    """An error naming the file, its line and the key path."""
+    """An error naming the file, its line and the key path; the message is cut to
+    `MAX_MESSAGE` characters, so that no value quoted in it makes it more than a line."""
     where = f"{path}{_line(root, loc)}"
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE]}... (cut)"
     return SpaceError(f"{where}: {_path(loc)}: {message}" if loc else f"{where}: {message}")
 
 
@@ -330,6 +367,8 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
             data = data[part]
         elif isinstance(data, list) and isinstance(part, int) and part < len(data):
             data = data[part]
+        elif isinstance(data, list) and isinstance(part, str):
+            continue  # a union member's tag (``list[int]``): its index follows
         elif isinstance(data, dict | list):
             if isinstance(data, dict) and not isinstance(part, int):
                 out.append(part)  # an unknown or missing key: keep it, stop walking
@@ -361,7 +400,7 @@ def _message(err: dict[str, Any], model: type[BaseModel], data: Any
             field = getattr(owner, "model_fields", {}).get(part)
             owner = _section(field.annotation) if field is not None else None
         allowed = list(getattr(owner, "model_fields", {}))
-        return loc, (f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], allowed)}; "
+        return loc, (f"unknown key {short_repr(loc[-1])}{did_you_mean(loc[-1], allowed)}; "
                      f"expected one of {allowed}")
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
@@ -376,30 +415,25 @@ def _message(err: dict[str, Any], model: type[BaseModel], data: Any
             hint = " (YAML reads 3e-3 as text: write 3.0e-3 or 0.003)"
         except ValueError:
             pass
-    return loc, f"{msg}, got {found!r}{hint}"
+    return loc, f"{msg}, got {short_repr(found)}{hint}"
 
 
 def parse_space_yaml(path: Path) -> tuple[SpaceFile, yaml.Node | None]:
     """Read and schema-check a space file; the YAML node tree is kept to locate later errors."""
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpaceError(f"{path}: cannot read: {err.strerror}") from None
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SpaceError(f"{where}: malformed YAML: {getattr(err, 'problem', err)}") from None
+    try:  # a regular file of at most 1 MiB, UTF-8, no aliases, no key given twice
+        text = read_text_bounded(path, MAX_SPACE_BYTES, what="space file")
+        data, root = load_yaml_nodes(text, path, MAX_SPACE_NODES)
+    except ValueError as err:
+        raise SpaceError(str(err)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: expected a mapping of sections at the top, "
-                         f"got {type(data).__name__}")
+                         f"got {type(data).__name__} {short_repr(data)}")
     try:
         return SpaceFile.model_validate(data), root
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()  # of a union (a value or a list), the one that reached deepest
+        first = max(errors, key=lambda e: len(_data_path(data, tuple(e["loc"]))))
         loc, msg = _message(first, SpaceFile, data)
         raise located(path, root, loc, msg) from None

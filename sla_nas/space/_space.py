@@ -38,6 +38,13 @@ from sla_nas.arch import (
     presets,
 )
 
+from ._checks import (
+    check_budget,
+    check_dims_choices,
+    check_model_sizes,
+    check_name,
+    check_sources,
+)
 from ._decisions import Choose, RandomTrial, named, pick, replay, sources_label
 from ._schema import DECODE, DECODE_MAX_BATCH, MIB, SpaceError, SpaceFile, located, parse_space_yaml
 
@@ -78,8 +85,13 @@ class SearchSpace:
             raise self._error(("connectivity", "sources", "layers"),
                               f"layers are numbered from 0, got {c.sources.layers}")
         self._check_device()
+        check_name(self)
+        check_dims_choices(self)  # before they are listed
         self._dims_params = self._dims_choices()
         self.dims_choices = [dims for dims, _ in self._dims_params]
+        check_model_sizes(self)
+        check_sources(self)  # before any source set is listed
+        check_budget(self)
         for dims in self.dims_choices:
             try:  # rejects bad fixed rules early, with their location
                 self._build(dims, {})
@@ -124,10 +136,17 @@ class SearchSpace:
             return None if value is None else str((where / Path(value).expanduser()).resolve())
 
         options: dict[str, Any] = {"corpus": absolute(task.corpus), "n_pairs": task.n_pairs}
+        if task.val_tokens is not None:
+            options["val_tokens"] = task.val_tokens
         if task.name == "tokens":
             options.update(train=absolute(task.train), val=absolute(task.val), dtype=task.dtype,
                            token_vocab=task.vocab_size)
         return options
+
+    def fidelity_path(self) -> Path | None:
+        """``search.fidelity`` made absolute relative to the space file (None if unset)."""
+        given = self.config.search.fidelity
+        return None if given is None else (self.path.parent / Path(given).expanduser()).resolve()
 
     def _seeds(self) -> list[tuple[str, ArchSpec]]:
         """The seed architectures: presets at the space's (first) dimensions, or spec files
@@ -141,7 +160,7 @@ class SearchSpace:
                 else:
                     path = (self.path.parent / seed) if not Path(seed).is_absolute() \
                         else Path(seed)
-                    if not path.is_file():
+                    if not path.exists():  # a FIFO or a device: ArchSpec.load says so
                         raise ValueError(f"no such spec file {str(path)!r}")
                     out.append((seed, ArchSpec.load(path)))
             except ValueError as err:
