@@ -210,7 +210,11 @@ class ArchSpec:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() if str(path).endswith(".json") else self.to_yaml())
+        """Write the spec (JSON for a ``.json`` path, else YAML) through a fresh temporary file
+        (`atomic_write`: never through a symlink planted in the folder)."""
+        from ._writing import atomic_write
+
+        atomic_write(path, self.to_json() if str(path).endswith(".json") else self.to_yaml())
 
     @property
     def key(self) -> str:
