@@ -386,13 +386,15 @@ def search_evidence(space: SearchSpace, budget: int) -> tuple[RankEvidence | Non
     note = None
     rec = fid.recommendation
     if rec["search_holds"] and budget < rec["search_tokens"]:
-        note = (f"{path.name}: a budget of {budget:,} tokens ranks architectures unlike "
-                f"{fid.data['longest']:,} (tau below {fid.data['tau_target']}); from "
-                f"{rec['search_tokens']:,} tokens on, the ranking holds")
+        note = (f"{path.name}: a budget of {budget:,} tokens was not shown to rank "
+                f"architectures like {fid.data['longest']:,}; from {rec['search_tokens']:,} "
+                f"tokens on, the ranking holds (tau at least {fid.data['tau_target']}, its "
+                f"interval above zero)")
     elif not rec["search_holds"]:
         note = (f"{path.name}: no measured budget shorter than {fid.data['longest']:,} tokens "
-                f"ranks architectures like it (tau below {fid.data['tau_target']}): this "
-                f"search's ranking may not hold at longer training")
+                f"was shown to rank architectures like it (tau at least "
+                f"{fid.data['tau_target']}, its interval above zero): this search's ranking "
+                f"may not hold at longer training")
     return RankEvidence(rung, source), note
 
 
