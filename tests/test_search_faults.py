@@ -172,3 +172,44 @@ def test_a_study_file_that_cannot_be_written_names_the_file(tmp_path):
 
 def test_a_trial_s_own_error_is_not_a_stop(tmp_path):
     assert stop_reason(as_tune_raises(ValueError("a bug")), tmp_path, "sqlite:///x") is None
+
+
+def test_schedulers_never_stop_a_seed_architecture():
+    """The seed architectures are the verdict's baseline: ASHA or the median rule may stop any
+    other trial at a rung, never one of them (they still count in the rung's cut-off)."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from sla_nas.search._schedulers import SeedsRunASHA, SeedsRunMedian
+    from sla_nas.search._trainable import SEED_RUN
+
+    class Controller:  # the median rule asks for trials waiting to run: none
+        def get_live_trials(self):
+            return []
+
+    controller = Controller()
+
+    for scheduler in (SeedsRunASHA(time_attr="t", metric="loss", mode="min", max_t=8,
+                                   grace_period=1, reduction_factor=2),
+                      SeedsRunMedian(time_attr="t", metric="loss", mode="min", grace_period=1,
+                                     min_samples_required=3)):
+        decisions = {}
+        for loss in [1.0, 1.1, 1.2, 1.3]:  # good trials reach the rungs first, and finish
+            trial = BareTrial("fn", stub=True, config={SEED_RUN: False})
+            scheduler.on_trial_add(controller, trial)
+            for t in (1, 2):
+                result = {"t": t, "loss": loss + t / 10, "training_iteration": t}
+                if scheduler.on_trial_result(controller, trial, result) == TrialScheduler.STOP:
+                    break
+            else:
+                scheduler.on_trial_complete(controller, trial, result)
+        for name, seed_run in (("seed", True), ("other", False)):
+            trial = BareTrial("fn", stub=True, config={SEED_RUN: seed_run})
+            scheduler.on_trial_add(controller, trial)
+            decisions[name] = []
+            for t in (1, 2):  # a stopped trial reports no more
+                decisions[name].append(scheduler.on_trial_result(
+                    controller, trial, {"t": t, "loss": 9.0, "training_iteration": t}))
+                if decisions[name][-1] == TrialScheduler.STOP:
+                    break
+        assert TrialScheduler.STOP in decisions["other"], type(scheduler).__name__
+        assert decisions["seed"] == [TrialScheduler.CONTINUE] * 2, type(scheduler).__name__

@@ -354,8 +354,9 @@ def _spent(frame: Any) -> bool:
 
 
 def _scheduler(plan: EvalPlan, objectives: list[tuple[str, str]]) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+    from ray.tune.schedulers import FIFOScheduler
 
+    from ._schedulers import SeedsRunASHA, SeedsRunMedian
     from ._trainable import BUDGET_TOKENS
 
     metric, mode = next(((m, d) for m, d in objectives
@@ -363,11 +364,11 @@ def _scheduler(plan: EvalPlan, objectives: list[tuple[str, str]]) -> Any:
     if metric is None:  # only costs: nothing trained to stop a trial on
         return FIFOScheduler()
     if plan.scheduler == "asha":
-        return ASHAScheduler(time_attr=BUDGET_TOKENS, metric=metric, mode=mode,
+        return SeedsRunASHA(time_attr=BUDGET_TOKENS, metric=metric, mode=mode,
                              max_t=plan.budget, grace_period=plan.rungs[0],
                              reduction_factor=plan.reduction_factor)
     if plan.scheduler == "median":
-        return MedianStoppingRule(time_attr=BUDGET_TOKENS, metric=metric, mode=mode,
+        return SeedsRunMedian(time_attr=BUDGET_TOKENS, metric=metric, mode=mode,
                                   grace_period=plan.rungs[0], min_samples_required=3)
     return FIFOScheduler()
 

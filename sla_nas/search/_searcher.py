@@ -55,6 +55,7 @@ from ._trainable import (
     BUDGET_TOKENS,
     NUMBER,
     RESUME_FROM,
+    SEED_RUN,
     TRAIN_SEED,
     trial_folder,
 )
@@ -135,7 +136,7 @@ class SpaceSearch(OptunaSearch):
                 ot_trial.set_user_attr(TUNE_ID, trial_id)
                 resume = ot_trial.user_attrs.get(RESUME_FROM)
                 return {**config, ARCH: spec.to_json(), NUMBER: ot_trial.number,
-                        TRAIN_SEED: seed,
+                        TRAIN_SEED: seed, SEED_RUN: SEED_PRESET in ot_trial.user_attrs,
                         **({RESUME_FROM: str(self.tune_dir / resume)} if resume else {})}
         self.exhausted = True  # the sampler keeps proposing what needs no training
         return Searcher.FINISHED

@@ -30,6 +30,7 @@ __all__ = ["TrialSetup", "run_trial", "decode_metrics", "trial_device", "trial_d
            "ATTEMPT", "FINAL_FILE", "DECODE_STEPS"]
 
 ARCH, NUMBER, TRAIN_SEED = "arch", "number", "train_seed"  # keys of a trial's config
+SEED_RUN = "seed_run"  # True for a seed architecture's trial: schedulers never stop it
 RESUME_FROM = "resume_from"  # optional: a checkpoint folder to start from
 BUDGET_TOKENS = "budget_tokens"  # the nominal run length an evaluation stands for (rungs)
 ATTEMPT = "attempt"  # an id per start of the trial's function: a retry after a lost node or a
