@@ -291,9 +291,6 @@ class Fidelity:
     def recommendation(self) -> dict[str, Any]:
         return self.data["recommendation"]
 
-    def tau(self, a: int, b: int) -> float | None:
-        return next((t["tau"] for t in self.data["tau"] if t["a"] == a and t["b"] == b), None)
-
     def min_rung_for(self, budget: int) -> int | None | str:
         """The shortest measured budget whose ranking holds at ``budget`` (None: none does);
         ``"unmeasured"`` where ``budget`` is not one of the measured budgets."""

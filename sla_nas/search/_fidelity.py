@@ -202,6 +202,12 @@ def _prepare(space_path: Path, folder: Path, options: FidelityOptions) -> None:
     atomic_write(folder / "space.yaml", text)
 
 
+def _finished(runs: Any, longest: int) -> set[tuple[str, int]]:
+    """(architecture key, seed) of the runs that reached the longest budget."""
+    return {(k, int(s)) for k, s, b, st in zip(runs[KEY], runs[SEED], runs[FIDELITY_BUDGET],
+                                                runs[STATUS]) if int(b) == longest and st == "ok"}
+
+
 def _read_plan(path: Path) -> dict[str, Any]:
     """The plan a measurement started with, checked (it decides what is trained)."""
     plan = load_json(read_text_bounded(path, what="fidelity plan"), path)
@@ -271,10 +277,7 @@ def run_fidelity(space_path: str | Path, options: FidelityOptions = FidelityOpti
                              f"{MIN_ARCHITECTURES} (raise --k)")
         labels = {spec.key: label for label, spec in specs}
         budgets, seeds = tuple(plan["budgets"]), plan["seeds"]
-        done = load_fidelity_runs(folder)
-        finished = {(k, int(s)) for k, s, b, st in zip(
-            done[KEY], done[SEED], done[FIDELITY_BUDGET], done[STATUS])
-            if int(b) == plan["longest"] and st == "ok"}
+        finished = _finished(load_fidelity_runs(folder), plan["longest"])
         jobs = [{ARCH: spec.to_json(), TRAIN_SEED: s, NUMBER: i}
                 for i, (spec, s) in enumerate((spec, s) for _, spec in specs for s in seeds)
                 if (spec.key, s) not in finished]
@@ -296,10 +299,7 @@ def run_fidelity(space_path: str | Path, options: FidelityOptions = FidelityOpti
         json.dumps(space_identity(space), default=str)),
                   labels=labels, unit=metrics.unit_of(metric, config.task.name),
                   written=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    missing = len(specs) * len(seeds) - len(
-        {(k, int(s)) for k, s, b, st in zip(runs[KEY], runs[SEED], runs[FIDELITY_BUDGET],
-                                            runs[STATUS]) if int(b) == plan["longest"]
-         and st == "ok"})
+    missing = len(specs) * len(seeds) - len(_finished(runs, plan["longest"]))
     if missing:
         notes.append(f"{missing} of {len(specs) * len(seeds)} runs did not finish (see "
                      f"fidelity_runs.csv); the analysis uses the architectures evaluated at "
