@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "regular_file", "check_write_target", "MIB"]
+__all__ = ["atomic_write", "regular_file", "check_write_target", "make_folder", "MIB"]
 
 MIB = 1 << 20
 
@@ -65,6 +65,19 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[BinaryIO], obje
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def make_folder(path: str | Path, a_file: str, what: str = "folder") -> Path:
+    """``path`` as a folder, created if missing: a ValueError that starts with the path when
+    it is a file (``a_file`` says what was expected instead) or cannot be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: a file; {a_file}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot create the {what}: {err.strerror}") from None
     return path
 
 

@@ -38,6 +38,7 @@ from sla_nas.arch import (
     atomic_write,
     check_model_size,
     estimate,
+    make_folder,
     model_bytes_limit,
     read_text_bounded,
     regular_file,
@@ -354,14 +355,8 @@ def _out_root(paths: RunPaths, out: str | Path | None) -> Path:
             raise ValueError(f"{paths.exported} is a symlink; pass --out DIR to choose where to "
                              f"export")
         out = paths.exported
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: a file; expected the folder to export into (--out DIR)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{out}: cannot create the export folder: {err.strerror}") from None
-    return out.resolve()
+    return make_folder(out, "expected the folder to export into (--out DIR)",
+                       "export folder").resolve()
 
 
 def _inside(root: Path, path: Path) -> Path:

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from sla_nas.arch import atomic_write, check_write_target, regular_file
+from sla_nas.arch import atomic_write, check_write_target, make_folder, regular_file
 
 from ._tasks import _user_corpus_files
 from ._tokens import DTYPES, META_FILE
@@ -110,16 +110,10 @@ def prepare_tokens(source: str | Path, out: str | Path, *, tokenizer: str | Path
     total = sum(p.stat().st_size for p in files)
     if total == 0:
         raise ValueError(f"{source} holds no text ({len(files)} empty files)")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: a file; --out is the folder for train.bin, val.bin and "
-                         f"meta.json")
-    if (out / "train.bin").exists() and not force:
+    if (out / "train.bin").exists() and not force:  # (never true of a file: refused below)
         raise ValueError(f"{out / 'train.bin'} exists; choose another --out or pass --force "
                          f"to overwrite it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{out}: cannot create the folder: {err.strerror}") from None
+    make_folder(out, "--out is the folder for train.bin, val.bin and meta.json")
     for name in ("train.bin", "val.bin", META_FILE, "tokenizer.json"):
         check_write_target(out / name)  # no symlink planted there leads outside
 

@@ -48,6 +48,7 @@ from sla_nas.arch import (
     check_model_size,
     check_tokens,
     estimate,
+    make_folder,
     model_bytes_limit,
     regular_file,
 )
@@ -385,13 +386,7 @@ def _save(state: dict[str, Any], directory: Path, name: str = STATE_FILE) -> Non
 
 def _make_folder(directory: Path) -> None:
     """The checkpoint folder, created if missing; a ValueError naming it when it is a file."""
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{directory}: a file; expected a folder for the run's state (state.pt, "
-                         f"model.pt)")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{directory}: cannot create the folder: {err.strerror}") from None
+    make_folder(directory, "expected a folder for the run's state (state.pt, model.pt)")
 
 
 _STATE_KEYS = {"model": dict, "opt": dict, "step": int, "history": list, "curve": list,
