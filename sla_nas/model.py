@@ -1,6 +1,7 @@
 """The sla-nas model: a decoder-only Transformer whose attention may read K and V across layers.
 
-This one file is the whole model, and it imports only torch and the standard library:
+This one file is the whole model, and it imports only torch and the standard library (and the
+``safetensors`` package, only when it reads or writes a ``.safetensors`` weights file):
 sla-nas builds every model from it (`build_model(spec, seed)`), and ``sla-nas export`` copies
 it verbatim into each exported folder as ``model.py``, replacing only this docstring and the
 table between the ``architecture`` markers with the winner's own. The table here is a small
@@ -34,9 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Model", "SlaModel", "KVCache", "build_model", "Dims", "Gene", "EMB",
-           "WEIGHTS_FORMAT"]
+           "WEIGHTS_FORMAT", "WEIGHTS_FILE", "LEGACY_WEIGHTS_FILE"]
 
-WEIGHTS_FORMAT = "sla-nas-weights/1"  # weights.pt: {format, spec_key, state_dict}
+# model.safetensors: the tensors (tied embeddings stored once) with metadata
+# {format, spec_key}; weights.pt (exports before safetensors): {format, spec_key, state_dict}
+WEIGHTS_FORMAT = "sla-nas-weights/1"
+WEIGHTS_FILE, LEGACY_WEIGHTS_FILE = "model.safetensors", "weights.pt"
 EMB = -1  # the token embedding as a source (normed by its own norm, ``ln_e``)
 
 
@@ -90,7 +94,7 @@ class Gene(NamedTuple):
 
 
 # ---- architecture (generated) ----
-SPEC_KEY = "fc5e772d5f91"  # the architecture's sla-nas key; weights.pt must carry the same
+SPEC_KEY = "fc5e772d5f91"  # the architecture's sla-nas key; a weights file must carry the same
 DIMS = Dims(vocab_size=256, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, n_groups=2, d_ff=64,
             seq_len=16, norm="layernorm", pos="learned", tie_embeddings=True)
 # LAYERS[l][g] = (K gene, V gene) of head group g in layer l
@@ -550,23 +554,46 @@ class Model(nn.Module):
                 logits, cache = self.decode(token, cache)
         return torch.cat(out, 1)
 
+    def save_weights(self, path: str | Path) -> None:
+        """Write ``model.safetensors`` (any name ending in .safetensors): every tensor once (tied
+        embeddings are stored as ``lm_head.weight`` alone), with the format and this
+        architecture's key as metadata. Needs the ``safetensors`` package."""
+        from safetensors.torch import save_model
+        save_model(self, str(path), {"format": WEIGHTS_FORMAT, "spec_key": self.spec_key or ""})
+
     def load_weights(self, path: str | Path) -> Model:
-        """Load a weights file written by sla-nas export (no unpickling: weights_only=True);
-        refuses the weights of another architecture."""
+        """Load a weights file written by sla-nas (``model.safetensors``; or an older export's
+        ``weights.pt``, read with weights_only=True): nothing is unpickled. Refuses the weights
+        of another architecture."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            from safetensors.torch import load_model
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            self._check_weights(path, meta.get("format"), meta.get("spec_key"))
+            load_model(self, str(path), strict=True, device=str(self.wte.weight.device))
+            return self
         data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"{path}: not an sla-nas weights file ({WEIGHTS_FORMAT})")
-        if self.spec_key is not None and data.get("spec_key") != self.spec_key:
-            raise ValueError(f"{path}: holds the weights of architecture "
-                             f"{data.get('spec_key')!r}, this model is {self.spec_key!r} (use "
-                             f"the model.py exported next to those weights)")
+        if not isinstance(data, dict):
+            data = {}
+        self._check_weights(path, data.get("format"), data.get("spec_key"))
         self.load_state_dict(data["state_dict"])
         return self
 
+    def _check_weights(self, path: Path, fmt: Any, key: Any) -> None:
+        if fmt != WEIGHTS_FORMAT:
+            raise ValueError(f"{path}: not an sla-nas weights file ({WEIGHTS_FORMAT})")
+        if self.spec_key is not None and key != self.spec_key:
+            raise ValueError(f"{path}: holds the weights of architecture {key!r}, this model "
+                             f"is {self.spec_key!r} (use the model.py exported next to those "
+                             f"weights)")
+
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> Model:
-        """The model with the weights of ``path`` (a weights.pt of this architecture)."""
-        return cls().load_weights(path)
+    def from_pretrained(cls, path: str | Path | None = None) -> Model:
+        """The model with the weights of ``path`` (this architecture's model.safetensors or
+        weights.pt; default: the one next to this file)."""
+        return cls().load_weights(_weights_next_to_file() if path is None else path)
 
 
 SlaModel = Model  # the name sla-nas's trainer and export use
@@ -670,6 +697,14 @@ def _normal(t: torch.Tensor, std: float, seed: int, name: str) -> None:
     t.copy_(torch.randn(t.shape, generator=gen) * std)
 
 
+def _weights_next_to_file() -> Path:
+    """model.safetensors next to this file, else an older export's weights.pt if present."""
+    here = Path(__file__)
+    legacy = here.with_name(LEGACY_WEIGHTS_FILE)
+    return legacy if legacy.exists() and not here.with_name(WEIGHTS_FILE).exists() \
+        else here.with_name(WEIGHTS_FILE)
+
+
 def build_model(spec: Any, seed: int = 0) -> Model:
     """The model of an sla-nas ``ArchSpec``, with weights from ``seed`` (see
     `Model.init_weights`) and ``model.spec`` set to ``spec``.
@@ -691,12 +726,12 @@ def build_model(spec: Any, seed: int = 0) -> Model:
     return model
 
 
-if __name__ == "__main__":  # python model.py [weights.pt]: build, load, run one batch
+if __name__ == "__main__":  # python model.py [WEIGHTS]: build, load, run one batch
     model = Model()
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("weights.pt")
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else _weights_next_to_file()
     if path.exists():
         model.load_weights(path)
     idx = torch.randint(0, DIMS.vocab_size, (1, DIMS.seq_len))
     print(f"architecture {SPEC_KEY}: {sum(p.numel() for p in model.parameters()):,} "
-          f"parameters, weights {path if path.exists() else 'initialised (no weights.pt)'}, "
+          f"parameters, weights {path if path.exists() else f'initialised (no {path.name})'}, "
           f"logits {tuple(model(idx)[0].shape)}")

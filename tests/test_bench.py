@@ -13,7 +13,7 @@ import torch
 from sla_nas import build_model, presets
 from sla_nas.arch import ArchSpec, estimate
 from sla_nas.cli import main
-from sla_nas.export import WEIGHTS_FILE, WEIGHTS_FORMAT
+from sla_nas.export import WEIGHTS_FILE
 from sla_nas.proxy import MIB, PREFILL_BATCH, compare_decode, fit_batch, measure_decode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -165,8 +165,7 @@ def test_bench_an_exported_folder_measures_its_trained_model(tmp_path, monkeypat
     spec = presets.get("cla2", **SMALL)
     trained = build_model(spec, seed=5)  # other weights than build_model(spec)
     spec.save(tmp_path / "arch.yaml")
-    torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key,
-                "state_dict": trained.state_dict()}, tmp_path / WEIGHTS_FILE)
+    trained.save_weights(tmp_path / WEIGHTS_FILE)
     seen = []
     real = sla_nas.proxy.compare_decode
 

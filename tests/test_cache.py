@@ -12,7 +12,7 @@ from test_export import LOAD_EXPORTED, PROV, run_without_sla_nas
 
 from sla_nas import build_model, presets
 from sla_nas.arch import ArchSpec, estimate
-from sla_nas.export import WEIGHTS_FILE, WEIGHTS_FORMAT
+from sla_nas.export import WEIGHTS_FILE
 from sla_nas.export._modelfile import model_py
 from sla_nas.model import KVCache
 
@@ -175,8 +175,7 @@ def test_exported_model_decodes_like_sla_model_without_sla_nas(tmp_path):
         folder = tmp_path / f"case-{i}"
         folder.mkdir()
         (folder / "model.py").write_text(model_py(spec, PROV))
-        torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key,
-                    "state_dict": model.state_dict()}, folder / WEIGHTS_FILE)
+        model.save_weights(folder / WEIGHTS_FILE)
         torch.save(_tokens(spec, max(4, spec.dims.seq_len), seed=i), folder / "idx.pt")
         folders.append((folder, spec, model))
     run_without_sla_nas(STANDALONE_DECODE, [str(f) for f, _, _ in folders], tmp_path)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors import safe_open
 
 import sla_nas.model
 from sla_nas import build_model, load_exported, presets
@@ -24,6 +25,7 @@ from sla_nas.arch import ArchSpec, Dims, estimate
 from sla_nas.export import ONNX_ATOL, WEIGHTS_FILE, WEIGHTS_FORMAT, export_run
 from sla_nas.export._card import Provenance
 from sla_nas.export._modelfile import _BEGIN, _END, TEMPLATE, model_py, table_block
+from sla_nas.model import LEGACY_WEIGHTS_FILE
 from sla_nas.proxy import Budget, make_task, train_proxy
 from sla_nas.results import (
     CHECKPOINT,
@@ -59,7 +61,7 @@ def run_vanilla_costs(run: Path) -> dict[str, int]:
 
 
 # Runs in a fresh interpreter in which sla_nas cannot be imported: for every folder, builds
-# the model model.py defines, loads weights.pt through model.py's own loader, and saves the
+# the model model.py defines, loads model.safetensors through model.py's own loader, and saves the
 # logits on idx.pt, the gradient of every parameter after a backward of the loss on
 # (idx, idx shifted by one) and the weights of Model(seed=3).
 LOAD_EXPORTED = """
@@ -78,7 +80,7 @@ for i, folder in enumerate(sys.argv[1:]):
     spec = importlib.util.spec_from_file_location(f"exported_{i}", f"{folder}/model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    model = module.Model.from_pretrained(f"{folder}/weights.pt")
+    model = module.Model.from_pretrained(f"{folder}/model.safetensors")
     idx = torch.load(f"{folder}/idx.pt", weights_only=True)
 """  # then, per folder: model, idx
 STANDALONE = LOAD_EXPORTED + """    logits, loss = model(idx, torch.roll(idx, -1, 1))
@@ -132,14 +134,13 @@ def check_standalone(folders: list[Path], expected: list[tuple[torch.Tensor, dic
 
 
 def write_case(folder: Path, spec: ArchSpec, seed: int) -> tuple[torch.Tensor, dict]:
-    """model.py and weights.pt of ``spec`` with random weights large enough that every path
+    """model.py and model.safetensors of ``spec`` with random weights large enough that every path
     matters, and an input; returns build_model's logits and gradients on it."""
     model = build_model(spec, seed)
     randomize_(model, seed=seed)
     folder.mkdir()
     (folder / "model.py").write_text(model_py(spec, PROV))
-    torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key,
-                "state_dict": model.state_dict()}, folder / WEIGHTS_FILE)
+    model.save_weights(folder / WEIGHTS_FILE)
     gen = torch.Generator().manual_seed(seed)
     length = max(1, spec.dims.seq_len - seed % 3)  # shorter inputs too
     idx = torch.randint(0, spec.dims.vocab_size, (2, length), generator=gen)
@@ -176,17 +177,24 @@ def test_standalone_model_equals_build_model_without_sla_nas(which, tmp_path):
         assert all(torch.equal(init[k], reference[k]) for k in reference), folder.name
 
 
-def test_generated_model_imports_only_torch_and_the_standard_library(tmp_path):
-    spec = next(s for s in RANDOM if {"concat", "mix_learned"} <= features(s))
-    path = tmp_path / "model.py"
-    path.write_text(model_py(spec, PROV))
+def _import_roots(nodes) -> set[str]:
     roots = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in nodes:
         if isinstance(node, ast.Import):
             roots |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             roots.add(node.module.split(".")[0])
-    assert roots - set(sys.stdlib_module_names) == {"torch"}
+    return roots - set(sys.stdlib_module_names)
+
+
+def test_generated_model_imports_only_torch_and_the_standard_library(tmp_path):
+    """At import; safetensors only inside the functions that read or write its files."""
+    spec = next(s for s in RANDOM if {"concat", "mix_learned"} <= features(s))
+    path = tmp_path / "model.py"
+    path.write_text(model_py(spec, PROV))
+    tree = ast.parse(path.read_text())
+    assert _import_roots(tree.body) == {"torch"}
+    assert _import_roots(ast.walk(tree)) == {"torch", "safetensors"}
     text = path.read_text()
     assert f'SPEC_KEY = "{spec.key}"' in text
     assert f"{estimate(spec)['kv_cache_bytes_per_token']:,}" in text  # costs in the docstring
@@ -231,8 +239,7 @@ def test_generated_model_is_the_model_file_with_its_own_docstring_and_table():
 def test_standalone_loader_refuses_another_architecture(tmp_path):
     other = presets.get("cla2", **TINY)
     path = tmp_path / WEIGHTS_FILE
-    torch.save({"format": WEIGHTS_FORMAT, "spec_key": other.key,
-                "state_dict": build_model(other).state_dict()}, path)
+    build_model(other).save_weights(path)
     with pytest.raises(ValueError, match=f"architecture '{other.key}', this model is "
                                          f"'{sla_nas.model.SPEC_KEY}'"):
         sla_nas.model.Model().load_weights(path)
@@ -280,11 +287,15 @@ def test_export_top_k(finished_run, best_two):
         assert metrics["weights"] == {"source": "checkpoint",
                                       "checkpoint": f"{row[CHECKPOINT]}/model.pt"}
         assert metrics["vanilla_seed"]["status"] == "infeasible"  # over the run's KV limit
-        saved = torch.load(e.folder / WEIGHTS_FILE, weights_only=True)
-        assert saved["format"] == WEIGHTS_FORMAT and saved["spec_key"] == e.key
+        with safe_open(e.folder / WEIGHTS_FILE, "pt") as f:
+            meta = f.metadata()  # safetensors adds the name it dropped of a tied pair
+            assert (meta["format"], meta["spec_key"]) == (WEIGHTS_FORMAT, e.key)
+            saved = {k: f.get_tensor(k) for k in f.keys()}
         checkpoint = torch.load(finished_run / row[CHECKPOINT] / "model.pt", weights_only=True)
-        assert saved["state_dict"].keys() == checkpoint.keys()
-        assert all(torch.equal(saved["state_dict"][k], v) for k, v in checkpoint.items())
+        if spec.dims.tie_embeddings:  # stored once, as lm_head.weight
+            assert torch.equal(checkpoint.pop("wte.weight"), checkpoint["lm_head.weight"])
+        assert saved.keys() == checkpoint.keys()
+        assert all(torch.equal(saved[k], v) for k, v in checkpoint.items())
         card = (e.folder / "README.md").read_text()
         for text in (f"Rank {e.rank} of the sla-nas search `finished`", f"trial: {e.trial}",
                      info["space_file"], f"torch {info['versions']['torch']}",
@@ -332,7 +343,7 @@ def test_readme_user_script_trains_the_exported_model(best_two, tmp_path):
     windows = torch.arange(0, len(data) - 17, 97)[:, None] + torch.arange(17)
     with torch.no_grad():
         before = model(data[windows[:, :-1]], data[windows[:, 1:]])[1]
-        model.load_state_dict(torch.load(tmp_path / "finetuned.pt", weights_only=True))
+        model.load_weights(tmp_path / "finetuned.safetensors")
         after = model(data[windows[:, :-1]], data[windows[:, 1:]])[1]
     assert after < before - 0.5  # it learned the text (from about 4.2 nats per byte)
 
@@ -415,10 +426,16 @@ def test_load_exported_names_the_tensor_that_does_not_fit(other, message, tmp_pa
     spec.save(tmp_path / "arch.yaml")
     torch.save({"format": WEIGHTS_FORMAT, "spec_key": spec.key,  # a forged key
                 "state_dict": build_model(presets.get(other, **TINY)).state_dict()},
-               tmp_path / WEIGHTS_FILE)
+               tmp_path / LEGACY_WEIGHTS_FILE)  # an export before safetensors
     with pytest.raises(ValueError) as err:
         load_exported(tmp_path)
     assert message.format(key=spec.key) in str(err.value)
+    forged = build_model(presets.get(other, **TINY))
+    forged.spec_key = spec.key
+    forged.save_weights(tmp_path / WEIGHTS_FILE)  # preferred over weights.pt
+    with pytest.raises(ValueError) as err:
+        load_exported(tmp_path)
+    assert message.format(key=spec.key) in str(err.value) and WEIGHTS_FILE in str(err.value)
 
 
 class _Payload:
@@ -428,12 +445,17 @@ class _Payload:
 
 def test_load_exported_never_unpickles(tmp_path):
     presets.get("vanilla", **TINY).save(tmp_path / "arch.yaml")
-    torch.save({"format": WEIGHTS_FORMAT, "payload": _Payload()}, tmp_path / WEIGHTS_FILE)
+    torch.save({"format": WEIGHTS_FORMAT, "payload": _Payload()},
+               tmp_path / LEGACY_WEIGHTS_FILE)
     with pytest.raises(ValueError, match="weights.pt: not a weights file sla-nas wrote"):
         load_exported(tmp_path)
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
-    (tmp_path / WEIGHTS_FILE).unlink()
-    with pytest.raises(ValueError, match="no weights.pt; expected a folder written by"):
+    (tmp_path / LEGACY_WEIGHTS_FILE).unlink()
+    with pytest.raises(ValueError, match="no model.safetensors; expected a folder written by"):
+        load_exported(tmp_path)
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"\xff" * 64)  # not safetensors
+    with pytest.raises(ValueError, match="model.safetensors: not a weights file sla-nas wrote: "
+                                         "safetensors cannot read it"):
         load_exported(tmp_path)
 
 
@@ -512,7 +534,7 @@ def _retrained_weights(spec: ArchSpec, tokens: int, work: Path, seed: int) -> di
 @pytest.mark.slow
 def test_retrain_tokens(finished_run, tmp_path):
     exported = export_run(finished_run, out=tmp_path / "out", retrain_tokens=1024)[0]
-    saved = torch.load(exported.folder / WEIGHTS_FILE, weights_only=True)["state_dict"]
+    saved = load_exported(exported.folder).model.state_dict()
     spec = ArchSpec.load(exported.folder / "arch.yaml")
     record = json.loads((exported.folder / "metrics.json").read_text())["weights"]
     winner = load_results(finished_run).set_index("trial").loc[exported.trial]

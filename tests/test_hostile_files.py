@@ -21,8 +21,8 @@ import torch
 
 from sla_nas.arch import ArchSpec, Dims, presets
 from sla_nas.cli import main
-from sla_nas.export import WEIGHTS_FILE, WEIGHTS_FORMAT, load_exported
-from sla_nas.model import build_model
+from sla_nas.export import WEIGHTS_FORMAT, load_exported
+from sla_nas.model import LEGACY_WEIGHTS_FILE, build_model
 from sla_nas.proxy import Budget
 from sla_nas.results import load_results
 
@@ -237,7 +237,7 @@ def test_load_exported_and_bench_of_huge_dims_are_refused(tmp_path, capsys):
     huge = ArchSpec.create(Dims.create(**{**DIMS, "d_model": 1 << 16, "d_ff": 1 << 20}))
     huge.save(folder / "arch.yaml")
     torch.save({"format": WEIGHTS_FORMAT, "spec_key": huge.key, "state_dict": {}},
-               folder / WEIGHTS_FILE)
+               folder / LEGACY_WEIGHTS_FILE)
     with pytest.raises(ValueError, match="arch.yaml: architecture .* parameters"):
         load_exported(folder)
     _refused(["bench", folder], capsys, folder / "arch.yaml", "parameters")
@@ -357,8 +357,9 @@ def test_token_meta_json_that_is_not_a_file(tmp_path, capsys):
 def test_an_unreadable_weights_file_never_advises_unpickling(tmp_path):
     presets.get("vanilla", **{k: DIMS[k] for k in ("d_model", "n_layers", "n_heads")}
                 ).save(tmp_path / "arch.yaml")
-    torch.save({"format": WEIGHTS_FORMAT, "payload": _Payload()}, tmp_path / WEIGHTS_FILE)
+    torch.save({"format": WEIGHTS_FORMAT, "payload": _Payload()},
+               tmp_path / LEGACY_WEIGHTS_FILE)
     with pytest.raises(ValueError) as caught:
         load_exported(tmp_path)
     assert "weights_only=False" not in str(caught.value)
-    assert str(tmp_path / WEIGHTS_FILE) in str(caught.value)
+    assert str(tmp_path / LEGACY_WEIGHTS_FILE) in str(caught.value)

@@ -22,10 +22,9 @@ from sla_nas.arch import (
     cost_table,
     dims_sentence,
 )
+from sla_nas.model import WEIGHTS_FILE
 
 __all__ = ["Provenance", "docstring", "model_card", "WEIGHTS_FILE"]
-
-WEIGHTS_FILE = "weights.pt"
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,18 @@
 ``export_run(RUN_DIR)`` (``sla-nas export``) writes, for the best architectures of a finished
 run (the best ``top`` by the first objective, or the Pareto set of several objectives),
 ``<out>/rank-N-<key>/`` with ``arch.yaml`` (the spec), ``model.py`` (a PyTorch module generated
-for this architecture that needs neither sla-nas nor anything but torch), ``weights.pt`` (the
-trial's evaluated weights, or weights retrained for ``retrain_tokens``), ``metrics.json``,
+for this architecture that needs neither sla-nas nor anything but torch and safetensors),
+``model.safetensors`` (the trial's evaluated weights, or weights retrained for
+``retrain_tokens``), ``metrics.json``,
 ``README.md`` (a model card) and, with ``onnx=True``, ``model.onnx`` and ``decode.onnx`` (a
 generation step with the KV cache as inputs and outputs), checked with onnxruntime.
 `load_exported` reads such a folder back as an `SlaModel` and its `ArchSpec`.
 
 A run folder is data from elsewhere: keys are validated before they name a folder, the spec of
 every row must hash to its key, checkpoints must lie inside the run folder, nothing is
-unpickled (``weights_only=True``, ``yaml.safe_load``) and every path written is resolved and
-checked to lie inside the export folder. This module imports neither Ray nor plotting.
+unpickled (safetensors; a checkpoint or an older export's ``weights.pt`` with
+``weights_only=True``; ``yaml.safe_load``) and every path written is resolved and checked to lie
+inside the export folder. This module imports neither Ray nor plotting.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from sla_nas.arch import (
     unit_of,
 )
 from sla_nas.arch.metrics import QUALITY
-from sla_nas.model import SlaModel, build_model
+from sla_nas.model import LEGACY_WEIGHTS_FILE, SlaModel, build_model
 from sla_nas.proxy import MODEL_FILE, Budget, make_task, train_proxy
 from sla_nas.results import (
     CHECKPOINT,
@@ -385,8 +387,9 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
     try:
         _write(root, work / "arch.yaml", spec.to_yaml())
         _write(root, work / "model.py", model_py(spec, prov))
-        weights = {"format": WEIGHTS_FORMAT, "spec_key": spec.key, "state_dict": state}
-        _write(root, work / WEIGHTS_FILE, lambda f: torch.save(weights, f))
+        model = build_model(spec)
+        model.load_state_dict(state)
+        model.save_weights(_inside(root, work / WEIGHTS_FILE))  # a new file in a new folder
         if onnx:
             log("exporting model.onnx and checking it with onnxruntime")
             metrics["onnx_max_abs_diff"] = write_onnx(_inside(root, work / "model.onnx"), spec,
@@ -521,26 +524,54 @@ def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | No
 
 
 # ---------------------------------------------------------------------- loading
+def _read_safetensors(path: Path, model: SlaModel) -> tuple[Any, Any, Any]:
+    """(format, spec_key, state dict) of a model.safetensors, the tied pair ``wte.weight`` /
+    ``lm_head.weight`` filled in from the one of them stored (safetensors stores a shared tensor
+    once); a file safetensors cannot read is refused, naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    regular_file(path, model_bytes_limit(), "weights file")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a weights file sla-nas wrote: safetensors cannot read "
+                         f"it ({err})") from None
+    pair = ("wte.weight", "lm_head.weight")
+    if model.lm_head.weight is model.wte.weight and sum(name in state for name in pair) == 1:
+        stored = state[pair[0]] if pair[0] in state else state[pair[1]]
+        state.update(dict.fromkeys(pair, stored))
+    return meta.get("format"), meta.get("spec_key"), state
+
+
 def load_exported(folder: str | Path) -> LoadedModel:
     """The model of an export folder with its weights, and its spec; refuses a folder whose
-    ``arch.yaml`` and ``weights.pt`` describe different architectures."""
+    ``arch.yaml`` and ``model.safetensors`` (or an older export's ``weights.pt``) describe
+    different architectures."""
     folder = Path(folder)
     arch, weights = folder / "arch.yaml", folder / WEIGHTS_FILE
+    if not weights.is_file() and (folder / LEGACY_WEIGHTS_FILE).is_file():
+        weights = folder / LEGACY_WEIGHTS_FILE
     for path in (arch, weights):
         if not path.is_file():
             raise ValueError(f"{folder}: no {path.name}; expected a folder written by sla-nas "
                              f"export (exported/rank-N-<key>/)")
     spec = ArchSpec.load(arch)
     check_model_size(spec, arch, copies=2)  # the model and the state read into it
-    data = _read_state_dict(weights)
-    if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{weights}: not an sla-nas weights file (expected a dict with "
-                         f"format {WEIGHTS_FORMAT!r})")
-    found = data.get("spec_key")
+    model = build_model(spec)
+    if weights.name == WEIGHTS_FILE:
+        fmt, found, state = _read_safetensors(weights, model)
+    else:
+        data = _read_state_dict(weights)
+        data = data if isinstance(data, dict) else {}
+        fmt, found, state = data.get("format"), data.get("spec_key"), data.get("state_dict")
+    if fmt != WEIGHTS_FORMAT:
+        raise ValueError(f"{weights}: not an sla-nas weights file (expected format "
+                         f"{WEIGHTS_FORMAT!r})")
     if found != spec.key:
         raise ValueError(f"{weights} holds the weights of architecture {found!r}, but {arch} "
                          f"describes architecture {spec.key!r}: the two files come from "
                          f"different exports")
-    model = build_model(spec)
-    _load_checked(model, data.get("state_dict"), weights, spec.key)
+    _load_checked(model, state, weights, spec.key)
     return LoadedModel(model, spec)

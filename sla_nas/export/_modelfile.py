@@ -54,7 +54,7 @@ def table_block(spec: ArchSpec) -> str:
     d = spec.dims
     fields = ", ".join(f"{f.name}={_py(getattr(d, f.name))}" for f in dataclasses.fields(d))
     lines = [_BEGIN,
-             f'SPEC_KEY = "{spec.key}"  # the architecture\'s sla-nas key; weights.pt must '
+             f'SPEC_KEY = "{spec.key}"  # the architecture\'s sla-nas key; a weights file must '
              f"carry the same\n",
              *_wrap(f"DIMS = Dims({fields})", "            "),
              "# LAYERS[l][g] = (K gene, V gene) of head group g in layer l\n",
