@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from sla_nas.arch import atomic_write, check_write_target, metrics
-from sla_nas.results import RunPaths, load_results
+from sla_nas.results import STATUS, TRAINED_STATUSES, RunPaths, load_results
 from sla_nas.space import parse_space_yaml
 
 from . import _data
@@ -414,14 +414,18 @@ def _json(fig: go.Figure | None) -> str | None:
     return None if fig is None else fig.to_json()
 
 
-def build_report(run_dir: str | Path, top: int = 10) -> Path:
+def build_report(run_dir: str | Path, top: int = 10, in_progress: int | None = None) -> Path:
     """Write ``RUN_DIR/report.html`` (replaced atomically) and return its path. Works on a
     finished or a running search: it reads only ``trials.parquet`` (or ``.csv``),
     ``space.yaml`` and ``run.json``, never the study or Ray's folder. The data functions
     compute each section, the ``plot_`` functions draw it, ``templates/report.html.j2`` says
-    how to read it and lays out the page."""
+    how to read it and lays out the page. ``in_progress``: the search is still running and
+    trains this many trials (its ``n_trials``); the page says how many it has trained so far,
+    so a reader of a live report (``search.report_every``) never takes it for the result."""
     if top < 1:
         raise ValueError(f"`top` must be >= 1, got {top=}")
+    if in_progress is not None and in_progress < 1:
+        raise ValueError(f"`in_progress` is the search's number of trials, got {in_progress}")
     paths = RunPaths(Path(run_dir))
     frame = _data.with_columns(load_results(paths.root))
     check_write_target(paths.report)  # before the work, not after it
@@ -452,9 +456,11 @@ def build_report(run_dir: str | Path, top: int = 10) -> Path:
         "marginal": plot_marginal(marginal) if marginal.rows else None,
         "curves": plot_learning_curves(curves) if curves.curves else None}
     table = with_confirmation(_data.get_table_info(frame, objectives, top), confirm)
+    live = None if in_progress is None else \
+        (int(frame[STATUS].isin(TRAINED_STATUSES).sum()) if len(frame) else 0, in_progress)
     text = render_page(
-        summary=summary, confirm=confirm, fidelity=fidelity, noise=noise, colors=STATUS_COLORS,
-        history=history,
+        live=live, summary=summary, confirm=confirm, fidelity=fidelity, noise=noise,
+        colors=STATUS_COLORS, history=history,
         connectivity=connectivity, costs=_data.get_costs_info(frame, objectives),
         importance=importance, marginal=marginal, curves=curves, table=sortable(table),
         figures={name: _json(fig) for name, fig in figures.items()},

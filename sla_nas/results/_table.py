@@ -25,7 +25,7 @@ __all__ = ["trials_frame", "ERROR_ATTR", "write_tables", "load_results", "TRIAL"
            "MESSAGE", "REUSED_FROM", "SEED", "SEED_PRESET", "TOKENS", "TOKENS_TRAINED",
            "WALL_SECONDS", "NODE_ID", "NODES", "DEVICE", "PRECISION", "COMPILE", "COMPILE_SECONDS",
            "TRAINING", "SPEC", "CHECKPOINT", "HISTORY", "CURVE", "STARTED",
-           "FINISHED",
+           "FINISHED", "FIDELITY",
            "PARAM_PREFIX", "TRAINED_METRICS", "STATUSES", "TRAINED_STATUSES", "N_SEEDS",
            "COSTS", "check_trials", "check_columns", "check_numbers", "read_table",
            "source_of", "MAX_TABLE_BYTES"]
@@ -56,6 +56,7 @@ CHECKPOINT = "checkpoint"  # the trial's last Tune checkpoint (model.pt inside),
 HISTORY = "history_json"  # honest evaluations: [{tokens, val_loss, ...}, ...]
 CURVE = "curve_json"  # running training loss: [[tokens, loss], ...]
 STARTED, FINISHED = "started", "finished"
+FIDELITY = "fidelity"  # how its metrics were measured: "standalone" (trained on its own)
 N_SEEDS = "n_seeds"  # ranked(): training seeds an architecture's mean is over
 PARAM_PREFIX = "param:"  # one column per searched decision, e.g. "param:L3.g1.kv_src"
 TRAINED_METRICS = metrics.MEASURED  # one column each (`sla_nas.arch.metrics` says what they are)
@@ -98,7 +99,7 @@ def trials_frame(study: Any) -> pd.DataFrame:
             STATUS: a.get(STATUS, {"RUNNING": "running", "WAITING": "queued"}.get(
                 t.state.name, t.state.name.lower())),
             STATE: t.state.name, MESSAGE: a.get(MESSAGE), REUSED_FROM: a.get(REUSED_FROM),
-            SEED: a.get(SEED), SEED_PRESET: a.get(SEED_PRESET)}
+            SEED: a.get(SEED), SEED_PRESET: a.get(SEED_PRESET), FIDELITY: a.get(FIDELITY)}
         for metric in (*TRAINED_METRICS, *COSTS):
             row[metric] = a.get(metric)
         row.update({TOKENS: a.get(TOKENS), TOKENS_TRAINED: a.get(TOKENS_TRAINED),

@@ -41,6 +41,7 @@ from ._confirm import ConfirmOutcome, options_from_space, run_confirm
 from ._ray import check_resources, connect_or_explain, node_loss_is_no_failure, quiet_tune
 from ._searcher import MAX_SKIPS, STORAGES
 from ._storage import ReconnectingStorage, masked, stop_reason
+from ._trackers import TRACKING_URIS, choose_tracking, open_experiment, tracker_callbacks
 
 TUNE_NAME = "tune"
 
@@ -59,6 +60,8 @@ class SearchOptions:
     tokens: int | None = None  # overrides budget.tokens
     quiet: bool = False
     confirm: bool = True  # run the space's confirm: block, if it has one
+    trackers: tuple[str, ...] | None = None  # overrides search.trackers (--tracker)
+    mlflow_uri: str | None = None  # overrides search.mlflow_uri (--mlflow-uri)
 
 
 @dataclass
@@ -88,7 +91,8 @@ def _check_objectives(space: SearchSpace) -> list[tuple[str, str]]:
     return check_search(space, make_task)
 
 
-def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions) -> dict[str, Any]:
+def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions,
+                 tracking: dict[str, Any] | None = None) -> dict[str, Any]:
     """Create (or, resuming, check) the run folder; return the run's recorded settings."""
     text = space_path.read_text()
     if options.resume:
@@ -120,6 +124,7 @@ def _prepare_dir(space_path: Path, paths: RunPaths, options: SearchOptions) -> d
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "overrides": {"n_trials": options.n_trials, "tokens": options.tokens},
             "storage": masked(options.storage) if options.storage else "study.db",
+            "trackers": tracking or {"trackers": [], "mlflow_uri": None},
             "versions": {"sla_nas": __version__, "torch": torch.__version__,
                          "ray": ray.__version__, "optuna": optuna.__version__,
                          "python": platform.python_version()}}
@@ -230,11 +235,17 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     for note in notes if log is not None else ():
         log(note)
     started_notes = len(notes)
-    _prepare_dir(space_path, paths, options)
+    tracking = choose_tracking(config.search, options.trackers, options.mlflow_uri,
+                               paths.read_info().get("trackers") if options.resume else None,
+                               options.resume, str(paths.run_info))
+    _prepare_dir(space_path, paths, options, tracking.record())
     if space.fidelity_path() is not None and not options.resume:  # the report shows it
         shutil.copyfile(space.fidelity_path(), paths.root / FIDELITY_FILE)
     try:
         storage = _open_storage(paths, options, name)
+        TRACKING_URIS[name] = tracking.uri(paths)
+        if "mlflow" in tracking.trackers:  # a wrong URI ends the run before any training
+            open_experiment(TRACKING_URIS[name], name)
         started = connect_or_explain(options.address)
         try:  # trials no node can hold would wait forever: end before the first
             check_resources(config.search.cpus_per_trial, config.search.gpus_per_trial,
@@ -253,7 +264,8 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     try:
         try:
             frame, interrupted = _fit(space, objectives, plan, setup, seeds, storage, paths,
-                                      options, name, trainable, n_trials, notes)
+                                      options, name, trainable, n_trials, notes,
+                                      tracker_callbacks(tracking, name))
             best = winners(frame, objectives)
             _write_winners(best, paths, multi=len(objectives) > 1)
         except OSError as err:  # the tables or the winners could not be written
@@ -283,12 +295,13 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
 
 def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, setup: Any,
          seeds: list, storage: Any, paths: RunPaths, options: SearchOptions, name: str,
-         function: Callable[..., None] | None, n_trials: int, notes: list[str]) -> Any:
+         function: Callable[..., None] | None, n_trials: int, notes: list[str],
+         trackers: list[Any] | None = None) -> Any:
     import optuna
     from ray import tune
 
     from ._progress import SearchProgress
-    from ._searcher import SpaceSearch, close_unstarted
+    from ._searcher import SpaceSearch, close_unstarted, describe_study
     from ._trainable import run_trial, trial_dirname
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -318,7 +331,12 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
                 # one checkpoint per trial: Tune then snapshots the experiment whenever a
                 # trial checkpoints, so a restarted driver never points at a deleted one
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[SearchProgress(paths, name, n_trials, objectives, options.quiet)]))
+                callbacks=[SearchProgress(paths, name, n_trials, objectives, options.quiet),
+                           *_live_report(config.report_every, paths, n_trials, options.quiet),
+                           *(trackers or ())]))  # TensorBoard, MLflow: search.trackers
+    # the objectives' names and the settings, for Optuna Dashboard (again on --resume: same)
+    describe_study(optuna.load_study(study_name=name, storage=storage), space, objectives,
+                   plan.budget, n_trials, plan.scheduler)
     lost: list[tuple[str, str]] = []  # (Tune trial id, node id) per trial a lost node stopped
     try:
         with quiet_tune(), node_loss_is_no_failure(lost):
@@ -345,6 +363,16 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
         frame = trials_frame(study)
     write_tables(frame, paths)
     return frame, interrupted
+
+
+def _live_report(every: int, paths: RunPaths, n_trials: int, quiet: bool) -> list[Any]:
+    """``search.report_every``: the callback that rewrites report.html during the search
+    (after SearchProgress, which refreshes the trials table the page is built from)."""
+    if not every:
+        return []
+    from ._live import LiveReport
+
+    return [LiveReport(paths, every, n_trials, quiet)]
 
 
 def _spent(frame: Any) -> bool:

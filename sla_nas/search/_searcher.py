@@ -12,7 +12,10 @@ learns from truncated losses as if they were final). This subclass tells Optuna 
 * a trial that raised or diverged is FAIL, with its message.
 
 Every trial's architecture, status, metrics, costs and curves go into the study's user
-attributes: the study is the record the trials table is built from.
+attributes: the study is the record the trials table is built from. The key, the spec, the
+costs and the fidelity are set when a trial is asked, and its status as it ends, so Optuna
+Dashboard on the study (``optuna-dashboard sqlite:///results/NAME/study.db``) shows a running
+search; `describe_study` names the objectives and records the search's settings there.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sla_nas.arch import ArchSpec, estimate
 from sla_nas.results import (
+    FIDELITY,
     KEY,
     MESSAGE,
     NODE_ID,
@@ -60,13 +64,15 @@ from ._trainable import (
     trial_folder,
 )
 
-__all__ = ["SpaceSearch", "MAX_SKIPS", "STORAGES", "close_unstarted"]
+__all__ = ["SpaceSearch", "MAX_SKIPS", "STORAGES", "close_unstarted", "describe_study",
+           "STANDALONE"]
 
 # study name -> its storage, in the driver only: Tune pickles the searcher and the callbacks
 # into the run folder, and a storage URL may carry a password, so they keep only the name
 STORAGES: dict[str, optuna.storages.BaseStorage] = {}
 MAX_SKIPS = 200  # proposals in a row that need no training before the space counts as spent
 REUSABLE = ("ok", "pruned", "diverged")  # outcomes a duplicate may reuse (not errors)
+STANDALONE = "standalone"  # fidelity: the architecture trained on its own, from scratch
 
 
 def close_unstarted(study: optuna.Study, known: set[int], message: str,
@@ -79,6 +85,25 @@ def close_unstarted(study: optuna.Study, known: set[int], message: str,
             storage.set_trial_user_attr(frozen._trial_id, STATUS, "abandoned")
             storage.set_trial_user_attr(frozen._trial_id, MESSAGE, message)
             storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+
+
+def describe_study(study: optuna.Study, space: SearchSpace,
+                   objectives: list[tuple[str, str]], budget_tokens: int, n_trials: int,
+                   scheduler: str) -> None:
+    """Name the study's objectives (Optuna Dashboard and ``trials_dataframe`` show the names,
+    not "Objective 0") and record what a viewer of the study alone needs to read it: the
+    space file, the objectives with their directions, the budget. Idempotent: a resumed search
+    sets the same values again. Nothing secret: the storage URL is never written."""
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged through 5.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric for metric, _ in objectives])
+    config = space.config
+    for name, value in {
+            "space_file": space.path.name, "task": config.task.name,
+            "objectives": [{"metric": metric, "mode": mode} for metric, mode in objectives],
+            "budget_tokens": budget_tokens, "n_trials": n_trials,
+            "sampler": config.search.sampler, "scheduler": scheduler}.items():
+        study.set_user_attr(name, value)
 
 
 def define_space(trial: optuna.Trial, space: SearchSpace) -> None:
@@ -144,7 +169,7 @@ class SpaceSearch(OptunaSearch):
     def _describe(self, ot_trial: optuna.Trial, spec: ArchSpec, seed: int) -> None:
         costs = estimate(spec)
         for name, value in {KEY: spec.key, "spec": spec.to_json(), SEED: seed,
-                            STATUS: "running", **costs}.items():
+                            STATUS: "running", FIDELITY: STANDALONE, **costs}.items():
             ot_trial.set_user_attr(name, value)
         for name, limit in self.search_space.config.constraints.model_dump().items():
             if limit is not None:  # > 0: infeasible, in units of the limit

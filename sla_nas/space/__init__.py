@@ -18,6 +18,7 @@ from ._schema import (
     DECODE_MAX_BATCH,
     METRICS,
     MIB,
+    TRACKERS,
     SpaceError,
     SpaceFile,
     check_run_name,
@@ -28,4 +29,4 @@ from ._space import DECODE_MAX_CACHE, SearchSpace, Unit, mib_up, suggest_arch
 __all__ = ["SearchSpace", "SpaceError", "SpaceFile", "Unit", "suggest_arch", "parse_space_yaml",
            "check_run_name", "METRICS", "COST_METRICS", "DECODE", "DECODE_KEYS", "DECODE_BATCH",
            "DECODE_MAX_BATCH", "DECODE_MAX_CACHE", "MIB", "mib_up", "check_search", "GRID_LIMIT",
-           "MAX_DIMS_CHOICES", "MAX_SOURCE_SETS", "MAX_PARAMS"]
+           "MAX_DIMS_CHOICES", "MAX_SOURCE_SETS", "MAX_PARAMS", "TRACKERS"]

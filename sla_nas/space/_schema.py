@@ -35,7 +35,7 @@ from sla_nas.arch import (
 
 __all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS",
            "check_run_name", "DECODE", "DECODE_KEYS", "DECODE_BATCH", "DECODE_MAX_BATCH", "MIB",
-           "MAX_SPACE_BYTES", "MAX_SPACE_NODES"]
+           "MAX_SPACE_BYTES", "MAX_SPACE_NODES", "TRACKERS"]
 
 METRICS = metrics.OBJECTIVES  # what an objective may name (the registry's order)
 COST_METRICS = tuple(m for m in METRICS if metrics.REGISTRY[m].analytic)  # max_<name> limits
@@ -53,6 +53,8 @@ MAX_SEED = 2**31 - 1  # Optuna's samplers seed numpy, which takes 0 .. 2**32 - 1
 MAX_LIMIT = 10**18  # a constraint's limit (params, bytes, FLOPs per token)
 MAX_MESSAGE = 400  # characters of one error message, its file and line aside
 MAX_SPACE_BYTES = 1 << 18  # a space file is written by hand: a few KB
+TRACKERS = ("tensorboard", "mlflow")  # what search.trackers (and --tracker) may name
+MAX_URI = 2000  # characters of a tracking URI
 MAX_SPACE_NODES = 10_000  # values in it: PyYAML resolves and builds each in Python (libyaml
 # only parses), ~50,000 a second, so 256 KiB of numbers would take seconds
 
@@ -264,6 +266,10 @@ class SearchSection(_Strict):
     cpus_per_trial: float = Field(default=1.0, gt=0, le=1024, allow_inf_nan=False)
     gpus_per_trial: float = Field(default=0.0, ge=0, le=64, allow_inf_nan=False)
     fidelity: str | None = None  # a fidelity.json from `sla-nas fidelity`, relative to the file
+    report_every: int = 0  # rewrite report.html every N finished trials; 0: only at the end
+    trackers: list[str] = Field(default_factory=list)  # TRACKERS the search logs to
+    mlflow_uri: str | None = None  # the mlflow tracker's URI (default: mlflow.db in the run;
+    # used when the mlflow tracker is on, here or by --tracker mlflow)
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -271,6 +277,44 @@ class SearchSection(_Strict):
         if value > 1 and value != int(value):
             raise ValueError(f"Ray shares a GPU in fractions below 1 or gives whole GPUs, "
                              f"got {value}")
+        return value
+
+    @field_validator("report_every", mode="before")
+    @classmethod
+    def _report_every(cls, value: Any) -> int:
+        """Absent, empty or 0: no live report; else a count of finished trials."""
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or \
+                not 0 <= value <= MAX_COUNT:
+            raise ValueError(f"expected a number of finished trials from 1 to {MAX_COUNT:,} "
+                             f"(0 or absent: no live report), got {short_repr(value)}")
+        return value
+
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> list[str]:
+        """Absent or empty: none; else a list of distinct tracker names."""
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of trackers from {list(TRACKERS)}, got "
+                             f"{short_repr(value)}")
+        for name in value:
+            if name not in TRACKERS:
+                raise ValueError(f"expected a list of trackers from {list(TRACKERS)}, got "
+                                 f"{short_repr(value)}: {short_repr(name)} is unknown"
+                                 f"{did_you_mean(name, TRACKERS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("mlflow_uri", mode="before")
+    @classmethod
+    def _mlflow_uri(cls, value: Any) -> str | None:
+        if value is not None and (not isinstance(value, str) or not value.strip()
+                                  or len(value) > MAX_URI):
+            raise ValueError(f"expected an MLflow tracking URI (e.g. sqlite:///mlflow.db or "
+                             f"http://host:5000), got {short_repr(value)}")
         return value
 
 
