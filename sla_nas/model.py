@@ -554,12 +554,21 @@ class Model(nn.Module):
                 logits, cache = self.decode(token, cache)
         return torch.cat(out, 1)
 
+    def weights_bytes(self) -> bytes:
+        """The content of a ``model.safetensors``: every tensor once (tied embeddings as
+        ``lm_head.weight`` alone, as safetensors requires and its ``save_model`` does), with
+        the format and this architecture's key as metadata. Needs the ``safetensors`` package."""
+        from safetensors.torch import save
+        state = self.state_dict()
+        if self.lm_head.weight is self.wte.weight:
+            del state["wte.weight"]
+        return save({name: t.detach().contiguous() for name, t in state.items()},
+                    {"format": WEIGHTS_FORMAT, "spec_key": self.spec_key or ""})
+
     def save_weights(self, path: str | Path) -> None:
-        """Write ``model.safetensors`` (any name ending in .safetensors): every tensor once (tied
-        embeddings are stored as ``lm_head.weight`` alone), with the format and this
-        architecture's key as metadata. Needs the ``safetensors`` package."""
-        from safetensors.torch import save_model
-        save_model(self, str(path), {"format": WEIGHTS_FORMAT, "spec_key": self.spec_key or ""})
+        """Write `weights_bytes` to ``path`` (a name ending in .safetensors), a file with the
+        permissions of any other the user writes (safetensors' own writer makes it private)."""
+        Path(path).write_bytes(self.weights_bytes())
 
     def load_weights(self, path: str | Path) -> Model:
         """Load a weights file written by sla-nas (``model.safetensors``; or an older export's

@@ -27,6 +27,7 @@ from sla_nas.arch import (
     load_arch,
     presets,
 )
+from sla_nas.space import TRACKERS
 
 from ._fidelity import cmd_fidelity
 
@@ -137,7 +138,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     options = SearchOptions(address=args.address, storage=args.storage, resume=args.resume,
                             max_failures=args.max_failures, results=args.results,
                             name=args.name, n_trials=args.n_trials, tokens=args.tokens,
-                            quiet=args.quiet, confirm=not args.no_confirm)
+                            quiet=args.quiet, confirm=not args.no_confirm,
+                            trackers=tuple(args.tracker) if args.tracker else None,
+                            mlflow_uri=args.mlflow_uri)
     console = Console(stderr=True, quiet=args.quiet)
     console.print(f"search {args.space}", highlight=False)
     log = lambda note: console.print(f"  {note}", highlight=False, soft_wrap=True)  # noqa: E731
@@ -215,7 +218,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     console = Console(stderr=True, quiet=args.quiet)
     exported = export_run(args.run, top=args.top, out=args.out,
-                          retrain_tokens=args.retrain_tokens, onnx=args.onnx,
+                          retrain_tokens=args.retrain_tokens, onnx=args.onnx, format=args.format,
                           log=lambda note: console.print(f"  {note}", highlight=False,
                                                          soft_wrap=True))
     for e in exported:
@@ -423,6 +426,12 @@ COMMANDS = (
                  help="do not export the winners (sla-nas export can, later)"),
              arg("--no-report", action="store_true",
                  help="do not write report.html (sla-nas report can, later)"),
+             arg("--tracker", action="append", choices=TRACKERS, metavar="NAME",
+                 help="log to an experiment tracker, tensorboard or mlflow (repeatable; "
+                 "overrides search.trackers)"),
+             arg("--mlflow-uri", metavar="URI",
+                 help="the mlflow tracker's tracking URI (default: search.mlflow_uri, else "
+                 "$MLFLOW_TRACKING_URI, else results/<name>/mlflow.db)"),
              QUIET.but(help="print only the result"))),
     Command("fidelity", cmd_fidelity, "measure how far a search of a space can be trusted",
             "Train the space's seed architectures and K drawn from it with S paired seeds to "
@@ -470,8 +479,8 @@ COMMANDS = (
                  help="override the space's train.precision"))),
     Command("export", _cmd_export, "write the winners of a search as standalone models",
             "Write the best architectures of a finished search run to OUT/rank-N-<key>/: "
-            "arch.yaml, a standalone model.py that needs only PyTorch, weights.pt (loads with "
-            "weights_only=True), metrics.json and a README.md model card. Winners: the best "
+            "arch.yaml, a standalone model.py that needs only PyTorch, model.safetensors, "
+            "metrics.json and a README.md model card. Winners: the best "
             "--top by the objective (confirmed ones first, if sla-nas confirm ran), or the "
             "Pareto set when the search had several.",
             (arg("run", type=Path, help="a run folder, e.g. results/quickstart"),
@@ -484,6 +493,10 @@ COMMANDS = (
              arg("--onnx", action="store_true",
                  help="also write model.onnx, checked against PyTorch with onnxruntime "
                  "(pip install 'sla-nas[onnx]')"),
+             arg("--format", choices=["plain", "hf", "all"], default="plain",
+                 help="plain: model.py and model.safetensors (default); hf: a Hugging Face "
+                 "folder hf/ that transformers loads with trust_remote_code, checked against "
+                 "sla-nas (pip install 'sla-nas[hf]'); all: both"),
              QUIET.but(help="print only the exported folders"))),
     Command("report", _cmd_report, "write a run's report.html (opens offline)",
             "Write RUN_DIR/report.html: one self-contained page (plotly.js inlined, no network) "

@@ -76,6 +76,7 @@ from sla_nas.results import (
 from sla_nas.space import SearchSpace, SpaceFile, parse_space_yaml
 
 from ._card import Provenance, model_card
+from ._hf import EXPORT_FORMATS, HF_FOLDER, hf_card, require_hf, write_hf
 from ._modelfile import WEIGHTS_FILE, WEIGHTS_FORMAT, model_py
 from ._onnx import (
     DECODE_ONNX_MIN_SEQ,
@@ -251,6 +252,14 @@ def _load_checked(model: SlaModel, state: Any, source: Path, key: str) -> None:
             shape = tuple(found.shape) if isinstance(found, torch.Tensor) else type(found)
             raise ValueError(f"{source}: tensor {name} has shape {shape}, architecture {key} "
                              f"needs {tuple(tensor.shape)}")
+        if found.dtype != tensor.dtype and not (found.is_floating_point()
+                                                and tensor.is_floating_point()):
+            raise ValueError(f"{source}: tensor {name} holds {found.dtype}, architecture {key} "
+                             f"needs {tensor.dtype} (a floating-point dtype)")
+    if model.lm_head.weight is model.wte.weight and \
+            not torch.equal(state["wte.weight"], state["lm_head.weight"]):
+        raise ValueError(f"{source}: wte.weight and lm_head.weight differ, but architecture "
+                         f"{key} ties them (one tensor): store one of them, or both equal")
     model.load_state_dict(state)
 
 
@@ -376,8 +385,10 @@ def _write(root: Path, path: Path, data: Any) -> None:
 
 def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.Tensor],
                   prov: Provenance, metrics: dict[str, Any], onnx: bool,
-                  log: Callable[[str], None]) -> None:
-    """Write the folder ``root/name`` from scratch (a temporary folder renamed into place)."""
+                  log: Callable[[str], None], format: str = "plain") -> None:
+    """Write the folder ``root/name`` from scratch (a temporary folder renamed into place):
+    model.py and its weights (``format`` plain or all), the Hugging Face folder ``hf/`` (hf or
+    all; its model card is the folder's README.md too when it is the only model)."""
     target = root / name
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise ValueError(f"{target} exists and is not a folder (a symlink or a file); remove "
@@ -386,10 +397,15 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
     work.mkdir()  # a new folder (never an existing path or symlink), with the user's umask
     try:
         _write(root, work / "arch.yaml", spec.to_yaml())
-        _write(root, work / "model.py", model_py(spec, prov))
-        model = build_model(spec)
-        model.load_state_dict(state)
-        model.save_weights(_inside(root, work / WEIGHTS_FILE))  # a new file in a new folder
+        if format != "hf":
+            _write(root, work / "model.py", model_py(spec, prov))
+            model = build_model(spec)
+            model.load_state_dict(state)
+            _write(root, work / WEIGHTS_FILE, model.weights_bytes())
+        if format != "plain":
+            log(f"writing {HF_FOLDER}/ (Hugging Face transformers) and checking it")
+            metrics.update(write_hf(_inside(root, work / HF_FOLDER), spec, state, prov, name,
+                                    write=lambda path, data: _write(root, path, data)))
         if onnx:
             log("exporting model.onnx and checking it with onnxruntime")
             metrics["onnx_max_abs_diff"] = write_onnx(_inside(root, work / "model.onnx"), spec,
@@ -401,7 +417,8 @@ def _write_winner(root: Path, name: str, spec: ArchSpec, state: dict[str, torch.
             else:
                 log(f"decode.onnx skipped: it needs seq_len >= {DECODE_ONNX_MIN_SEQ}")
         _write(root, work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        _write(root, work / "README.md", model_card(spec, prov, name))
+        _write(root, work / "README.md", hf_card(spec, prov, name) if format == "hf" else
+               model_card(spec, prov, name))
         if target.exists():
             shutil.rmtree(_inside(root, target))  # an earlier export of the same winner
         os.replace(work, _inside(root, target))
@@ -488,15 +505,22 @@ def _metrics_file(spec: ArchSpec, row: pd.Series, prov: Provenance,
 
 def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | None = None,
                retrain_tokens: int | None = None, onnx: bool = False,
-               log: Callable[[str], None] | None = None) -> list[Exported]:
+               log: Callable[[str], None] | None = None, format: str = "plain"
+               ) -> list[Exported]:
     """Export the winners of the run in ``run_dir`` to ``out`` (default ``run_dir/exported``):
     one ``rank-N-<key>/`` folder each (see the module docstring); an earlier export of the same
     rank and architecture is replaced. Winners: the best ``top`` (default 1) by the objective,
     or the Pareto set of several objectives (its best ``top`` by the first objective, if
     given). Weights come from each trial's checkpoint, or with ``retrain_tokens`` from a new
     training of that length with the run's task and budget settings and the trial's seed.
-    ``log`` gets one line per winner (and per retraining)."""
+    ``log`` gets one line per winner (and per retraining). ``format``: "plain" (model.py and
+    its weights), "hf" (a Hugging Face folder ``hf/``, checked against sla-nas; needs
+    transformers) or "all" (both)."""
     log = log or (lambda note: None)
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    if format != "plain":
+        require_hf()
     if retrain_tokens is not None and retrain_tokens < 1:
         raise ValueError(f"--retrain-tokens must be >= 1, got {retrain_tokens}")
     if onnx:
@@ -517,7 +541,7 @@ def export_run(run_dir: str | Path, top: int | None = None, out: str | Path | No
         prov = _provenance(run, row, rank, record, confirmed)
         name = f"rank-{rank}-{valid_key(spec.key)}"
         _write_winner(root, name, spec, state, prov, _metrics_file(spec, row, prov, record),
-                      onnx, log)
+                      onnx, log, format)
         exported.append(Exported(rank, spec.key, prov.trial, shown / name, record["source"],
                                  prov.metrics))
     return exported
