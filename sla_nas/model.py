@@ -577,17 +577,26 @@ class Model(nn.Module):
         path = Path(path)
         if path.suffix == ".safetensors":
             from safetensors import safe_open
-            from safetensors.torch import load_model
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
-            self._check_weights(path, meta.get("format"), meta.get("spec_key"))
-            load_model(self, str(path), strict=True, device=str(self.wte.weight.device))
-            return self
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict):
-            data = {}
-        self._check_weights(path, data.get("format"), data.get("spec_key"))
-        self.load_state_dict(data["state_dict"])
+                self._check_weights(path, meta.get("format"), meta.get("spec_key"))
+                state = {name: f.get_tensor(name) for name in f.keys()}
+            tied = ("wte.weight", "lm_head.weight")
+            if self.lm_head.weight is self.wte.weight and any(n in state for n in tied):
+                a, b = (state.get(n, state.get(m)) for n, m in (tied, tied[::-1]))
+                if a.shape != b.shape or not torch.equal(a, b):
+                    raise ValueError(f"{path}: the tied {tied[0]} and {tied[1]} differ")
+                state.update(zip(tied, (a, b)))
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = data if isinstance(data, dict) else {}
+            self._check_weights(path, data.get("format"), data.get("spec_key"))
+            state = data["state_dict"]
+        odd = [n for n, t in state.items()
+               if not isinstance(t, torch.Tensor) or not t.is_floating_point()]
+        if odd:
+            raise ValueError(f"{path}: {odd[0]} is not a tensor of floating-point weights")
+        self.load_state_dict(state)
         return self
 
     def _check_weights(self, path: Path, fmt: Any, key: Any) -> None:

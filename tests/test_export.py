@@ -236,6 +236,29 @@ def test_generated_model_is_the_model_file_with_its_own_docstring_and_table():
     assert table == table_block(spec) and doc != t_doc and spec.key in doc
 
 
+def test_standalone_loader_reads_a_tied_pair_stored_either_way_and_refuses_odd_tensors(
+        tmp_path):
+    """Model.load_weights (model.py, without sla-nas) reads what load_exported reads."""
+    from safetensors.torch import save_file
+
+    spec = presets.get("vanilla", **TINY)
+    assert spec.dims.tie_embeddings
+    model = build_model(spec, seed=2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    meta = {"format": WEIGHTS_FORMAT, "spec_key": spec.key}
+    path = tmp_path / WEIGHTS_FILE
+    for drop in ("wte.weight", "lm_head.weight", None):
+        save_file({k: v for k, v in state.items() if k != drop}, path, meta)
+        loaded = build_model(spec).load_weights(path)
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items()), drop
+    save_file({**state, "wte.weight": state["wte.weight"] + 1}, path, meta)
+    with pytest.raises(ValueError, match="the tied wte.weight and lm_head.weight differ"):
+        build_model(spec).load_weights(path)
+    save_file({**state, "ln_f.weight": state["ln_f.weight"].long()}, path, meta)
+    with pytest.raises(ValueError, match="ln_f.weight is not a tensor of floating-point"):
+        build_model(spec).load_weights(path)
+
+
 def test_standalone_loader_refuses_another_architecture(tmp_path):
     other = presets.get("cla2", **TINY)
     path = tmp_path / WEIGHTS_FILE
@@ -457,6 +480,32 @@ def test_load_exported_never_unpickles(tmp_path):
     with pytest.raises(ValueError, match="model.safetensors: not a weights file sla-nas wrote: "
                                          "safetensors cannot read it"):
         load_exported(tmp_path)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda s: {**s, "lm_head.weight": torch.zeros_like(s["lm_head.weight"])},
+     "wte.weight and lm_head.weight differ, but architecture {key} ties them"),
+    (lambda s: {k: (v > 0) for k, v in s.items()},
+     "tensor wte.weight holds torch.bool, architecture {key} needs torch.float32"),
+    (lambda s: {k: (v * 100).long() for k, v in s.items()},
+     "tensor wte.weight holds torch.int64"),
+])
+def test_load_exported_refuses_tampered_tied_or_integer_weights(tamper, message, tmp_path):
+    """A tied pair stored twice must be one tensor (else one of them was silently dropped),
+    and a weight is never an integer or a bool cast to float without a word."""
+    from safetensors.torch import save_file
+
+    spec = presets.get("vanilla", **TINY)
+    spec.save(tmp_path / "arch.yaml")
+    state = {k: v.clone() for k, v in build_model(spec, seed=1).state_dict().items()}
+    save_file(state, str(tmp_path / WEIGHTS_FILE), {"format": WEIGHTS_FORMAT,
+                                                     "spec_key": spec.key})
+    assert torch.equal(load_exported(tmp_path).model.wte.weight, state["wte.weight"])
+    save_file(tamper(state), str(tmp_path / WEIGHTS_FILE), {"format": WEIGHTS_FORMAT,
+                                                             "spec_key": spec.key})
+    with pytest.raises(ValueError) as err:
+        load_exported(tmp_path)
+    assert message.format(key=spec.key) in str(err.value) and WEIGHTS_FILE in str(err.value)
 
 
 # ---------------------------------------------------------------------- hostile run folders

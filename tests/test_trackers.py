@@ -4,6 +4,7 @@ back from a real local MLflow store (SQLite, the default) and the event files th
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import signal
 import struct
@@ -289,3 +290,84 @@ def test_a_killed_driver_resumed_keeps_one_run_per_trial_and_logs_nothing_twice(
                   client.get_metric_history(run.info.run_id, "val_loss")]
         assert sorted(logged) == [(e["tokens"], e["val_loss"])
                                   for e in json.loads(row[HISTORY])]  # each step once
+
+
+# ---------------------------------------------------------------------- passwords stay out
+def test_a_password_never_reaches_a_message_or_run_json():
+    """MLflow quotes the URI it was given, password and all, in its errors; an SQLAlchemy URL
+    may carry the password in its query instead."""
+    from sla_nas.search._trackers import open_experiment
+
+    with pytest.raises(ValueError) as caught:
+        open_experiment("nosuchscheme://me:s3cret-pw@host/x", "leak")
+    assert "s3cret-pw" not in str(caught.value) and "me:***@host" in str(caught.value)
+    assert masked_uri("postgresql://db/x?user=me&password=s3cret&sslmode=require") == \
+        "postgresql://db/x?user=me&password=***&sslmode=require"
+    assert masked_uri("sqlite:///relative.db?mode=ro") == "sqlite:///relative.db?mode=ro"
+    assert masked_uri("http://me:p%40ss@host:5000") == "http://me:***@host:5000"
+    given = "postgresql://db/x?password=s3cret"
+    assert "s3cret" not in json.dumps(Tracking(("mlflow",), given).record())
+    with pytest.raises(ValueError, match="give --mlflow-uri again"):
+        Tracking.resumed(Tracking(("mlflow",), given).record(), None, (None, None, None))
+    assert Tracking.resumed(Tracking(("mlflow",), given).record(), None,
+                            (given, None, None)).mlflow_uri == given
+
+
+def test_a_failing_store_mid_search_prints_no_password(tmp_path, capsys):
+    tracker = MLflowTracker("leaky")
+    TRACKING_URIS["leaky"] = "nosuchscheme://me:s3cret-pw@host/x"
+    spec = presets.get("cla2", **DIMS)
+    tracker.on_trial_result(0, [], _trial(0, spec, "a_1"),
+                            _result([{"tokens": 2000, "val_loss": 5.0}]))
+    err = capsys.readouterr().err
+    assert "trial 0: logging a result failed" in err and "s3cret-pw" not in err
+
+
+def test_a_store_that_fails_is_left_alone_for_a_while_then_catches_up(monkeypatch, capsys):
+    """One failed call pauses MLflow calls for PAUSE_SECONDS (a dead server would otherwise
+    hold the driver for each call); the next call after the pause logs what was missed."""
+    import sla_nas.search._trackers as trackers
+
+    clock = [1000.0]
+    monkeypatch.setattr(trackers.time, "monotonic", lambda: clock[0])
+    tracker, calls = MLflowTracker("paused"), []
+    TRACKING_URIS["paused"] = "http://127.0.0.1:1/"
+
+    def fails() -> None:
+        calls.append(clock[0])
+        raise ConnectionError("refused")
+
+    trial = SimpleNamespace(trial_id="t", config={NUMBER: 4})
+    tracker._guarded(trial, "logging a result", fails)
+    clock[0] += trackers.PAUSE_SECONDS - 1
+    tracker._guarded(trial, "logging a result", fails)  # paused: not called
+    assert calls == [1000.0]
+    clock[0] += 1
+    tracker._guarded(trial, "logging a result", lambda: calls.append("ok"))
+    assert calls == [1000.0, "ok"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mlflow (http://127.0.0.1:1/): trial 4: logging a result failed: "
+                   "ConnectionError: refused (no MLflow call for 60 s)"]
+
+
+def test_mlflow_http_calls_give_up_quickly_unless_the_user_said_otherwise(monkeypatch):
+    import sla_nas.search._trackers as trackers
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    trackers._quiet_mlflow()
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "15"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+
+
+@pytest.mark.parametrize("uri, where", [
+    ("sqlite:///{tmp}/db/m.db", "{tmp}/db/mlflow-artifacts"),
+    ("postgresql://u:pw@host/db", "{tmp}/run/mlflow-artifacts"),
+    ("mysql+pymysql://host/db", "{tmp}/run/mlflow-artifacts"),
+    ("http://host:5000", None),  # a tracking server chooses its own
+])
+def test_a_database_store_never_puts_artifacts_in_the_working_folder(tmp_path, uri, where):
+    from sla_nas.search._trackers import _artifact_location
+
+    found = _artifact_location(uri.format(tmp=tmp_path), tmp_path / "run")
+    assert found == (None if where is None else Path(where.format(tmp=tmp_path)).as_uri())

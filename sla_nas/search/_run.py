@@ -245,7 +245,7 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
         storage = _open_storage(paths, options, name)
         TRACKING_URIS[name] = tracking.uri(paths)
         if "mlflow" in tracking.trackers:  # a wrong URI ends the run before any training
-            open_experiment(TRACKING_URIS[name], name)
+            open_experiment(TRACKING_URIS[name], name, paths.root)
         started = connect_or_explain(options.address)
         try:  # trials no node can hold would wait forever: end before the first
             check_resources(config.search.cpus_per_trial, config.search.gpus_per_trial,

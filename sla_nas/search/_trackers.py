@@ -39,7 +39,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from ray.tune import Callback
 from ray.tune.logger import TBXLoggerCallback
@@ -67,24 +67,56 @@ TAG_KEY, TAG_STATUS, TAG_SEED, TAG_PRESET = ("sla_nas.key", "sla_nas.status", "s
 # an evaluation's numbers that are no metric: the step itself and the optimiser's step count
 NOT_METRICS = ("tokens", "step")
 FINAL_METRICS = ("decode_speedup", "decode_tokens_per_s")  # measured once, after training
+SECRET_KEYS = ("password", "passwd", "pwd")  # query keys masked_uri hides
 
 
 def masked_uri(uri: str) -> str:
-    """``uri`` with its password (``scheme://user:password@host``) replaced by ``***``."""
+    """``uri`` with its password (``scheme://user:password@host``, or a ``password=`` in the
+    query, as SQLAlchemy URLs allow) replaced by ``***``; the rest as written."""
     parts = urlsplit(uri)
-    if not parts.password:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    head, sep, query = uri.partition("?")
+    if parts.password:  # netloc = user:password@host, the last @ before the path
+        start = head.index("//") + 2
+        end = head.find("/", start) if "/" in head[start:] else len(head)
+        at = head.rindex("@", start, end)
+        head = head[:start] + head[start:at].partition(":")[0] + ":***" + head[at:]
+    if sep:
+        query = "&".join(f"{k}=***" if k.lower() in SECRET_KEYS and v else k + eq + v
+                         for k, eq, v in (item.partition("=") for item in query.split("&")))
+    return head + sep + query
 
 
-def _artifact_location(uri: str) -> str | None:
-    """Where an SQLite store's artifacts go: beside its database (MLflow's default would be
-    ``./mlruns`` in the working folder). Other stores keep their own default."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
-    return (db.parent / ARTIFACTS).as_uri()
+def _secrets(uri: str) -> set[str]:
+    """The passwords ``uri`` holds, as written and decoded."""
+    parts = urlsplit(uri)
+    found = {parts.password} if parts.password else set()
+    found |= {v for k, _, v in (item.partition("=") for item in parts.query.split("&"))
+              if k.lower() in SECRET_KEYS and v}
+    return found | {unquote(v) for v in found}
+
+
+def _first_line(err: BaseException, uri: str) -> str:
+    """The first line of ``err``'s message (at most 300 characters) without ``uri``'s
+    password: MLflow's messages quote the URI they were given, password and all."""
+    text = str(err)
+    for secret in sorted(_secrets(uri), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return (text.strip().splitlines() or [""])[0][:300]
+
+
+DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy schemes (with +driver) MLflow takes
+
+
+def _artifact_location(uri: str, run_folder: Path | None = None) -> str | None:
+    """Where a new experiment's artifacts go when ``uri`` is a database: MLflow's default would
+    be ``./mlruns`` in the working folder. An SQLite store's go beside its database, another
+    database's into ``run_folder``; a tracking server keeps its own default."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+        return (db.parent / ARTIFACTS).as_uri()
+    if run_folder is not None and urlsplit(uri).scheme.split("+")[0] in DATABASES:
+        return (run_folder.resolve() / ARTIFACTS).as_uri()
+    return None
 
 
 @dataclass(frozen=True)
@@ -126,7 +158,7 @@ class Tracking:
                              f"search keeps its settings")
         uri = next((u for u in uris if u is not None and masked_uri(u) == kept), kept)
         if "mlflow" in started and uri is not None and uri == kept and \
-                urlsplit(uri).password == "***":
+                masked_uri(uri) == uri and "***" in uri:  # run.json's, password masked
             raise ValueError(f"the run logs to MLflow at {kept}: give --mlflow-uri again (its "
                              f"password is not stored)")
         return cls(started, uri if "mlflow" in started else None)
@@ -203,16 +235,26 @@ class NoTensorBoard(TBXLoggerCallback):
 
 
 # ---------------------------------------------------------------------- MLflow
+# MLflow's HTTP client retries 7 times with backoff, 120 s each: a tracking server that went
+# away would hold the driver (and every trial's results) for minutes per call. Set unless the
+# user set them: 1 retry, 15 s.
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+PAUSE_SECONDS = 60.0  # after a failed call, no call to the store for this long
+
+
 def _quiet_mlflow() -> None:
     """MLflow logs its database migrations at INFO and SQLAlchemy warns about MLflow's
-    mappings: the search's console shows neither."""
+    mappings: the search's console shows neither. Its HTTP calls give up quickly."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    for name, value in HTTP_SETTINGS.items():
+        os.environ.setdefault(name, value)
 
 
-def open_experiment(uri: str, name: str) -> tuple[Any, str]:
-    """(client, experiment id) of experiment ``name`` at ``uri``, created if new. A ValueError
-    names the URI (without its password) when the store cannot be opened."""
+def open_experiment(uri: str, name: str, run_folder: Path | None = None) -> tuple[Any, str]:
+    """(client, experiment id) of experiment ``name`` at ``uri``, created if new (artifacts:
+    see `_artifact_location`). A ValueError names the URI (without its password) when the
+    store cannot be opened."""
     _quiet_mlflow()
     from mlflow import MlflowClient
     from mlflow.entities import LifecycleStage
@@ -224,9 +266,9 @@ def open_experiment(uri: str, name: str) -> tuple[Any, str]:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 return client, client.create_experiment(
-                    name, artifact_location=_artifact_location(uri))
+                    name, artifact_location=_artifact_location(uri, run_folder))
     except Exception as err:  # a wrong URI, a server that is down, a refused file store
-        first = (str(err).strip().splitlines() or [""])[0][:300]
+        first = _first_line(err, uri)
         raise ValueError(f"cannot open the MLflow tracking store {masked_uri(uri)}: "
                          f"{type(err).__name__}: {first}") from None
     if experiment.lifecycle_stage == LifecycleStage.DELETED:
@@ -250,6 +292,7 @@ class MLflowTracker(Callback):
         self._study: Any = None
         self._runs: dict[str, tuple[str, float]] = {}  # Tune trial id -> (run id, last step)
         self._warned: set[str] = set()
+        self._paused_until = 0.0  # time.monotonic() before which the store is not called
 
     def __getstate__(self) -> dict[str, Any]:
         return {"run_name": self.run_name, "search_id": self.search_id}
@@ -319,16 +362,23 @@ class MLflowTracker(Callback):
         return run_id, -1
 
     def _guarded(self, trial: Any, what: str, action: Any) -> None:
+        """Run ``action``; a failure is one line per trial, and the store is left alone for
+        PAUSE_SECONDS (the next result of a trial logs what it missed: its whole history
+        past the last step logged)."""
+        number = trial.config.get(NUMBER, trial.trial_id)
+        if time.monotonic() < self._paused_until:
+            return
         try:
             action()
         except Exception as err:  # the search goes on without this trial's tracking
-            number = trial.config.get(NUMBER, trial.trial_id)
+            self._paused_until = time.monotonic() + PAUSE_SECONDS
             if f"{number}" not in self._warned:
                 self._warned.add(f"{number}")
-                uri = masked_uri(TRACKING_URIS.get(self.run_name, "?"))
-                first = (str(err).strip().splitlines() or [""])[0][:300]
-                print(f"  mlflow ({uri}): trial {number}: {what} failed: "
-                      f"{type(err).__name__}: {first}", file=sys.stderr)
+                uri = TRACKING_URIS.get(self.run_name, "?")
+                first = _first_line(err, uri)
+                print(f"  mlflow ({masked_uri(uri)}): trial {number}: {what} failed: "
+                      f"{type(err).__name__}: {first} (no MLflow call for "
+                      f"{PAUSE_SECONDS:.0f} s)", file=sys.stderr)
 
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_result(self, iteration: int, trials: list, trial: Any,
