@@ -9,8 +9,10 @@ state. `plan_evaluations` decides where those evaluations fall and where early s
 look, from the measured rank fidelity of the proxy. `resolve_device` says which device a
 run's ``device`` names (and refuses one torch cannot use); a failure of ``torch.compile`` is a
 `CompileError`. `compare_decode` measures decoding with the KV cache (prefill and decode
-tokens/s, cache bytes, peak memory) beside vanilla's, at a batch and at a cache budget. No Ray
-here.
+tokens/s, cache bytes, peak memory) beside vanilla's, at a batch and at a cache budget.
+`Supernet` shares one set of weights between every architecture of a space (exactly
+`build_model`'s computation for each); `train_supernet` trains it with fair or uniform sampling
+and `score` ranks candidates with the inherited weights. No Ray here.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from ._plan import (
     plan_evaluations,
 )
 from ._prepare import prepare_tokens
+from ._supernet import Supernet
+from ._supernet_train import SAMPLINGS, SUPERNET_FILE, SUPERNET_STATE, score, train_supernet
 from ._tasks import IGNORE, MQAR, BytesLM, Task, default_corpus_files, make_task
 from ._tokens import TokenFile, TokenFileNotFound, Tokens, open_token_file
 from ._trainer import MODEL_FILE, STATE_FILE, Budget, evaluate, train_proxy
@@ -48,4 +52,5 @@ __all__ = ["Task", "BytesLM", "MQAR", "make_task", "default_corpus_files", "IGNO
            "TokenFileNotFound", "open_token_file", "prepare_tokens", "resolve_device",
            "CompileError", "PRECISIONS", "PRECISION_DTYPES", "DecodeSpeed", "DecodeComparison",
            "measure_decode", "fit_batch", "compare_decode", "check_context", "PREFILL_BATCH",
-           "MIB", "ROUNDS"]
+           "MIB", "ROUNDS", "Supernet", "train_supernet", "score", "SAMPLINGS",
+           "SUPERNET_STATE", "SUPERNET_FILE"]

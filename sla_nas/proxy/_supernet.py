@@ -1,0 +1,254 @@
+"""A weight-sharing supernet: one set of weights for every architecture of a search space.
+
+For cross-layer connectivity every layer owns its W_Q, W_K, W_V, W_O and MLP whatever it
+reads, so an architecture only changes the wiring. The supernet keeps, per layer, the full
+W_K / W_V (one block of rows per head group, as vanilla has them), plus ``ln_e`` when the space
+can read the embedding, and one learned mix weight vector per (layer, stream, group, gene
+option), created when an architecture first uses that option.
+
+It does not re-implement attention: `Supernet.forward(idx, spec)` runs a `Model` skeleton of
+``spec`` (built once per architecture and kept in a bounded LRU cache, its own parameters
+only shapes on the meta device) with `torch.func.functional_call`, mapping each of its
+parameter names to the supernet's tensor or the rows of it the architecture owns. So a fixed
+architecture computes exactly what `build_model(spec)` computes with the same weights, and
+gradients flow into the shared weights. The weights start as `Model.init_weights` starts them
+(per-name, per-group seeds), so ``Supernet(space, seed)``'s weights for ``spec`` equal
+``build_model(spec, seed)``'s initial weights.
+
+`train_supernet` and `score` (``_supernet_train.py``) train and evaluate it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from sla_nas.arch import EMB, ArchSpec
+from sla_nas.model import Dims as ModelDims
+from sla_nas.model import Gene as ModelGene
+from sla_nas.model import Model, build_model
+
+__all__ = ["Supernet", "MAX_SKELETONS"]
+
+MAX_SKELETONS = 256  # architectures whose skeleton the supernet keeps (least recently used out)
+
+
+class _Skeleton(Model):
+    """A `Model` whose weights are never initialised: the supernet supplies them."""
+
+    def init_weights(self, seed: int = 0) -> None:
+        return None
+
+
+def _model_layers(spec: ArchSpec) -> tuple[ModelDims, tuple]:
+    """``spec`` in the model's own types, as `build_model` converts it."""
+    dims = ModelDims(**dataclasses.asdict(spec.dims))
+
+    def gene(l: int, g: int, s: str) -> ModelGene:
+        x = spec.gene(l, g, s)
+        weights = None if x.weights is None else tuple(float(w) for w in x.weights)
+        return ModelGene(tuple(x.sources), x.mode, x.combine, weights, bool(x.learned))
+
+    return dims, tuple(tuple((gene(l, g, "k"), gene(l, g, "v")) for g in range(dims.n_groups))
+                       for l in range(dims.n_layers))
+
+
+def mix_key(layer: int, stream: str, group: int, gene: ModelGene) -> str:
+    """The name of the learned mix weights shared by every architecture whose gene of
+    (layer, stream, group) is ``gene``: the place, then a digest of the gene."""
+    digest = hashlib.sha256(repr(tuple(gene)).encode()).hexdigest()[:12]
+    return f"l{layer}_{stream}{group}_{digest}"
+
+
+def space_dims(space: Any) -> Any:
+    """The one `Dims` of ``space``; a ValueError naming the searched keys otherwise."""
+    choices = list(space.dims_choices)
+    if len(choices) != 1:
+        fields = [f.name for f in dataclasses.fields(choices[0])
+                  if len({getattr(d, f.name) for d in choices}) > 1]
+        raise ValueError(f"space {space.name!r} searches the model's dimensions "
+                         f"({', '.join('model.' + f for f in fields)}): a supernet shares one "
+                         f"set of weights, so fix each of them to one value")
+    return choices[0]
+
+
+def _space_reads_embedding(space: Any, dims: Any) -> bool:
+    """Whether any architecture of ``space`` may read the token embedding."""
+    if any(EMB in space.pool(unit.layer) for unit in space.units(dims)):
+        return True
+    first = space.sample(_FirstChoice())  # the fixed rules, with the first of each decision
+    return first.uses_embedding or any(spec.uses_embedding for _, spec in space.seeds)
+
+
+class _FirstChoice:
+    """A trial that takes the first value of every decision."""
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return choices[0]
+
+
+class Supernet(nn.Module):
+    """The shared weights of every architecture of ``space`` (whose dimensions are fixed).
+
+    ``base``: a vanilla `Model` holding every layer's full W_Q, W_K, W_V (all groups' rows), W_O,
+    MLP and norms; ``ln_e``: the embedding's norm when the space can read it; ``mix``: learned
+    mix weights by `mix_key`, created on first use (``mix_genes`` says which gene each is)."""
+
+    def __init__(self, space: Any, seed: int = 0, max_skeletons: int = MAX_SKELETONS):
+        super().__init__()
+        self.dims = space_dims(space)
+        self.space_name, self.seed = space.name, seed
+        self.base = build_model(ArchSpec.create(self.dims), seed)
+        self.base.spec_key = None
+        norm = self.base.ln_f
+        self.ln_e: nn.Module | None = None
+        if _space_reads_embedding(space, self.dims):
+            self.ln_e = type(norm)(self.dims.d_model, **(
+                {"bias": False} if isinstance(norm, nn.LayerNorm) else {}))
+            with torch.no_grad():
+                self.ln_e.weight.fill_(1.0)
+        self.mix = nn.ParameterDict()
+        self.mix_genes: dict[str, tuple[int, str, int, ModelGene]] = {}
+        self.max_skeletons = max_skeletons
+        self._skeletons: OrderedDict[tuple[str, str], tuple[Model, list]] = OrderedDict()
+
+    # ------------------------------------------------------------------ architectures
+    def _check(self, spec: ArchSpec) -> None:
+        if spec.dims != self.dims:
+            raise ValueError(f"architecture {spec.key} has other dimensions than the supernet "
+                             f"of space {self.space_name!r}: {spec.dims} != {self.dims}")
+        if spec.uses_embedding and self.ln_e is None:
+            raise ValueError(f"architecture {spec.key} reads the token embedding, which no "
+                             f"architecture of space {self.space_name!r} does: not one of its "
+                             f"architectures")
+
+    def skeleton(self, spec: ArchSpec) -> tuple[Model, list]:
+        """The cached `Model` skeleton of ``spec`` and its parameter plan: (name, how the
+        supernet supplies it) per parameter, in `named_parameters` order."""
+        device = self.base.wte.weight.device
+        key = (spec.key, str(device))
+        hit = self._skeletons.get(key)
+        if hit is not None:
+            self._skeletons.move_to_end(key)
+            return hit
+        self._check(spec)
+        dims, layers = _model_layers(spec)
+        model = _Skeleton(dims, layers, spec_key=spec.key)
+        model.spec = spec
+        gd = dims.group_kv_dim
+        plan: list[tuple[str, Any]] = []
+        for name, p in model.named_parameters():
+            if ".mix." in name:  # blocks.<l>.attn.mix.<s><g>.w
+                attn, sg = model.blocks[int(name.split(".")[1])].attn, name.split(".")[-2]
+                s, g = sg[0], int(sg[1:])
+                # the Mix module holds the gene's starting weights: kept to create the shared
+                # ones when an architecture first asks for them
+                plan.append((name, ("mix", mix_key(attn.layer, s, g, attn.genes[s, g]),
+                                    p.detach().clone(), (attn.layer, s, g, attn.genes[s, g]))))
+            elif name.endswith((".wk", ".wv")):
+                owners = model.blocks[int(name.split(".")[1])].attn.owners[name[-1]]
+                runs: list[list[int]] = []  # owners as runs of neighbouring groups' rows
+                for g in owners:
+                    if runs and runs[-1][1] == g * gd:
+                        runs[-1][1] = (g + 1) * gd
+                    else:
+                        runs.append([g * gd, (g + 1) * gd])
+                plan.append((name, ("rows", name, [tuple(r) for r in runs])))
+            else:
+                plan.append((name, ("same", name)))
+        _to_meta(model, device)
+        self._skeletons[key] = (model, plan)
+        if len(self._skeletons) > self.max_skeletons:
+            self._skeletons.popitem(last=False)
+        return model, plan
+
+    def weights(self, spec: ArchSpec) -> dict[str, torch.Tensor]:
+        """``spec``'s parameters by their names in ``build_model(spec)``: the supernet's
+        tensors or row slices of them (views: gradients flow into the shared weights)."""
+        _, plan = self.skeleton(spec)
+        base = dict(self.base.named_parameters())
+        out = {}
+        for name, how in plan:
+            if how[0] == "mix":
+                if how[1] not in self.mix:
+                    device = self.base.wte.weight.device
+                    self.mix[how[1]] = nn.Parameter(how[2].to(device, copy=True))
+                    self.mix_genes[how[1]] = how[3]
+                out[name] = self.mix[how[1]]
+            elif how[0] == "rows":
+                w = base[how[1]]
+                parts = [w if (a, b) == (0, w.shape[0]) else w[a:b] for a, b in how[2]]
+                out[name] = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+            elif name == "ln_e.weight":
+                out[name] = self.ln_e.weight
+            else:
+                out[name] = base[name]
+        return out
+
+    def forward(self, idx: torch.Tensor, spec: ArchSpec) -> torch.Tensor:
+        """The logits (B, T, vocab) of architecture ``spec`` with the shared weights."""
+        model, _ = self.skeleton(spec)
+        return functional_call(model, self.weights(spec), (idx,))[0]
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor, spec: ArchSpec) -> torch.Tensor:
+        """The mean cross-entropy of ``spec`` on (idx, targets), computed in fp32."""
+        logits = self(idx, spec).float()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+    def standalone(self, spec: ArchSpec) -> Model:
+        """``build_model(spec)`` with the inherited weights copied in (for fine-tuning or
+        export): a model of its own, on the supernet's device."""
+        device = self.base.wte.weight.device
+        model = build_model(spec, self.seed).to(device)
+        with torch.no_grad():
+            own = dict(model.named_parameters())
+            for name, w in self.weights(spec).items():
+                own[name].copy_(w)
+        return model
+
+    def ensure_mix(self, keys: list[tuple[str, int]]) -> None:
+        """Create mix weights ``(key, length)`` in this order where missing (a checkpoint's,
+        before its state dict is loaded)."""
+        device = self.base.wte.weight.device
+        for key, n in keys:
+            if key not in self.mix:
+                self.mix[key] = nn.Parameter(torch.zeros(n, device=device))
+
+    def mix_list(self) -> list[tuple[str, int]]:
+        """The mix weights as (key, length), in the order they were created."""
+        return [(key, p.numel()) for key, p in self.mix.items()]
+
+    def drop_mix(self, keep: int) -> None:
+        """Forget the mix weights created after the first ``keep`` (a cooldown branch's)."""
+        for key in list(self.mix)[keep:]:
+            del self.mix[key]
+            self.mix_genes.pop(key, None)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Supernet:
+        self._skeletons.clear()  # their buffers are on the old device
+        return super()._apply(fn, *args, **kwargs)
+
+
+def _to_meta(model: Model, device: torch.device) -> None:
+    """Drop the skeleton's own parameters to shapes on the meta device (the supernet supplies
+    them; ties stay ties) and move its buffers (query head orders, fixed mix weights) to
+    ``device``."""
+    seen: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is None:
+                continue
+            if id(p) not in seen:
+                seen[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"),
+                                           requires_grad=p.requires_grad)
+            module._parameters[name] = seen[id(p)]
+        for name, b in list(module._buffers.items()):
+            if b is not None:
+                module._buffers[name] = b.to(device)
