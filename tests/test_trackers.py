@@ -32,6 +32,7 @@ from sla_nas.search._trackers import (
     Tracking,
     choose_tracking,
     masked_uri,
+    open_experiment,
 )
 from sla_nas.search._trainable import ARCH, NUMBER, TRAIN_SEED
 from sla_nas.space import SearchSpace, SpaceError
@@ -124,9 +125,13 @@ def _result(evaluations: list[dict], status: str = "running") -> dict:
             "val_loss": evaluations[-1]["val_loss"], "tokens": evaluations[-1]["tokens"]}
 
 
-def test_a_restarted_driver_continues_the_trial_s_run_and_logs_nothing_twice(tmp_path):
+@pytest.mark.parametrize("store", ["sqlite", "file"])
+def test_a_restarted_driver_continues_the_trial_s_run_and_logs_nothing_twice(
+        tmp_path, monkeypatch, store):
     """The callback as Tune pickles it with the experiment and restores it on --resume: the
-    trial's run is found again, the evaluations it reports again are not logged again."""
+    trial's run is found again, the evaluations it reports again are not logged again. With
+    an SQLite store and with MLflow's file store (which MLflow 3 opens only when
+    MLFLOW_ALLOW_FILE_STORE is set)."""
     from mlflow import MlflowClient
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
@@ -135,7 +140,11 @@ def test_a_restarted_driver_continues_the_trial_s_run_and_logs_nothing_twice(tmp
     trial.suggest_categorical("kv.1", ["own", "reuse"])
     STORAGES["resumed"] = storage
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    if store == "file":
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = (tmp_path / "mlruns").as_uri()
     TRACKING_URIS["resumed"] = uri
+    open_experiment(uri, "resumed", tmp_path)  # as the search does before training
     spec = presets.get("cla2", **DIMS)
     first = [{"tokens": 2000, "val_loss": 5.0, "train_loss": 5.1},
              {"tokens": 4000, "val_loss": 4.0, "train_loss": 4.1}]
@@ -160,6 +169,11 @@ def test_a_restarted_driver_continues_the_trial_s_run_and_logs_nothing_twice(tmp
     assert run.data.params == {"kv.1": trial.params["kv.1"], TRAIN_SEED: "0"}
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [(m.step, m.value) for m in history] == [(2000, 5.0), (4000, 4.0), (6000, 3.0)]
+    artifacts = Path(client.download_artifacts(run.info.run_id, "arch.yaml", str(tmp_path)))
+    assert ArchSpec.from_yaml(artifacts.read_text()) == spec
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["study.db", "arch.yaml", *(["mlflow.db", "mlflow-artifacts"] if store == "sqlite"
+                                    else ["mlruns"])])
 
 
 # ---------------------------------------------------------------------- a real search
