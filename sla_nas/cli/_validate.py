@@ -112,6 +112,8 @@ def compute_plan(space: SearchSpace, slots: int, tflops: float | None = None,
                           "run_tokens": [min(run_tokens), max(run_tokens)],
                           "flops": [c.seeds * (c.top * top[0] + fixed),
                                     c.seeds * (c.top * top[1] + fixed)]}
+    out["one_shot"] = _one_shot_plan(space, plan.budget, budget, seq_lens, per_token, trial,
+                                     out["search"])
     if tflops:
         rate = tflops * 1e12
         out["trial_seconds"] = [f / rate for f in trial]
@@ -120,6 +122,29 @@ def compute_plan(space: SearchSpace, slots: int, tflops: float | None = None,
             out["confirm"]["seconds"] = [f / rate / max(1, slots)
                                          for f in out["confirm"]["flops"]]
     return out
+
+
+def _one_shot_plan(space: SearchSpace, budget_tokens: int, budget: Budget, seq_lens: list[int],
+                   per_token: tuple[int, int], trial: list[int], multi: list[int]
+                   ) -> dict[str, Any] | None:
+    """A one-shot search's training FLOPs: the supernet (each step trains one sampled
+    architecture, cooldown branches included) plus the top candidates and the seed runs
+    trained standalone; beside it ``multi``, the multi-trial plan's. Scoring candidates
+    (forward passes only) is not counted."""
+    search = space.config.search
+    if search.strategy != "one-shot":
+        return None
+    shot = search.one_shot
+    tokens = shot.supernet_tokens or 4 * budget_tokens
+    net = dataclasses.replace(budget, tokens=tokens, eval_at=None, eval_every=None)
+    net_tokens = max(trained_tokens(net, n) for n in seq_lens)
+    seeds = len({spec.key for _, spec in space.seeds if space.params_for(spec) is not None})
+    runs = shot.top + seeds * search.seed_runs
+    supernet = _range(per_token, (net_tokens, net_tokens))
+    total = [supernet[i] + runs * trial[i] for i in range(2)]
+    return {"supernet_tokens": tokens, "supernet_trained": net_tokens, "supernet": supernet,
+            "candidates": shot.candidates, "top": shot.top, "seed_runs": seeds * search.seed_runs,
+            "finetune_tokens": shot.finetune_tokens, "flops": total, "multi_trial": multi}
 
 
 def describe(path: str | Path, examples: int = 3, seed: int = 0, tflops: float | None = None,
@@ -262,6 +287,16 @@ def _print_plans(info: dict[str, Any], console: Console) -> None:
     stops = " (at most: the scheduler stops some early)" if c["scheduler"] != "fifo" else ""
     console.print(f"    search: {c['n_trials']} trials, {_flops(c['search'])} FLOPs{stops}",
                   highlight=False, soft_wrap=True)
+    if c.get("one_shot") is not None:
+        o = c["one_shot"]
+        tune = f", {o['finetune_tokens']:,} tokens of fine-tuning each" \
+            if o["finetune_tokens"] else ""
+        console.print(f"    one-shot: a supernet of {o['supernet_tokens']:,} tokens "
+                      f"({_flops(o['supernet'])} FLOPs) scores {o['candidates']:,} candidates"
+                      f"{tune}, then the top {o['top']} and {o['seed_runs']} seed runs train "
+                      f"standalone: {_flops(o['flops'])} FLOPs in all, against "
+                      f"{_flops(o['multi_trial'])} for the multi-trial plan above (scoring's "
+                      f"forward passes not counted)", highlight=False, soft_wrap=True)
     if c["confirm"] is not None:
         k = c["confirm"]
         console.print(f"    confirm: up to {k['architectures']} architectures (top {k['top']} "

@@ -1,9 +1,10 @@
 """The report: one offline HTML page of a run that a user would rather look at than read.
 
 `build_report(run_dir)` writes ``report.html``: the best-so-far with the seed-noise band,
-Pareto fronts, connectivity pictures, importances, learning curves, a sortable table and the
-confirmation. Data functions (no plotly) compute what each figure shows; figure functions turn
-that into plotly figures; the page puts them together. `load_results` is the trials table.
+Pareto fronts, connectivity pictures, importances, learning curves, a sortable table, the
+confirmation and, for a one-shot search, its supernet scores against standalone losses. Data
+functions (no plotly) compute what each figure shows; figure functions turn that into plotly
+figures; the page puts them together. `load_results` is the trials table.
 """
 
 from __future__ import annotations

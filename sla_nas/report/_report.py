@@ -3,7 +3,8 @@
 ``build_report(RUN_DIR)`` (``sla-nas report RUN_DIR``) reads the trials table (`load_results`,
 which works on a running search too) and the objectives of ``space.yaml``, and writes a summary
 sentence, the best value over the trials, the loss against the costs, the connectivity and the
-costs of the top architectures, which choices matter, the learning curves and a sortable table.
+costs of the top architectures, which choices matter, the learning curves and a sortable table
+(and, for a one-shot search, its supernet scores against standalone losses with Kendall's tau).
 Optuna's visualization style: the ``_get_..._info`` functions of `sla_nas.report._data` compute
 the numbers, the ``plot_...`` functions here draw them and ``templates/report.html.j2`` lays
 out the page and says how to read each part. This is the only module that imports plotly;
@@ -35,10 +36,12 @@ from ._noise import (
     get_noise_info,
     with_confirmation,
 )
+from ._one_shot import OneShotInfo, get_one_shot_info
 from ._page import fmt, render_page, sortable
 
 __all__ = ["load_results", "build_report", "plot_history", "plot_pareto", "plot_connectivity",
-           "plot_importances", "plot_marginal", "plot_learning_curves", "plot_fidelity"]
+           "plot_importances", "plot_marginal", "plot_learning_curves", "plot_fidelity",
+           "plot_one_shot"]
 
 STATUS_COLORS = {"ok": "#2ca02c", "pruned": "#ff7f0e", "infeasible": "#7f7f7f",
                  "duplicate": "#17becf", "diverged": "#d62728", "error": "#8c1a1a",
@@ -126,6 +129,27 @@ def plot_fidelity(info: FidelityInfo) -> go.Figure:
     fig.update_xaxes(type="log", title_text="tokens (a complete shorter run)")
     fig.update_yaxes(range=[-1.05, 1.05], title_text=f"tau vs {info.longest:,} tokens")
     fig.update_layout(height=360, margin={"t": 30, "b": 50}, showlegend=False)
+    return fig
+
+
+# ---------------------------------------------------------------------- one-shot
+def plot_one_shot(info: OneShotInfo) -> go.Figure:
+    """Each architecture's supernet score against its standalone value (mean over seeds):
+    the closer to a rising line, the better the shared weights rank; tau in the title."""
+    tau = "n/a" if not math.isfinite(info.tau) else f"{info.tau:.2f}"
+    fig = go.Figure(go.Scatter(
+        x=list(info.supernet), y=list(info.standalone), mode="markers",
+        text=list(info.labels), customdata=list(info.n_seeds),
+        marker={"size": 9, "color": "#1f77b4"},
+        hovertemplate="%{text}<br>supernet %{x:.4f}<br>standalone %{y:.4f} "
+                      "(%{customdata} seeds)<extra></extra>"))
+    title = TITLES.get(info.metric, info.metric)
+    fig.update_xaxes(title_text=f"supernet score ({title}, shared weights)")
+    fig.update_yaxes(title_text=f"standalone {title} (mean over seeds)")
+    fig.update_layout(template=_TEMPLATE, height=380, margin={"t": 50, "b": 50},
+                      showlegend=False, title={
+                          "text": f"Kendall's tau {tau} over {len(info.keys)} architectures",
+                          "x": 0.5})
     return fig
 
 
@@ -445,9 +469,11 @@ def build_report(run_dir: str | Path, top: int = 10, in_progress: int | None = N
     curves = _data.get_curves_info(frame, objectives)
     band = noise.paired if math.isfinite(noise.paired) else noise.unpaired
     fidelity = get_fidelity_info(paths.root)
+    one_shot = get_one_shot_info(frame, metric)
     figures = {  # in page order; None: the page says why there is nothing to draw
         "confirmation": plot_confirmation(confirm) if confirm is not None else None,
         "fidelity": plot_fidelity(fidelity) if fidelity is not None else None,
+        "one-shot": plot_one_shot(one_shot) if one_shot is not None else None,
         "history": plot_history(history, band, noise.dof if math.isfinite(noise.paired)
                                           else noise.dof_unpaired) if len(frame) else None,
         "pareto": plot_pareto(panes) if panes[0].trials else None,
@@ -460,6 +486,7 @@ def build_report(run_dir: str | Path, top: int = 10, in_progress: int | None = N
         (int(frame[STATUS].isin(TRAINED_STATUSES).sum()) if len(frame) else 0, in_progress)
     text = render_page(
         live=live, summary=summary, confirm=confirm, fidelity=fidelity, noise=noise,
+        one_shot=one_shot,
         colors=STATUS_COLORS, history=history,
         connectivity=connectivity, costs=_data.get_costs_info(frame, objectives),
         importance=importance, marginal=marginal, curves=curves, table=sortable(table),

@@ -9,15 +9,19 @@ import pandas as pd
 from sla_nas.arch import ArchSpec
 
 from ._baseline import is_vanilla
-from ._table import KEY, N_SEEDS, SEED, SEED_PRESET, SPEC, STATUS, TRIAL
+from ._table import FIDELITY, KEY, N_SEEDS, SEED, SEED_PRESET, SPEC, STATUS, TRIAL
 
 __all__ = ["finished_ok", "ranked", "pareto_mask", "winners", "spec_of", "search_noise",
            "verdict"]
 
 
 def finished_ok(frame: pd.DataFrame) -> pd.DataFrame:
-    """Trials trained to the full budget, one row per architecture (its first trial)."""
+    """Trials trained to the full budget, one row per architecture (its first trial). A
+    one-shot search's supernet scores (fidelity ``supernet``) are no training of their own:
+    never winners, baselines or noise estimates."""
     ok = frame[frame[STATUS] == "ok"]
+    if FIDELITY in ok:
+        ok = ok[ok[FIDELITY].ne("supernet")]
     return ok.drop_duplicates(subset=[KEY, SEED], keep="first")
 
 

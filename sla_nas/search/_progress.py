@@ -110,7 +110,7 @@ class SearchProgress(Callback):
     def _status(self) -> dict[str, Any]:
         """The status bar's fields: trials trained (the bar's progress), the other counts, the
         best architecture so far."""
-        frame = self._frame
+        frame = self._standalone()
         counts = frame[STATUS].value_counts().to_dict() if frame is not None else {}
         trained = sum(counts.get(s, 0) for s in TRAINED_STATUSES)
         parts = [f"{self._running} running"]
@@ -123,8 +123,14 @@ class SearchProgress(Callback):
         return {"completed": trained, "counts": "".join(f" · {p}" for p in parts),
                 "best": shown}
 
+    def _standalone(self) -> Any:
+        """The table without a one-shot search's supernet scores (no trials of this bar)."""
+        from ._one_shot import standalone_rows
+
+        return None if self._frame is None else standalone_rows(self._frame)
+
     def _best(self) -> Any:
-        frame = self._frame
+        frame = self._standalone()
         if frame is None or frame.empty:
             return None
         metric, mode = self.objectives[0]

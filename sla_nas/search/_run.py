@@ -223,9 +223,15 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
 
     setup = TrialSetup.from_space(space, setup_budget, trial_root=str(paths.tune.resolve()))
     notes: list[str] = [plan.note] + ([fidelity_note] if fidelity_note else [])
-    seeds = [] if options.resume else _seed_points(space, notes)
+    one_shot = config.search.strategy == "one-shot"
+    if one_shot:  # the seed presets' runs (no grid points): trained beside the top candidates
+        seeds = [p for p in _seed_points(space, notes) if p[0]]
+    else:
+        seeds = [] if options.resume else _seed_points(space, notes)
     n_trials = options.n_trials or config.search.n_trials
-    if config.search.sampler == "grid":  # the grid's points are all the trials there are
+    if one_shot:
+        pass  # the standalone trials are counted once the candidates are scored
+    elif config.search.sampler == "grid":  # the grid's points are all the trials there are
         n_trials = min(n_trials, len(_seed_points(space, [])))
     if config.search.sampler != "grid" and len(seeds) > n_trials:
         notes.append(f"only the first {n_trials} of {len(seeds)} seed runs fit in {n_trials} "
@@ -239,6 +245,8 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
                                paths.read_info().get("trackers") if options.resume else None,
                                options.resume, str(paths.run_info))
     _prepare_dir(space_path, paths, options, tracking.record())
+    if one_shot:  # Tune's folder comes in phase 3; --resume needs it from the start
+        paths.tune.mkdir(exist_ok=True)
     if space.fidelity_path() is not None and not options.resume:  # the report shows it
         shutil.copyfile(space.fidelity_path(), paths.root / FIDELITY_FILE)
     try:
@@ -263,8 +271,16 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
     confirmed = None
     try:
         try:
+            fit_options = options
+            if one_shot:  # phases 1 and 2; phase 3 is the Tune search below
+                from ._one_shot import prepare_one_shot
+
+                seeds, resume_tune, n_trials = prepare_one_shot(
+                    space, objectives, setup, storage, name, _sampler(space, config.search.seed),
+                    plan.budget, seeds, paths, log or (lambda _: None))
+                fit_options = dataclasses.replace(options, resume=resume_tune)
             frame, interrupted = _fit(space, objectives, plan, setup, seeds, storage, paths,
-                                      options, name, trainable, n_trials, notes,
+                                      fit_options, name, trainable, n_trials, notes,
                                       tracker_callbacks(tracking, name))
             best = winners(frame, objectives)
             _write_winners(best, paths, multi=len(objectives) > 1)
@@ -279,7 +295,7 @@ def run_search(space_path: str | Path, options: SearchOptions = SearchOptions(),
             import ray
 
             ray.shutdown()
-    trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
+    trained = int(_standalone(frame)[STATUS].isin(TRAINED_STATUSES).sum())
     if interrupted:
         notes.append(f"interrupted after {trained} of {n_trials} trained trials; continue with "
                      f"--resume (finished trials are kept, running ones continue from their "
@@ -354,8 +370,8 @@ def _fit(space: SearchSpace, objectives: list[tuple[str, str]], plan: EvalPlan, 
                      f"continued from its last checkpoint on another node (not counted as a "
                      f"failure)")
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    trained = int(frame[STATUS].isin(TRAINED_STATUSES).sum())
-    interrupted = unfinished > 0 or (trained < n_trials and not _spent(frame))
+    trained = int(_standalone(frame)[STATUS].isin(TRAINED_STATUSES).sum())
+    interrupted = unfinished > 0 or (trained < n_trials and not _spent(_standalone(frame)))
     if not interrupted:  # a proposal the ended search never started, seeds or grid points
         close_unstarted(study, set(), "the search ended before it was trained",  # never asked
                         states=(optuna.trial.TrialState.RUNNING,
@@ -373,6 +389,13 @@ def _live_report(every: int, paths: RunPaths, n_trials: int, quiet: bool) -> lis
     from ._live import LiveReport
 
     return [LiveReport(paths, every, n_trials, quiet)]
+
+
+def _standalone(frame: Any) -> Any:
+    """The trials Tune trains: a one-shot search's supernet scores left out."""
+    from ._one_shot import standalone_rows
+
+    return standalone_rows(frame)
 
 
 def _spent(frame: Any) -> bool:

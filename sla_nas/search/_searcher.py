@@ -65,7 +65,7 @@ from ._trainable import (
 )
 
 __all__ = ["SpaceSearch", "MAX_SKIPS", "STORAGES", "close_unstarted", "describe_study",
-           "STANDALONE"]
+           "STANDALONE", "SUPERNET", "describe_trial", "tell_infeasible"]
 
 # study name -> its storage, in the driver only: Tune pickles the searcher and the callbacks
 # into the run folder, and a storage URL may carry a password, so they keep only the name
@@ -73,6 +73,35 @@ STORAGES: dict[str, optuna.storages.BaseStorage] = {}
 MAX_SKIPS = 200  # proposals in a row that need no training before the space counts as spent
 REUSABLE = ("ok", "pruned", "diverged")  # outcomes a duplicate may reuse (not errors)
 STANDALONE = "standalone"  # fidelity: the architecture trained on its own, from scratch
+SUPERNET = "supernet"  # fidelity: scored with a one-shot search's shared supernet weights
+
+
+def describe_trial(ot_trial: optuna.Trial, space: SearchSpace, spec: ArchSpec, seed: int,
+                   fidelity: str = STANDALONE) -> None:
+    """Set a trial's key, spec, seed, costs, status (running) and fidelity as it is asked,
+    and its constraint excess (> 0: infeasible, in units of the limit)."""
+    costs = estimate(spec)
+    for name, value in {KEY: spec.key, "spec": spec.to_json(), SEED: seed,
+                        STATUS: "running", FIDELITY: fidelity, **costs}.items():
+        ot_trial.set_user_attr(name, value)
+    for name, limit in space.config.constraints.model_dump().items():
+        if limit is not None:
+            metric = name.removeprefix("max_")
+            ot_trial.set_constraint(metric, (costs[metric] - limit) / max(limit, 1))
+
+
+def tell_infeasible(study: optuna.Study, ot_trial: optuna.Trial, spec: ArchSpec,
+                    over: dict[str, tuple[int, int]], objectives: list[tuple[str, str]]
+                    ) -> None:
+    """Tell a sample over a constraint COMPLETE with its costs (the worst value for a
+    measured objective): its constraint excess makes it infeasible to the samplers."""
+    costs = estimate(spec)
+    values = [costs[m] if m in costs else (math.inf if mode == "min" else -math.inf)
+              for m, mode in objectives]
+    ot_trial.set_user_attr(STATUS, "infeasible")
+    ot_trial.set_user_attr(MESSAGE, "; ".join(f"{m} {v:,} > {limit:,}"
+                                              for m, (v, limit) in over.items()))
+    study.tell(ot_trial, values)
 
 
 def close_unstarted(study: optuna.Study, known: set[int], message: str,
@@ -167,24 +196,11 @@ class SpaceSearch(OptunaSearch):
         return Searcher.FINISHED
 
     def _describe(self, ot_trial: optuna.Trial, spec: ArchSpec, seed: int) -> None:
-        costs = estimate(spec)
-        for name, value in {KEY: spec.key, "spec": spec.to_json(), SEED: seed,
-                            STATUS: "running", FIDELITY: STANDALONE, **costs}.items():
-            ot_trial.set_user_attr(name, value)
-        for name, limit in self.search_space.config.constraints.model_dump().items():
-            if limit is not None:  # > 0: infeasible, in units of the limit
-                metric = name.removeprefix("max_")
-                ot_trial.set_constraint(metric, (costs[metric] - limit) / max(limit, 1))
+        describe_trial(ot_trial, self.search_space, spec, seed)
 
     def _tell_infeasible(self, ot_trial: optuna.Trial, spec: ArchSpec,
                          over: dict[str, tuple[int, int]]) -> None:
-        costs = estimate(spec)
-        values = [costs[m] if m in costs else (math.inf if mode == "min" else -math.inf)
-                  for m, mode in self.objectives]
-        ot_trial.set_user_attr(STATUS, "infeasible")
-        ot_trial.set_user_attr(MESSAGE, "; ".join(f"{m} {v:,} > {limit:,}"
-                                                  for m, (v, limit) in over.items()))
-        self._ot_study.tell(ot_trial, values)
+        tell_infeasible(self._ot_study, ot_trial, spec, over, self.objectives)
 
     def _tell_copy(self, ot_trial: optuna.Trial, source_number: int) -> None:
         """Tell ``ot_trial`` the outcome of the trial that trained the same architecture."""
@@ -357,6 +373,8 @@ class SpaceSearch(OptunaSearch):
         self._sources, self._running = {}, {}
         for frozen in self._ot_study.get_trials(deepcopy=False):
             key = (frozen.user_attrs.get(KEY), frozen.user_attrs.get(SEED))
+            if frozen.user_attrs.get(FIDELITY) == SUPERNET:
+                continue  # a one-shot search's supernet score: no standalone result to reuse
             if frozen.state.is_finished() and frozen.user_attrs.get(STATUS) in REUSABLE:
                 self._sources.setdefault(key, frozen.number)
         self._requeue_checkpointed(known)

@@ -35,7 +35,8 @@ from sla_nas.arch import (
 
 __all__ = ["SpaceError", "SpaceFile", "parse_space_yaml", "METRICS", "COST_METRICS",
            "check_run_name", "DECODE", "DECODE_KEYS", "DECODE_BATCH", "DECODE_MAX_BATCH", "MIB",
-           "MAX_SPACE_BYTES", "MAX_SPACE_NODES", "TRACKERS"]
+           "MAX_SPACE_BYTES", "MAX_SPACE_NODES", "TRACKERS", "STRATEGIES",
+           "ONE_SHOT_METRICS", "OneShotSection"]
 
 METRICS = metrics.OBJECTIVES  # what an objective may name (the registry's order)
 COST_METRICS = tuple(m for m in METRICS if metrics.REGISTRY[m].analytic)  # max_<name> limits
@@ -254,7 +255,25 @@ class BudgetSection(_Strict):
     schedule: Literal["wsd", "cosine"] = "wsd"
 
 
+STRATEGIES = ("multi-trial", "one-shot")  # search.strategy: train every trial, or a supernet
+ONE_SHOT_METRICS = ("val_loss", "val_acc")  # what a supernet scores (besides analytic costs)
+
+
+class OneShotSection(_Strict):
+    """``search.one_shot``: train one weight-sharing supernet for ``supernet_tokens`` (default
+    4x ``budget.tokens``), let the sampler score ``candidates`` architectures with its weights
+    (each after ``finetune_tokens`` of its own training), then train the ``top`` of them and
+    the seed presets standalone like a multi-trial search's trials."""
+
+    supernet_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    candidates: int = Field(default=1000, ge=1, le=MAX_COUNT)
+    top: int = Field(default=4, ge=1, le=MAX_COUNT)
+    finetune_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+
+
 class SearchSection(_Strict):
+    strategy: Literal["multi-trial", "one-shot"] = "multi-trial"
+    one_shot: OneShotSection | None = None  # its settings (strategy one-shot only)
     sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
     n_trials: int = Field(default=20, ge=1, le=MAX_COUNT)
     concurrency: int = Field(default=2, ge=1, le=MAX_COUNT)
@@ -270,6 +289,22 @@ class SearchSection(_Strict):
     trackers: list[str] = Field(default_factory=list)  # TRACKERS the search logs to
     mlflow_uri: str | None = None  # the mlflow tracker's URI (default: mlflow.db in the run;
     # used when the mlflow tracker is on, here or by --tracker mlflow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_shot_defaults(cls, data: Any) -> Any:
+        """strategy: one-shot without a one_shot section: its defaults."""
+        if isinstance(data, dict) and data.get("strategy") == "one-shot" and \
+                data.get("one_shot") is None:
+            data = {**data, "one_shot": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _one_shot_settings(self) -> SearchSection:
+        if self.one_shot is not None and self.strategy != "one-shot":
+            raise ValueError("one_shot belongs to strategy: one-shot (the search's strategy is "
+                             f"{self.strategy}); add strategy: one-shot or remove one_shot")
+        return self
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -475,9 +510,34 @@ def parse_space_yaml(path: Path) -> tuple[SpaceFile, yaml.Node | None]:
         raise SpaceError(f"{path}: expected a mapping of sections at the top, "
                          f"got {type(data).__name__} {short_repr(data)}")
     try:
-        return SpaceFile.model_validate(data), root
+        config = SpaceFile.model_validate(data)
     except ValidationError as err:
         errors = err.errors()  # of a union (a value or a list), the one that reached deepest
         first = max(errors, key=lambda e: len(_data_path(data, tuple(e["loc"]))))
         loc, msg = _message(first, SpaceFile, data)
         raise located(path, root, loc, msg) from None
+    _check_one_shot(config, path, root, data)
+    return config, root
+
+
+def _check_one_shot(config: SpaceFile, path: Path, root: yaml.Node | None, data: Any) -> None:
+    """What a one-shot search needs beyond each section's own rules: one set of model
+    dimensions (the supernet shares one set of weights) and an objective it can score."""
+    if config.search.strategy != "one-shot":
+        return
+    at = ("search", "strategy") if "strategy" in (data.get("search") or {}) else ("search",)
+    searched = [name for name, value in config.model if isinstance(value, list)
+                and len(set(map(str, value))) > 1]
+    if searched:
+        raise located(path, root, at, f"one-shot shares one supernet's weights between every "
+                      f"architecture, so the model's dimensions must be fixed, but this space "
+                      f"searches {', '.join('model.' + n for n in searched)}; fix each to one "
+                      f"value, or use strategy: multi-trial")
+    scored = [o.metric for o in config.objectives if o.metric in ONE_SHOT_METRICS]
+    other = [o.metric for o in config.objectives if o.metric not in ONE_SHOT_METRICS
+             and o.metric not in COST_METRICS]
+    if not scored or other:
+        raise located(path, root, at, f"one-shot ranks candidates by the supernet's "
+                      f"{' or '.join(ONE_SHOT_METRICS)} (with analytic costs beside), so the "
+                      f"objectives need one of those and nothing else measured; got "
+                      f"{[o.metric for o in config.objectives]}")
