@@ -64,7 +64,8 @@ def run_vanilla_costs(run: Path) -> dict[str, int]:
 # the model model.py defines, loads model.safetensors through model.py's own loader, and saves the
 # logits on idx.pt, the gradient of every parameter after a backward of the loss on
 # (idx, idx shifted by one) and the weights of Model(seed=3).
-LOAD_EXPORTED = """
+# the start of every script that must run where sla_nas cannot be imported
+WITHOUT_SLA_NAS = """
 import sys
 sys.modules["sla_nas"] = None
 try:
@@ -73,7 +74,8 @@ except ImportError:
     pass
 else:
     raise SystemExit("sla_nas is importable")
-import importlib.util
+"""
+LOAD_EXPORTED = WITHOUT_SLA_NAS + """import importlib.util
 import torch
 torch.set_num_threads(1)
 for i, folder in enumerate(sys.argv[1:]):
@@ -177,7 +179,8 @@ def test_standalone_model_equals_build_model_without_sla_nas(which, tmp_path):
         assert all(torch.equal(init[k], reference[k]) for k in reference), folder.name
 
 
-def _import_roots(nodes) -> set[str]:
+def import_roots(nodes) -> set[str]:
+    """The non-standard-library packages the import statements among ``nodes`` name."""
     roots = set()
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -193,8 +196,8 @@ def test_generated_model_imports_only_torch_and_the_standard_library(tmp_path):
     path = tmp_path / "model.py"
     path.write_text(model_py(spec, PROV))
     tree = ast.parse(path.read_text())
-    assert _import_roots(tree.body) == {"torch"}
-    assert _import_roots(ast.walk(tree)) == {"torch", "safetensors"}
+    assert import_roots(tree.body) == {"torch"}
+    assert import_roots(ast.walk(tree)) == {"torch", "safetensors"}
     text = path.read_text()
     assert f'SPEC_KEY = "{spec.key}"' in text
     assert f"{estimate(spec)['kv_cache_bytes_per_token']:,}" in text  # costs in the docstring

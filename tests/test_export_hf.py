@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_export import PROV, TINY, TINY_GQA
+from test_export import PROV, TINY, TINY_GQA, WITHOUT_SLA_NAS
 
 from sla_nas import build_model, load_exported, presets
 from sla_nas.arch import ArchSpec, estimate
@@ -79,15 +79,7 @@ def test_export_checks_logits(exports):
 # in the test's folder: loads every folder with AutoModelForCausalLM, records logits, greedy
 # and sampled generation (counting the tokens each forward gets and the cache it is given),
 # round-trips save_pretrained and trains a few steps.
-LOAD_HF = """
-import json, sys
-sys.modules["sla_nas"] = None
-try:
-    import sla_nas
-except ImportError:
-    pass
-else:
-    raise SystemExit("sla_nas is importable")
+LOAD_HF = WITHOUT_SLA_NAS + """import json
 import torch
 from transformers import AutoModelForCausalLM
 torch.set_num_threads(1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -348,20 +347,13 @@ def test_random_specs_match_literal_spec_semantics():
 # ---------------------------------------------------------------------- one readable file
 def test_model_file_imports_only_torch_and_the_standard_library():
     """At import; safetensors only inside the functions that read or write its files."""
+    from test_export import import_roots
+
     import sla_nas.model
 
-    def roots(nodes) -> set[str]:
-        found = set()
-        for node in nodes:
-            if isinstance(node, ast.Import):
-                found |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                found.add(node.module.split(".")[0])
-        return found - set(sys.stdlib_module_names)
-
     tree = ast.parse(Path(sla_nas.model.__file__).read_text())
-    assert roots(tree.body) == {"torch"}
-    assert roots(ast.walk(tree)) == {"torch", "safetensors"}
+    assert import_roots(tree.body) == {"torch"}
+    assert import_roots(ast.walk(tree)) == {"torch", "safetensors"}
 
 
 def test_build_model_takes_any_spec_shaped_object():
