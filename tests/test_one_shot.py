@@ -47,6 +47,12 @@ ONE_SHOT = {"strategy": "one-shot", "one_shot": {"supernet_tokens": 12000, "cand
      "search.one_shot.finetune_tokens: Input should be greater than or equal to 0"),
     ({"search": {"strategy": "one-shot", "one_shot": {"supernet_tokens": 10**30}}},
      "search.one_shot.supernet_tokens: Input should be less than or equal to"),
+    ({"search": {"strategy": "one-shot", "one_shot": {"score_tokens": 0}}},
+     "search.one_shot.score_tokens: Input should be greater than or equal to 1, got 0"),
+    ({"search": {"strategy": "one-shot", "one_shot": {"sampling": "random"}}},
+     "search.one_shot.sampling: Input should be 'balanced', 'fair' or 'uniform'"),
+    ({"search": {"strategy": "one-shot", "one_shot": {"split_projections": "maybe"}}},
+     "search.one_shot.split_projections: Input should be a valid boolean"),
     ({"search": {"strategy": "one-shot", "one_shot": {"topp": 3}}},
      "unknown key 'topp' (did you mean 'top'?)"),
     ({"search": {"strategy": "one shot"}},
@@ -67,8 +73,10 @@ def test_the_schema_refuses_what_one_shot_cannot_do(tmp_path, sections, expected
 def test_one_shot_defaults(tmp_path):
     search = SearchSpace.from_yaml(write_space(tmp_path, "ok", search={
         "strategy": "one-shot"})).config.search
-    assert (search.one_shot.supernet_tokens, search.one_shot.candidates, search.one_shot.top,
-            search.one_shot.finetune_tokens) == (None, 1000, 4, 0)
+    shot = search.one_shot
+    assert (shot.supernet_tokens, shot.candidates, shot.top, shot.finetune_tokens,
+            shot.score_tokens, shot.split_projections, shot.sampling) == (
+        None, 1000, 4, 0, None, False, "balanced")
     assert SearchSpace.from_yaml(write_space(tmp_path, "multi")).config.search.strategy == \
         "multi-trial"
 

@@ -13,7 +13,7 @@ import torch
 from sla_nas.arch import ArchSpec, presets
 from sla_nas.model import build_model
 from sla_nas.proxy import Budget, Supernet, evaluate, make_task, score, train_supernet
-from sla_nas.proxy._supernet_train import SUPERNET_STATE, _Chooser
+from sla_nas.proxy._supernet_train import SUPERNET_STATE, _Chooser, held_out
 from sla_nas.space import SearchSpace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,8 +72,16 @@ def check_exact(net: Supernet, spec, seed: int, idx: torch.Tensor, targets: torc
     net.loss(idx, targets, spec).backward()
     gd = spec.dims.group_kv_dim
     shared = dict(net.base.named_parameters())
+    split = {name: how[2] for name, how in net.skeleton(spec)[1] if how[0] == "own"}
     for name, p in own.items():
-        if name.endswith((".wk", ".wv")):  # the rows of the groups that own a projection
+        if name in split:  # each group's rows: their own copy's gradient
+            start = 0
+            for key, a, b in split[name]:
+                torch.testing.assert_close(net.own[key].grad, p.grad[start:start + b - a],
+                                           rtol=0, atol=1e-7, msg=(spec.key, name, key))
+                start += b - a
+            assert start == p.shape[0] and shared[name].grad is None
+        elif name.endswith((".wk", ".wv")):  # the rows of the groups that own a projection
             grad = shared[name].grad
             attn = model.blocks[int(name.split(".")[1])].attn
             owners = attn.owners[name[-1]]
@@ -137,6 +145,50 @@ def test_tiny_space_exact_and_mix_shared(tiny):
     assert len(set(net.mix_genes.values())) == len(net.mix)
 
 
+def test_split_projections_are_exact_and_per_option(tiny):
+    net = Supernet(tiny, seed=2, split_projections=True)
+    rng = random.Random(4)
+    idx = torch.randint(0, 32, (3, 16))
+    specs = [tiny.random_spec(rng) for _ in range(12)]
+    for spec in specs:
+        check_exact(net, spec, 2, idx, idx.roll(1, 1))
+    assert not net.base.blocks[1].attn.wq.weight.requires_grad or \
+        net.base.blocks[1].attn.wq.weight.grad is None  # the shared projections stay unused
+    # one copy per (layer, group, gene): two architectures share a group's query rows exactly
+    # when that group's K gene is the same
+    a, b = specs[0], specs[1]
+    plans = [dict(net.skeleton(s)[1]) for s in (a, b)]
+    for g in range(a.dims.n_groups):
+        same = a.gene(1, g, "k") == b.gene(1, g, "k")
+        qa, qb = (p["blocks.1.attn.wq.weight"][2][g][0] for p in plans)
+        assert (qa == qb) == same
+    kinds = {key[0] for key in net.own}
+    assert kinds == {"q", "k", "v"}
+    assert len(net.created()) == len(net.own) + len(net.mix)
+    # the plain supernet's view of the same weights holds only what `base` holds
+    assert Supernet(tiny, seed=2).own.keys() == set()
+
+
+def test_a_tampered_list_of_created_weights_is_refused_before_allocating(tiny, monkeypatch):
+    net = Supernet(tiny, seed=0, split_projections=True)
+    gd, d = net.dims.group_kv_dim, net.dims.d_model
+    good = [("own", "q1_0_" + "a" * 12, [d // 2, d]), ("own", "k2_1_" + "b" * 12, [gd, d]),
+            ("mix", "l1_v0_" + "c" * 12, [3])]
+    net.ensure_created(good)
+    assert [w for w, *_ in net.created()] == ["own", "own", "mix"]
+    for bad in ([("own", "q1_0_" + "a" * 12, [2**34, d])],  # a huge shape
+                [("own", "q9_0_" + "a" * 12, [d // 2, d])],  # no layer 9
+                [("mix", "l1_v0_" + "c" * 12, [2**40])],  # longer than any gene's sources
+                [("own", "../etc_passwd", [1])], [("mix",)], ["mix"],
+                [("own", "q1_0_" + "a" * 12, ["8", d])]):
+        with pytest.raises(ValueError, match="not a weight this supernet creates"):
+            Supernet(tiny, seed=0).ensure_created(bad)
+    monkeypatch.setenv("SLA_NAS_MAX_MODEL_BYTES", str(100 * gd * d * 4))
+    many = [("own", f"k1_0_{i:012x}", [gd, d]) for i in range(101)]  # each fine, too many
+    with pytest.raises(ValueError, match="over the limit"):
+        Supernet(tiny, seed=0).ensure_created(many)
+
+
 def test_searched_dims_are_refused(tmp_path):
     space = space_file(tmp_path, TINY.replace("d_model: 16", "d_model: [16, 32]"))
     with pytest.raises(ValueError, match=r"model\.d_model"):
@@ -194,12 +246,21 @@ def budget(steps: int, batch: int = 4) -> Budget:
     return Budget(tokens=tokens, batch_size=batch, eval_every=steps // 2 * batch * 16, lr=1e-2)
 
 
-def test_resume_is_the_uninterrupted_run(tiny, tmp_path):
-    task, b = tiny_task(), budget(40)
-    kwargs = dict(archs_per_step=2, sandwich=True, device="cpu")
+@pytest.mark.parametrize("split, schedule, sampling, sandwich, steps", [
+    (False, "wsd", "fair", True, 40), (True, "wsd", "balanced", True, 40),
+    # cosine, few steps, no sandwich: evaluating the seeds creates weights in the main run
+    (True, "cosine", "fair", False, 4)])
+def test_resume_is_the_uninterrupted_run(tiny, tmp_path, split, schedule, sampling, sandwich,
+                                         steps):
+    task, b = tiny_task(), dataclasses.replace(budget(steps), schedule=schedule)
+    kwargs = dict(archs_per_step=2, sandwich=sandwich, device="cpu", split_projections=split,
+                  sampling=sampling)
     whole, record = train_supernet(tiny, task, b, seed=3, **kwargs)
     assert record["status"] == "ok" and len(record["history"]) == 2
-    assert record["archs_trained"] == 40 * 4 and len(whole.mix) > 0
+    main_steps = steps if schedule == "wsd" else round(steps * 1.2)  # cosine: no cooldown
+    assert record["archs_trained"] == main_steps * (4 if sandwich else 2)
+    assert len(whole.mix) > 0
+    assert (len(whole.own) > 0) == split and record["split_projections"] == split
 
     class Killed(Exception):
         pass
@@ -218,7 +279,7 @@ def test_resume_is_the_uninterrupted_run(tiny, tmp_path):
     assert again["counts"] == record["counts"]
     spec = next(m.spec for m, _ in resumed._skeletons.values()  # a trained architecture
                 if any(g.learned for *_, g in m.spec.genes()))
-    resumed.drop_mix(0)  # created again: from the gene's weights, not from trained ones
+    resumed.drop_created(0)  # created again: from the gene's weights, not from trained ones
     fresh = dict(build_model(spec, 3).named_parameters())
     assert all(torch.equal(w, fresh[name]) for name, w in resumed.weights(spec).items()
                if ".mix." in name)
@@ -242,3 +303,54 @@ def test_training_counts_are_fair_and_score_is_the_standalone_evaluation(tiny):
     tuned = score(net, spec, task, batch_size=8, finetune_tokens=8 * 16 * 5)
     assert tuned["finetune_tokens"] == 8 * 16 * 5 and tuned["val_loss"] != result["val_loss"]
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_score_tokens_scores_on_evenly_spaced_held_out_sequences(tiny):
+    task = tiny_task()  # 256 held-out tokens: 16 sequences of 16
+    whole = torch.cat([x for x, _ in task.val_batches(5)])
+    assert len(whole) == 16
+    picked = held_out(task, 2, score_tokens=64)  # 4 sequences: 0, 5, 10, 15
+    assert [len(x) for x, _ in picked] == [2, 2]
+    assert torch.equal(torch.cat([x for x, _ in picked]), whole[[0, 5, 10, 15]])
+    assert len(held_out(task, 4, score_tokens=1)[0][0]) == 1  # at least one sequence
+    assert torch.equal(torch.cat([x for x, _ in held_out(task, 3, 10**9)]), whole)
+    net = Supernet(tiny, seed=0)
+    spec = tiny.random_spec(random.Random(2))
+    part = score(net, spec, task, batch_size=2, score_tokens=64)["val_loss"]
+    model = net.standalone(spec).eval()
+    with torch.no_grad():
+        losses = [model(x, y)[1].item() for x, y in picked]
+    assert part == pytest.approx(sum(losses) / len(losses), abs=1e-6)
+    assert part != score(net, spec, task, batch_size=2)["val_loss"]
+
+
+def test_balanced_sampling_trains_every_gene_equally_often():
+    """Fair per decision draws a quickstart layer's "own layer" (no mode asked) a third of the
+    time, and a reuse that resolves to an older owner rarely; balanced draws each of the six
+    genes a place can get (own; 1 or 2 back, reprojected; reused, resolved to the owner) within
+    a few draws of a sixth."""
+    from types import SimpleNamespace
+
+    from sla_nas.proxy._supernet_train import _SupernetRun
+
+    space = SearchSpace.from_yaml(ROOT / "search_spaces" / "quickstart.yaml")
+
+    def gene_counts(draw) -> dict:
+        out: dict = {}
+        for step in range(600):
+            for l, g, s, gene in draw(random.Random(f"0:{step}:0")).genes():
+                if s == "k" and l == 3:
+                    out.setdefault(g, {}).setdefault(gene, 0)
+                    out[g][gene] += 1
+        return out
+
+    drawn: dict = {}
+    fair = gene_counts(lambda rng: space.sample(_Chooser(drawn, rng, fair=True)))
+    run = SimpleNamespace(space=space, counts={}, gene_counts={})
+    balanced = gene_counts(lambda rng: _SupernetRun._balanced(run, rng))
+    for g in (0, 1):
+        assert len(fair[g]) == len(balanced[g]) == 6
+        own = [n for gene, n in fair[g].items() if gene.sources == (3,)]
+        assert own == [200] and min(fair[g].values()) < 70
+        assert 95 <= min(balanced[g].values()) <= max(balanced[g].values()) <= 105, balanced[g]
+    assert sum(run.counts["L3.g0.kv_src"].values()) == 600  # its decisions are counted too

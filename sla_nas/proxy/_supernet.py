@@ -6,6 +6,14 @@ W_K / W_V (one block of rows per head group, as vanilla has them), plus ``ln_e``
 can read the embedding, and one learned mix weight vector per (layer, stream, group, gene
 option), created when an architecture first uses that option.
 
+With ``split_projections`` the attention projections are shared less: every (layer, head
+group, gene) gets its own copy of that group's W_Q rows (the queries that meet the gene's keys)
+and of the W_K / W_V rows it owns, created from the initial weights when an architecture first
+uses it. The queries of a layer that reuses the previous layer's keys then no longer share
+their weights with the queries that meet the layer's own keys (the interference that makes a
+fully shared supernet rank reuse and reprojection below reading one's own layer); the W_O,
+MLP, norms and embeddings stay shared.
+
 It does not re-implement attention: `Supernet.forward(idx, spec)` runs a `Model` skeleton of
 ``spec`` (built once per architecture and kept in a bounded LRU cache, its own parameters
 only shapes on the meta device) with `torch.func.functional_call`, mapping each of its
@@ -22,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -30,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from sla_nas.arch import EMB, ArchSpec
+from sla_nas.arch import EMB, ArchSpec, model_bytes_limit
 from sla_nas.model import Dims as ModelDims
 from sla_nas.model import Gene as ModelGene
 from sla_nas.model import Model, build_model
@@ -67,6 +77,17 @@ def mix_key(layer: int, stream: str, group: int, gene: ModelGene) -> str:
     return f"l{layer}_{stream}{group}_{digest}"
 
 
+_OWN_KEY = re.compile(r"([qkv])(\d{1,6})_(\d{1,6})_[0-9a-f]{12}")  # own_key's names
+_MIX_KEY = re.compile(r"l(\d{1,6})_[kv](\d{1,6})_[0-9a-f]{12}")  # mix_key's names
+
+
+def own_key(layer: int, what: str, group: int, gene: ModelGene) -> str:
+    """The name of the split-projection copy ``what`` (q, k or v) of (layer, group) for the
+    architectures whose gene there (the K gene for q) is ``gene``."""
+    digest = hashlib.sha256(repr(tuple(gene)).encode()).hexdigest()[:12]
+    return f"{what}{layer}_{group}_{digest}"
+
+
 def space_dims(space: Any) -> Any:
     """The one `Dims` of ``space``; a ValueError naming the searched keys otherwise."""
     choices = list(space.dims_choices)
@@ -99,12 +120,16 @@ class Supernet(nn.Module):
 
     ``base``: a vanilla `Model` holding every layer's full W_Q, W_K, W_V (all groups' rows), W_O,
     MLP and norms; ``ln_e``: the embedding's norm when the space can read it; ``mix``: learned
-    mix weights by `mix_key`, created on first use (``mix_genes`` says which gene each is)."""
+    mix weights by `mix_key`, created on first use (``mix_genes`` says which gene each is);
+    ``own``: with ``split_projections``, the per-(layer, group, gene) copies of the attention
+    projections' rows (``base``'s W_Q, W_K, W_V then stay unused at their initial values)."""
 
-    def __init__(self, space: Any, seed: int = 0, max_skeletons: int = MAX_SKELETONS):
+    def __init__(self, space: Any, seed: int = 0, max_skeletons: int = MAX_SKELETONS, *,
+                 split_projections: bool = False):
         super().__init__()
         self.dims = space_dims(space)
         self.space_name, self.seed = space.name, seed
+        self.split_projections = bool(split_projections)
         self.base = build_model(ArchSpec.create(self.dims), seed)
         self.base.spec_key = None
         norm = self.base.ln_f
@@ -116,6 +141,8 @@ class Supernet(nn.Module):
                 self.ln_e.weight.fill_(1.0)
         self.mix = nn.ParameterDict()
         self.mix_genes: dict[str, tuple[int, str, int, ModelGene]] = {}
+        self.own = nn.ParameterDict()
+        self._created: list[tuple[str, str]] = []  # (mix or own, key), in creation order
         self.max_skeletons = max_skeletons
         self._skeletons: OrderedDict[tuple[str, str], tuple[Model, list]] = OrderedDict()
 
@@ -152,6 +179,15 @@ class Supernet(nn.Module):
                 # ones when an architecture first asks for them
                 plan.append((name, ("mix", mix_key(attn.layer, s, g, attn.genes[s, g]),
                                     p.detach().clone(), (attn.layer, s, g, attn.genes[s, g]))))
+            elif self.split_projections and name.endswith((".wq.weight", ".wk", ".wv")):
+                attn = model.blocks[int(name.split(".")[1])].attn
+                query = name.endswith(".wq.weight")  # group g's query heads meet its K gene
+                s = "k" if query else name[-1]
+                groups, rows = (range(dims.n_groups), dims.d_model // dims.n_groups) \
+                    if query else (attn.owners[s], gd)
+                plan.append((name, ("own", name, [
+                    (own_key(attn.layer, "q" if query else s, g, attn.genes[s, g]),
+                     g * rows, (g + 1) * rows) for g in groups])))
             elif name.endswith((".wk", ".wv")):
                 owners = model.blocks[int(name.split(".")[1])].attn.owners[name[-1]]
                 runs: list[list[int]] = []  # owners as runs of neighbouring groups' rows
@@ -181,7 +217,16 @@ class Supernet(nn.Module):
                     device = self.base.wte.weight.device
                     self.mix[how[1]] = nn.Parameter(how[2].to(device, copy=True))
                     self.mix_genes[how[1]] = how[3]
+                    self._created.append(("mix", how[1]))
                 out[name] = self.mix[how[1]]
+            elif how[0] == "own":
+                copies = []
+                for key, a, b in how[2]:
+                    if key not in self.own:  # from the initial rows, which base keeps unused
+                        self.own[key] = nn.Parameter(base[how[1]][a:b].detach().clone())
+                        self._created.append(("own", key))
+                    copies.append(self.own[key])
+                out[name] = copies[0] if len(copies) == 1 else torch.cat(copies, 0)
             elif how[0] == "rows":
                 w = base[how[1]]
                 parts = [w if (a, b) == (0, w.shape[0]) else w[a:b] for a, b in how[2]]
@@ -213,23 +258,65 @@ class Supernet(nn.Module):
                 own[name].copy_(w)
         return model
 
-    def ensure_mix(self, keys: list[tuple[str, int]]) -> None:
-        """Create mix weights ``(key, length)`` in this order where missing (a checkpoint's,
-        before its state dict is loaded)."""
+    def created(self) -> list[tuple[str, str, list[int]]]:
+        """The weights created on first use (mix weights, split projections) as (where, key,
+        shape), in the order they were created (a checkpoint keeps it)."""
+        return [(where, key, list(getattr(self, where)[key].shape))
+                for where, key in self._created]
+
+    def created_parameters(self) -> list[nn.Parameter]:
+        """Those weights, in that order."""
+        return [getattr(self, where)[key] for where, key in self._created]
+
+    def ensure_created(self, entries: list[Any]) -> None:
+        """Create the weights ``entries`` (`created`'s list) names, in its order, where
+        missing (a checkpoint's, before its state dict is loaded). Every entry is checked
+        against what this supernet can create (its name, and the exact shape or bound that
+        name implies), and their total against the model size limit, before anything is
+        allocated: a ValueError otherwise."""
+        shapes, total = [], 0
+        for entry in entries:
+            where, key, shape = entry if isinstance(entry, (list, tuple)) and len(entry) == 3 \
+                else (None, None, None)
+            shapes.append(self._created_shape(where, key, shape))
+            total += math.prod(shapes[-1]) * 4
+        if total > model_bytes_limit():
+            raise ValueError(f"the created weights would take {total:,} bytes, over the limit "
+                             f"of {model_bytes_limit():,}")
         device = self.base.wte.weight.device
-        for key, n in keys:
-            if key not in self.mix:
-                self.mix[key] = nn.Parameter(torch.zeros(n, device=device))
+        for (where, key, _), shape in zip(entries, shapes, strict=True):
+            table = getattr(self, where)
+            if key not in table:
+                table[key] = nn.Parameter(torch.zeros(*shape, device=device))
+                self._created.append((where, key))
 
-    def mix_list(self) -> list[tuple[str, int]]:
-        """The mix weights as (key, length), in the order they were created."""
-        return [(key, p.numel()) for key, p in self.mix.items()]
+    def _created_shape(self, where: Any, key: Any, shape: Any) -> list[int]:
+        """``shape`` if (where, key) names a weight this supernet creates and ``shape`` is its
+        shape: an own copy of (layer, group)'s W_Q / W_K / W_V rows, or a mix vector of at
+        most every earlier layer, the layer and the embedding."""
+        d, ok = self.dims, False
+        if isinstance(key, str) and isinstance(shape, (list, tuple)) and \
+                all(type(n) is int for n in shape):
+            own, mix = _OWN_KEY.fullmatch(key), _MIX_KEY.fullmatch(key)
+            if where == "own" and own is not None:
+                rows = d.d_model // d.n_groups if own[1] == "q" else d.group_kv_dim
+                ok = int(own[2]) < d.n_layers and int(own[3]) < d.n_groups and \
+                    list(shape) == [rows, d.d_model]
+            elif where == "mix" and mix is not None:
+                ok = int(mix[1]) < d.n_layers and int(mix[2]) < d.n_groups and \
+                    len(shape) == 1 and 1 <= shape[0] <= d.n_layers + 1
+        if not ok:
+            raise ValueError(f"not a weight this supernet creates: {where!r} {key!r} "
+                             f"{shape!r}"[:300])
+        return list(shape)
 
-    def drop_mix(self, keep: int) -> None:
-        """Forget the mix weights created after the first ``keep`` (a cooldown branch's)."""
-        for key in list(self.mix)[keep:]:
-            del self.mix[key]
-            self.mix_genes.pop(key, None)
+    def drop_created(self, keep: int) -> None:
+        """Forget the weights created after the first ``keep`` (a cooldown branch's)."""
+        for where, key in self._created[keep:]:
+            del getattr(self, where)[key]
+            if where == "mix":
+                self.mix_genes.pop(key, None)
+        del self._created[keep:]
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Supernet:
         self._skeletons.clear()  # their buffers are on the old device

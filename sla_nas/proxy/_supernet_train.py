@@ -8,7 +8,11 @@ architectures sampled from the space on that step's batch (gradients accumulated
 
 * ``sampling="fair"`` (default): every decision takes its least-used option so far, ties broken
   by a generator seeded by (seed, step, draw), so over N draws of a decision each option is
-  drawn floor(N/k) or ceil(N/k) times; ``"uniform"``: a uniform draw per decision.
+  drawn floor(N/k) or ceil(N/k) times; ``"uniform"``: a uniform draw per decision;
+  ``"balanced"``: of `BALANCE_DRAWS` uniform draws, the architecture whose genes have been
+  trained least so far (per place and gene, whatever decisions led to it: fair per decision
+  trains a layer's "read my own layer" twice as often as each (source, mode) pair when a mode
+  is only asked for other sources).
 * ``archs_per_step`` sampled architectures per step, plus with ``sandwich`` every seed
   architecture of the space (vanilla, ...) on the same batch.
 
@@ -51,7 +55,8 @@ __all__ = ["train_supernet", "score", "SUPERNET_STATE", "SUPERNET_FILE", "SAMPLI
 
 SUPERNET_STATE = "supernet_state.pt"  # the main run: weights, optimizer, step, counts, history
 SUPERNET_FILE = "supernet.pt"  # the last evaluation's (cooled-down) weights
-SAMPLINGS = ("fair", "uniform")
+SAMPLINGS = ("fair", "uniform", "balanced")
+BALANCE_DRAWS = 16  # uniform draws a balanced step chooses from
 
 
 class _Chooser:
@@ -76,7 +81,8 @@ class _SupernetRun:
     """The state of one supernet training: supernet, optimizer, step, counts, history."""
 
     def __init__(self, space: Any, task: Task, budget: Budget, seed: int, device: Any,
-                 precision: str, sampling: str, archs_per_step: int, sandwich: bool):
+                 precision: str, sampling: str, archs_per_step: int, sandwich: bool,
+                 split_projections: bool):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         if archs_per_step < 1:
@@ -92,7 +98,8 @@ class _SupernetRun:
         self.space, self.task, self.budget, self.seed = space, task, budget, seed
         self.precision, self.sampling = precision, sampling
         self.archs_per_step, self.sandwich = archs_per_step, sandwich
-        self.net = Supernet(space, seed).to(self.device)
+        self.split_projections = split_projections
+        self.net = Supernet(space, seed, split_projections=split_projections).to(self.device)
         self.opt = _optimizer(self.net, budget)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.val = [(x.to(self.device), y.to(self.device))
@@ -101,6 +108,7 @@ class _SupernetRun:
         self.seed_specs = list({spec.key: (name, spec) for name, spec in space.seeds}.values())
         self.step, self.history = 0, []
         self.counts: dict[str, dict[str, int]] = {}
+        self.gene_counts: dict[str, int] = {}  # balanced: draws per (layer, group, stream, gene)
         self.train_seconds, self.tokens_trained, self.archs_trained = 0.0, 0, 0
         self.last_loss = math.nan
         self.evaluated: dict[str, Any] | None = None
@@ -110,16 +118,41 @@ class _SupernetRun:
 
     def draw(self, step: int) -> list[ArchSpec]:
         """The architectures step ``step`` trains: the sampled ones, then the seeds."""
-        specs = [self.space.sample(_Chooser(self.counts, random.Random(
-            f"{self.seed}:{step}:{k}"), self.sampling == "fair"))
-            for k in range(self.archs_per_step)]
+        specs = []
+        for k in range(self.archs_per_step):
+            rng = random.Random(f"{self.seed}:{step}:{k}")
+            specs.append(self._balanced(rng) if self.sampling == "balanced" else
+                         self.space.sample(_Chooser(self.counts, rng, self.sampling == "fair")))
         return specs + ([spec for _, spec in self.seed_specs] if self.sandwich else [])
 
+    def _balanced(self, rng: random.Random) -> ArchSpec:
+        """Of `BALANCE_DRAWS` uniform draws, the one whose genes were drawn least so far (the
+        first of equals); its decisions and genes are counted."""
+        best = None
+        for _ in range(BALANCE_DRAWS):
+            counts: dict[str, dict[str, int]] = {}
+            spec = self.space.sample(_Chooser(counts, rng, False))
+            names = [f"{l}.{g}.{s}:{gene!r}" for l, g, s, gene in spec.genes()]
+            used = sum(self.gene_counts.get(name, 0) for name in names)
+            if best is None or used < best[0]:
+                best = (used, spec, counts, names)
+        _, spec, counts, names = best
+        for name, options in counts.items():
+            for option, n in options.items():
+                mine = self.counts.setdefault(name, {})
+                mine[option] = mine.get(option, 0) + n
+        for name in names:
+            self.gene_counts[name] = self.gene_counts.get(name, 0) + 1
+        return spec
+
     def _sync_optimizer(self) -> None:
-        """Mix weights an architecture has just created join the optimizer (no decay)."""
-        others = self.opt.param_groups[1]["params"]
-        known = {id(p) for p in others}
-        others.extend(p for p in self.net.mix.values() if id(p) not in known)
+        """Weights an architecture has just created join the optimizer as `_optimizer` would
+        have put them: matrices (split projections) with weight decay, mix weights without."""
+        groups = self.opt.param_groups
+        known = {id(p) for group in groups for p in group["params"]}
+        for p in self.net.created_parameters():
+            if id(p) not in known:
+                groups[0 if p.dim() >= 2 else 1]["params"].append(p)
 
     def train_steps(self, start: int, stop: int,
                     decay: tuple[int, int] | None = None) -> float | None:
@@ -174,13 +207,15 @@ class _SupernetRun:
         branch from a snapshot, restored afterwards; its weights kept in ``evaluated``)."""
         if self.budget.schedule != "wsd":
             metrics = self.evaluate()
+            self._sync_optimizer()  # weights a seed architecture created: the main run's
             self.evaluated = self.weights()
             return metrics
         length = max(1, round(self.budget.cooldown * self.step))
         weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         opt_state = copy.deepcopy(self.opt.state_dict())
-        n_mix, n_others = len(self.net.mix), len(self.opt.param_groups[1]["params"])
-        counts = copy.deepcopy(self.counts)
+        n_created = len(self.net.created_parameters())
+        n_params = [len(group["params"]) for group in self.opt.param_groups]
+        counts, gene_counts = copy.deepcopy(self.counts), dict(self.gene_counts)
         tokens, archs = self.tokens_trained, self.archs_trained
         scaler_state = self.scaler.state_dict() if self.scaler is not None else None
         try:
@@ -189,41 +224,49 @@ class _SupernetRun:
             metrics = self.evaluate()
             self.evaluated = self.weights()
         finally:  # the branch's mix weights, draws and tokens are not the main run's
-            self.net.drop_mix(n_mix)
-            del self.opt.param_groups[1]["params"][n_others:]
+            self.net.drop_created(n_created)
+            for group, n in zip(self.opt.param_groups, n_params, strict=True):
+                del group["params"][n:]
             self.net.load_state_dict(weights)
             self.opt.load_state_dict(opt_state)
             self.opt.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.load_state_dict(scaler_state)
             self.counts, self.tokens_trained, self.archs_trained = counts, tokens, archs
+            self.gene_counts = gene_counts
         metrics["cooldown_steps"] = length
         return metrics
 
     def weights(self) -> dict[str, Any]:
         return {"model": {k: v.detach().to("cpu", copy=True)
                           for k, v in self.net.state_dict().items()},
-                "mix": self.net.mix_list()}
+                "created": self.net.created()}
 
     def load_weights(self, saved: dict[str, Any]) -> None:
-        self.net.ensure_mix([tuple(m) for m in saved["mix"]])
+        created = saved.get("created")
+        if created is None:  # written before split projections: mix weights only
+            created = [("mix", key, [n]) for key, n in saved["mix"]]
+        self.net.ensure_created(created)
         self.net.load_state_dict(saved["model"])
 
     # ---------------------------------------------------------------- state
     def identity(self) -> dict[str, Any]:
         return {"space": self.space.name, "seed": self.seed, "sampling": self.sampling,
                 "archs_per_step": self.archs_per_step, "sandwich": self.sandwich,
+                "split_projections": self.split_projections,
                 "budget": dataclasses.asdict(self.budget), "precision": self.precision}
 
     def state(self) -> dict[str, Any]:
         return {**self.identity(), **self.weights(), "opt": self.opt.state_dict(),
-                "step": self.step, "counts": self.counts, "history": self.history,
+                "step": self.step, "counts": self.counts, "gene_counts": self.gene_counts,
+                "history": self.history,
                 "train_seconds": self.train_seconds, "tokens_trained": self.tokens_trained,
                 "archs_trained": self.archs_trained}
 
     def load(self, state: dict[str, Any], source: Path) -> None:
         mine = self.identity()
-        differ = [k for k in mine if state.get(k) != mine[k]]
+        older = {"split_projections": False}  # what a checkpoint without the key was run with
+        differ = [k for k in mine if state.get(k, older.get(k)) != mine[k]]
         if differ:
             raise ValueError(f"{source}: the checkpoint belongs to another supernet run (its "
                              f"{', '.join(differ)} differ); resume it with the same settings, "
@@ -240,6 +283,11 @@ class _SupernetRun:
             raise ValueError(f"{source}: not a supernet state file sla-nas wrote for this "
                              f"space: {first}") from None
         self.step, self.counts, self.history = state["step"], state["counts"], state["history"]
+        self.gene_counts = state.get("gene_counts", {})
+        if not isinstance(self.gene_counts, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in self.gene_counts.items()):
+            raise ValueError(f"{source}: not a supernet state file sla-nas wrote (its "
+                             f"gene_counts are not counts)")
         self.train_seconds = state["train_seconds"]
         self.tokens_trained, self.archs_trained = state["tokens_trained"], state["archs_trained"]
 
@@ -265,14 +313,15 @@ def _save(state: dict[str, Any], path: Path) -> None:
 def train_supernet(space: Any, task: Task, budget: Budget, seed: int = 0,
                    checkpoint: str | Path | None = None, *, sampling: str = "fair",
                    archs_per_step: int = 1, sandwich: bool = False,
-                   device: str | torch.device = "auto", precision: str = "fp32",
+                   split_projections: bool = False, device: str | torch.device = "auto",
+                   precision: str = "fp32",
                    report: Callable[[dict[str, Any]], None] | None = None
                    ) -> tuple[Supernet, dict[str, Any]]:
     """Train the supernet of ``space`` (a `SearchSpace` with fixed dimensions) on ``task``
     for ``budget`` (its ``tokens`` count batches, not architectures: each step trains
     ``archs_per_step`` sampled architectures, plus the space's seeds with ``sandwich``, on one
-    batch). Every evaluation is an honest WSD cooldown branch scored by the seed
-    architectures' mean held-out loss; ``report`` gets each one.
+    batch; ``split_projections``: see `Supernet`). Every evaluation is an honest WSD cooldown
+    branch scored by the seed architectures' mean held-out loss; ``report`` gets each one.
 
     With ``checkpoint=DIR`` the main run's state is saved atomically to
     ``DIR/supernet_state.pt`` and the evaluated weights to ``DIR/supernet.pt`` at every
@@ -284,7 +333,7 @@ def train_supernet(space: Any, task: Task, budget: Budget, seed: int = 0,
     steps), ``steps_per_s``, ``wall_seconds`` (this call, evaluations included),
     ``counts`` (draws per decision and option, main run), ``history``, ``val_loss``."""
     run = _SupernetRun(space, task, budget, seed, device, precision, sampling, archs_per_step,
-                       sandwich)
+                       sandwich, split_projections)
     directory = None if checkpoint is None else make_folder(
         checkpoint, "expected a folder for the supernet's state")
     if directory is not None and (directory / SUPERNET_STATE).exists():
@@ -315,11 +364,17 @@ def train_supernet(space: Any, task: Task, budget: Budget, seed: int = 0,
         if report is not None:
             report(dict(metrics, history=list(run.history)))
     if run.evaluated is not None:
-        run.load_weights(run.evaluated)
+        try:
+            run.load_weights(run.evaluated)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ValueError(f"{directory / SUPERNET_FILE if directory else 'supernet'}: not "
+                             f"the weights sla-nas wrote for this supernet: {first}") from None
     run.net.eval()
     last = run.history[-1] if run.history else {"val_loss": math.nan}
     record = {"status": status, "seed": seed, "space": space.name, "sampling": sampling,
               "archs_per_step": archs_per_step, "sandwich": sandwich,
+              "split_projections": split_projections,
               "val_loss": last["val_loss"], "history": run.history, "counts": run.counts,
               "tokens_trained": run.tokens_trained, "archs_trained": run.archs_trained,
               "train_seconds": run.train_seconds, "wall_seconds": time.perf_counter() - wall,
@@ -329,22 +384,38 @@ def train_supernet(space: Any, task: Task, budget: Budget, seed: int = 0,
     return run.net, record
 
 
+def held_out(task: Task, batch_size: int, score_tokens: int | None = None
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``task``'s fixed held-out set in batches of ``batch_size``; with ``score_tokens`` only
+    that many tokens of it (at least one sequence): sequences evenly spaced over the whole
+    set, the same ones for every candidate."""
+    if score_tokens is None:
+        return task.val_batches(batch_size)
+    xs, ys = zip(*task.val_batches(batch_size), strict=True)
+    x, y = torch.cat(xs), torch.cat(ys)
+    n = min(len(x), max(1, score_tokens // x.shape[1]))
+    pick = torch.linspace(0, len(x) - 1, n).round().long()
+    x, y = x[pick], y[pick]
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
+
+
 def score(supernet: Supernet, spec: ArchSpec, task: Task, batch_size: int = 32, *,
-          finetune_tokens: int = 0, seed: int = 0, lr: float = 3e-3, precision: str = "fp32",
-          ) -> dict[str, Any]:
+          score_tokens: int | None = None, finetune_tokens: int = 0, seed: int = 0,
+          lr: float = 3e-3, precision: str = "fp32") -> dict[str, Any]:
     """``spec``'s held-out loss (and accuracy where the task has one) on ``task``'s fixed
-    validation set, in batches of ``batch_size`` as `train_proxy` evaluates, with the
-    supernet's weights (no gradients, eval mode). With ``finetune_tokens`` a copy of it
-    (`Supernet.standalone`) first trains that many tokens of data order ``seed`` with AdamW,
-    its learning rate ``lr`` decaying linearly to zero; the supernet is unchanged."""
+    validation set (``score_tokens``: that much of it, see `held_out`), in batches of
+    ``batch_size`` as `train_proxy` evaluates, with the supernet's weights (no gradients, eval
+    mode). With ``finetune_tokens`` a copy of it (`Supernet.standalone`) first trains that many
+    tokens of data order ``seed`` with AdamW, its learning rate ``lr`` decaying linearly to
+    zero; the supernet is unchanged."""
     device = supernet.base.wte.weight.device
     check_precision(precision, device)
     cache = supernet.__dict__.setdefault("_val_batches", {})
-    key = (id(task), batch_size, str(device))
+    key = (id(task), batch_size, str(device), score_tokens)
     if key not in cache:  # the held-out batches, moved once per task
         cache.clear()
         cache[key] = (task, [(x.to(device), y.to(device))  # (the task: its id stays its own)
-                             for x, y in task.val_batches(batch_size)])
+                             for x, y in held_out(task, batch_size, score_tokens)])
     batches = cache[key][1]
     started = time.perf_counter()
 

@@ -67,6 +67,9 @@ class OneShotSettings:
     candidates: int
     top: int
     finetune_tokens: int
+    score_tokens: int | None = None
+    split_projections: bool = False
+    sampling: str = "balanced"
 
 
 def one_shot_settings(space: SearchSpace, budget_tokens: int) -> OneShotSettings:
@@ -74,7 +77,8 @@ def one_shot_settings(space: SearchSpace, budget_tokens: int) -> OneShotSettings
     (the proxy budget a standalone trial trains)."""
     section = space.config.search.one_shot  # the schema fills it in for strategy one-shot
     return OneShotSettings(section.supernet_tokens or 4 * budget_tokens, section.candidates,
-                           section.top, section.finetune_tokens)
+                           section.top, section.finetune_tokens, section.score_tokens,
+                           section.split_projections, section.sampling)
 
 
 def _scored_metric(objectives: list[tuple[str, str]]) -> tuple[str, str]:
@@ -83,8 +87,8 @@ def _scored_metric(objectives: list[tuple[str, str]]) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------- phase 1: supernet
-def _supernet_job(space: SearchSpace, setup: Any, budget: Any, seed: int, folder: str
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _supernet_job(space: SearchSpace, setup: Any, budget: Any, seed: int, folder: str,
+                  settings: OneShotSettings) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train (or resume, or just load) the supernet where Ray placed this task; its weights
     (on the CPU) and `train_supernet`'s record."""
     import torch
@@ -97,9 +101,10 @@ def _supernet_job(space: SearchSpace, setup: Any, budget: Any, seed: int, folder
     device = trial_device(setup.device, "the one-shot search's supernet")
     task = setup.make_task(space.dims_choices[0])
     net, record = train_supernet(space, task, budget, seed, checkpoint=folder, device=device,
-                                 precision=setup.precision)
+                                 precision=setup.precision, sampling=settings.sampling,
+                                 split_projections=settings.split_projections)
     weights = {"model": {k: v.detach().to("cpu") for k, v in net.state_dict().items()},
-               "mix": net.mix_list()}
+               "created": net.created()}
     return weights, record
 
 
@@ -125,13 +130,13 @@ def _train_supernet(space: SearchSpace, setup: Any, settings: OneShotSettings,
     job = ray.remote(num_cpus=config.search.cpus_per_trial,
                      num_gpus=config.search.gpus_per_trial)(_supernet_job)
     weights, record = ray.get(job.remote(space, setup, budget, config.search.seed,
-                                         str(folder.resolve())))
+                                         str(folder.resolve()), settings))
     if record["status"] != "ok":
         raise ValueError(f"the supernet diverged (a non-finite training loss) after "
                          f"{record['tokens_trained']:,} tokens; lower budget.lr and start again")
     atomic_write(folder / SUPERNET_RECORD, json.dumps(record, indent=1, default=str))
-    net = Supernet(space, config.search.seed)
-    net.ensure_mix([tuple(m) for m in weights["mix"]])
+    net = Supernet(space, config.search.seed, split_projections=settings.split_projections)
+    net.ensure_created(weights["created"])
     net.load_state_dict(weights["model"])
     log(f"one-shot: supernet trained ({record['tokens_trained']:,} architecture-tokens, "
         f"{record['train_seconds']:.0f} s of steps); mean held-out loss of the seeds "
@@ -227,7 +232,8 @@ def _ask_score_tell(space: SearchSpace, objectives: list[tuple[str, str]], study
             study.tell(trial, values)
             skips += 1
             continue
-        result = score(net, spec, task, batch, finetune_tokens=settings.finetune_tokens,
+        result = score(net, spec, task, batch, score_tokens=settings.score_tokens,
+                       finetune_tokens=settings.finetune_tokens,
                        seed=seed, lr=config.budget.lr, precision=config.train.precision)
         costs = estimate(spec)
         values = [float(result[m]) if m in result else float(costs[m]) for m, _ in objectives]

@@ -263,9 +263,16 @@ class OneShotSection(_Strict):
     """``search.one_shot``: train one weight-sharing supernet for ``supernet_tokens`` (default
     4x ``budget.tokens``), let the sampler score ``candidates`` architectures with its weights
     (each after ``finetune_tokens`` of its own training), then train the ``top`` of them and
-    the seed presets standalone like a multi-trial search's trials."""
+    the seed presets standalone like a multi-trial search's trials. ``sampling`` is how the
+    supernet's steps draw architectures (`sla_nas.proxy.train_supernet`). ``score_tokens`` scores
+    each candidate on that many tokens of the held-out set (evenly spaced sequences) instead of
+    all of it: faster, noisier; ``split_projections`` gives every (layer, head group, gene) its
+    own copy of the attention projections in the supernet."""
 
     supernet_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    sampling: Literal["balanced", "fair", "uniform"] = "balanced"
+    score_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    split_projections: bool = False
     candidates: int = Field(default=1000, ge=1, le=MAX_COUNT)
     top: int = Field(default=4, ge=1, le=MAX_COUNT)
     finetune_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
