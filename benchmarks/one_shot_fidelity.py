@@ -20,6 +20,10 @@ Variants, each reported:
   steps are fewer: the same token total);
 * ``finetune``: the fair supernet, each candidate fine-tuned ``--finetune-tokens`` (default a
   twentieth of a standalone run) before it is scored;
+* ``split``: fair, with split projections (`Supernet`'s ``split_projections``: every layer,
+  head group and gene its own copy of that group's W_Q rows and of the W_K / W_V rows it owns);
+* ``balanced``: balanced sampling (every gene of a place trained about equally often, see
+  `train_supernet`);
 * ``per-decision``: the fair supernet's scores of ``--pool`` extra random architectures of the
   space (plus the candidates) fit an additive model (the mean score of the architectures taking
   each option of each decision); a candidate's score is the sum of its options' effects, which
@@ -51,8 +55,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["vanilla", "sla-reproject", "sla-reuse", "cla2", "yoco", "svformer",
            "value-residual", "last-layer-shortcut"]  # as rank_fidelity.py
-VARIANTS = ["fair", "uniform", "sandwich", "finetune", "per-decision"]
-TRAINED = {"fair": ("fair", False), "uniform": ("uniform", False), "sandwich": ("fair", True)}
+VARIANTS = ["fair", "uniform", "sandwich", "finetune", "per-decision", "split", "balanced"]
+TRAINED = {"fair": ("fair", False, False), "uniform": ("uniform", False, False),
+           "sandwich": ("fair", True, False), "split": ("fair", False, True),
+           "balanced": ("balanced", False, False)}  # (sampling,
+# sandwich, split_projections) of each variant that trains a supernet of its own
 
 PRESET_SPACE = """\
 name: {name}
@@ -208,8 +215,11 @@ def supernet_run(job: dict[str, Any]) -> dict[str, Any]:
                     lr=fields["lr"], schedule=fields["schedule"])
     started = time.perf_counter()
     net, record = train_supernet(space, task, budget, seed=0, checkpoint=job["checkpoint"],
-                                 sampling=job["sampling"], sandwich=job["sandwich"])
-    train_seconds = time.perf_counter() - started
+                                 sampling=job["sampling"], sandwich=job["sandwich"],
+                                 split_projections=job["split"])
+    # the steps' seconds over every call (a resumed supernet's earlier calls included), or
+    # this call's wall time where the record has none
+    train_seconds = record.get("train_seconds") or time.perf_counter() - started
     specs = {key: ArchSpec.from_json(text) for key, text in job["specs"].items()}
     scores, finetuned, seconds = {}, {}, []
     for key, spec in specs.items():
@@ -237,6 +247,34 @@ def supernet_run(job: dict[str, Any]) -> dict[str, Any]:
             "finetune_seconds": statistics.mean(ft_seconds) if ft_seconds else None}
 
 
+def subset_run(job: dict[str, Any]) -> dict[str, Any]:
+    """The finished fair supernet (loaded from its checkpoint) scoring the candidates and the
+    pool on ``score_tokens`` held-out tokens each (`score`'s evenly spaced sequences)."""
+    import torch
+
+    from sla_nas import ArchSpec
+    from sla_nas.proxy import Budget, score, train_supernet
+
+    torch.set_num_threads(job["threads"])
+    space = _space(job["space"])
+    task = _task(space, job["val_tokens"])
+    fields = job["budget"]
+    tokens = job["ratio"] * fields["tokens"]
+    net, _ = train_supernet(space, task, Budget(
+        tokens=tokens, eval_at=(tokens,), batch_size=fields["batch_size"], lr=fields["lr"],
+        schedule=fields["schedule"]), seed=0, checkpoint=job["checkpoint"])
+    specs = [ArchSpec.from_json(text) for text in job["specs"].values()]
+    specs += [spec for _, spec in sample_archs(space, job["pool"], 10_000)]
+    out = {}
+    for n in [None, *job["score_tokens"]]:  # None: the whole held-out set, to compare with
+        started = time.perf_counter()
+        scores = {spec.key: score(net, spec, task, fields["batch_size"],
+                                  score_tokens=n)["val_loss"] for spec in specs}
+        out[str(n)] = {"scores": scores,
+                       "seconds": (time.perf_counter() - started) / len(specs)}
+    return {"kind": "subset", "id": job["id"], "part": job["part"], "subsets": out}
+
+
 def jobs_of(part: Part, args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
     """Every run of ``part``: supernets first (the longest), then standalone by seed."""
     val_tokens = 2048 if args.quick else None
@@ -244,13 +282,15 @@ def jobs_of(part: Part, args: argparse.Namespace, folder: Path) -> list[dict[str
     common = {"part": part.name, "space": part.space_path, "budget": part.budget, "threads": 1,
               "val_tokens": val_tokens}
     jobs = []
-    for variant, (sampling, sandwich) in TRAINED.items():
+    for variant, (sampling, sandwich, split) in TRAINED.items():
+        if variant not in args.variants:
+            continue
         finetune = args.finetune_tokens if args.finetune_tokens is not None else \
             part.budget["tokens"] // 20
         digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
         name = f"{part.name}-{variant}-r{args.ratio}-{digest}"
         jobs.append({**common, "kind": "supernet", "variant": variant, "sampling": sampling,
-                     "sandwich": sandwich, "ratio": args.ratio,
+                     "sandwich": sandwich, "split": split, "ratio": args.ratio,
                      "specs": {_key(s): s for _, s in part.archs},
                      "finetune_tokens": finetune if variant == "fair" else 0,
                      "pool": args.pool if variant == "fair" else 0,
@@ -272,7 +312,21 @@ def _key(spec_json: str) -> str:
 
 
 def _run(job: dict[str, Any]) -> dict[str, Any]:
-    return supernet_run(job) if job["kind"] == "supernet" else standalone_run(job)
+    return {"supernet": supernet_run, "subset": subset_run,
+            "standalone": standalone_run}[job["kind"]](job)
+
+
+def subset_jobs(jobs: list[dict[str, Any]], done: dict[str, dict[str, Any]],
+                score_tokens: list[int]) -> list[dict[str, Any]]:
+    """A `subset_run` per part whose fair supernet has finished (never beside its training:
+    they would share its checkpoint)."""
+    out = []
+    for job in jobs:
+        if job["kind"] == "supernet" and job["variant"] == "fair" and job["id"] in done \
+                and score_tokens:
+            out.append({**job, "kind": "subset", "score_tokens": score_tokens,
+                        "pool": job["pool"], "id": f"subset|{job['id']}|{score_tokens}"})
+    return out
 
 
 # ---------------------------------------------------------------------- the analysis
@@ -367,6 +421,23 @@ def analyse(part: Part, rows: list[dict[str, Any]], seeds: int, n_boot: int) -> 
         if variant == "per-decision":
             entry["pool"] = len(source["pool"])
         out["variants"][variant] = entry
+    if all(part.params.get(k) for k in usable):  # the bias the README diagnoses
+        own = [sum(v == "l" for n, v in part.params[k].items() if n.endswith("_src"))
+               for k in usable]
+        if len(set(own)) > 1:
+            out["own_layer_reads_tau"] = {"standalone": kendall_tau(own, mean), **{
+                v: kendall_tau(own, list(e["scores"].values()))
+                for v, e in out["variants"].items()}}
+    subset = next((r for r in rows if r["kind"] == "subset"), None)
+    if subset is not None:
+        full = subset["subsets"]["None"]
+        keys_all = list(full["scores"])
+        out["score_tokens"] = {n: {
+            "seconds_per_candidate": e["seconds"],
+            "tau_vs_whole_set": kendall_tau([e["scores"][k] for k in keys_all],
+                                            [full["scores"][k] for k in keys_all]),
+            "tau_vs_standalone": kendall_tau([e["scores"][k] for k in usable], mean),
+            "architectures": len(keys_all)} for n, e in subset["subsets"].items()}
     return out
 
 
@@ -390,6 +461,17 @@ def table(result: dict[str, Any]) -> str:
                          + ", ".join(f"{t:+.2f}" for t in e["tau_per_seed"])
                          + f" | {e['supernet_arch_tokens']:,} ({e['ratio']:.1f}x) | "
                          f"{e['train_seconds']:.0f} | {e['score_seconds']:.2f} |")
+        if part.get("own_layer_reads_tau"):
+            lines += ["", "tau of the number of places reading their own layer with the "
+                      "standalone loss and with each variant's score: " + ", ".join(
+                          f"{v} {t:+.2f}" for v, t in part["own_layer_reads_tau"].items())]
+        if part.get("score_tokens"):
+            lines += ["", "| held-out tokens scored on | s/candidate | tau vs whole set | "
+                      "tau vs standalone |", "|---|---|---|---|"]
+            for n, e in part["score_tokens"].items():
+                lines.append(f"| {'all' if n == 'None' else f'{int(n):,}'} | "
+                             f"{e['seconds_per_candidate']:.3f} | "
+                             f"{e['tau_vs_whole_set']:+.2f} | {e['tau_vs_standalone']:+.2f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -400,11 +482,15 @@ def _record(row: dict[str, Any], runs: Path, done: dict[str, dict[str, Any]]) ->
     with runs.open("a") as f:
         f.write(json.dumps(row) + "\n")
     done[row["id"]] = row
-    what = (f"supernet {row['variant']:8s} {row['train_seconds']:.0f}s train "
-            f"({row['steps_per_s']:.1f} steps/s), {row['score_seconds']:.2f}s/score"
-            if row["kind"] == "supernet" else
-            f"{row['arch'][:22]:22s} seed {row['seed']}  {row['seconds']:.0f}s  "
-            f"val_loss {row['val_loss']:.4f}")
+    if row["kind"] == "supernet":
+        what = (f"supernet {row['variant']:8s} {row['train_seconds']:.0f}s train "
+                f"({row['steps_per_s']:.1f} steps/s), {row['score_seconds']:.2f}s/score")
+    elif row["kind"] == "subset":
+        what = "fair supernet on fewer held-out tokens: " + ", ".join(
+            f"{n} {e['seconds']:.2f}s" for n, e in row["subsets"].items())
+    else:
+        what = (f"{row['arch'][:22]:22s} seed {row['seed']}  {row['seconds']:.0f}s  "
+                f"val_loss {row['val_loss']:.4f}")
     print(f"  {row['part']:10s} {what}", flush=True)
 
 
@@ -423,8 +509,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="supernet tokens (all architectures) per standalone run's")
     parser.add_argument("--finetune-tokens", type=int,
                         help="fine-tune per candidate (default: a twentieth of a run)")
+    parser.add_argument("--variants", default=",".join(TRAINED),
+                        help="comma-separated supernets to train (default all: "
+                             f"{', '.join(TRAINED)}); finetune and per-decision come with fair")
     parser.add_argument("--pool", type=int, default=64,
                         help="extra architectures scored for the per-decision model")
+    parser.add_argument("--score-tokens", default="",
+                        help="comma-separated held-out token counts the finished fair "
+                             "supernet also scores on (e.g. 2048,8192,32768): their speed and "
+                             "tau against the whole set")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples for intervals")
     parser.add_argument("--workers", type=int, default=2, help="runs at once (1 thread each)")
     parser.add_argument("--out", type=Path, help="the JSON result (default "
@@ -436,6 +529,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = set(args.parts) - {"presets", "quickstart"}
     if unknown or not args.parts:
         parser.error(f"--parts: expected presets and/or quickstart, got {sorted(unknown)}")
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if set(args.variants) - set(TRAINED) or not args.variants:
+        parser.error(f"--variants: expected some of {', '.join(TRAINED)}, got "
+                     f"{sorted(set(args.variants) - set(TRAINED))}")
+    try:
+        args.score_tokens = [int(n) for n in args.score_tokens.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--score-tokens: expected comma-separated integers, got "
+                     f"{args.score_tokens!r}")
+    if any(n < 1 for n in args.score_tokens):
+        parser.error("--score-tokens: each at least 1")
     if args.seeds < 2:
         parser.error("--seeds: at least 2 (the noise ceiling is the tau between two seeds)")
     if args.quick:
@@ -460,14 +564,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{len(jobs)} runs ({sum(j['kind'] == 'supernet' for j in jobs)} supernets), "
           f"{len(todo)} to do, {args.workers} at a time; finished runs go to {runs}", flush=True)
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
-        futures = [pool.submit(_run, job) for job in todo]  # started in this order
-        try:  # each run is written as it finishes: an interruption loses only those in flight
-            for future in as_completed(futures):
-                _record(future.result(), runs, done)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        for batch in (todo, None):  # then the subset scorings of the finished fair supernets
+            if batch is None:
+                subsets = subset_jobs(jobs, done, args.score_tokens)
+                jobs += subsets
+                batch = [j for j in subsets if j["id"] not in done]
+            futures = [pool.submit(_run, job) for job in batch]  # started in this order
+            try:  # each run is written as it finishes: an interruption loses only those
+                for future in as_completed(futures):  # in flight
+                    _record(future.result(), runs, done)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
     result = {"seeds": args.seeds, "ratio": args.ratio, "quick": args.quick,
               "parts": {part.name: analyse(part, [done[j["id"]] for j in jobs
                                                   if j["part"] == part.name], args.seeds,

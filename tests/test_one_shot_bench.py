@@ -31,7 +31,7 @@ def load_script():
 def run(tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--parts", "quickstart", "--archs", "4",
-         "--bootstrap", "50", "--out", str(tmp_path / "fid.json")],
+         "--bootstrap", "50", "--score-tokens", "64,256", "--out", str(tmp_path / "fid.json")],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
@@ -46,7 +46,8 @@ def test_quick_mode_writes_taus_computed_from_its_losses(tmp_path):
     assert len(archs) == 4 and len({a["key"] for a in archs}) == 4
     assert all(len(a["losses"]) == 2 and all(math.isfinite(v) for v in a["losses"])
                for a in archs)
-    assert set(part["variants"]) == {"fair", "uniform", "sandwich", "finetune", "per-decision"}
+    assert set(part["variants"]) == {"fair", "uniform", "sandwich", "finetune", "per-decision",
+                                     "split", "balanced"}
     keys = [a["key"] for a in archs]
     mean = [statistics.mean(a["losses"]) for a in archs]
     for name, entry in part["variants"].items():
@@ -67,7 +68,14 @@ def test_quick_mode_writes_taus_computed_from_its_losses(tmp_path):
     assert part["variants"]["finetune"]["scores"] != fair["scores"]  # it did train
     assert "noise ceiling" in done.stdout
     runs = (tmp_path / "fid.runs.jsonl").read_text().splitlines()
-    assert len(runs) == 3 + 4 * 2  # three supernets, four architectures by two seeds
+    assert len(runs) == 5 + 4 * 2 + 1  # five supernets, four architectures by two seeds, and
+    # the fair supernet scoring on 64 and 256 held-out tokens (and the whole set)
+    subsets = part["score_tokens"]
+    assert list(subsets) == ["None", "64", "256"]
+    assert subsets["None"]["tau_vs_whole_set"] == pytest.approx(1.0)
+    assert subsets["None"]["tau_vs_standalone"] == pytest.approx(fair["tau"], abs=1e-12)
+    assert subsets["None"]["architectures"] == 4 + 6  # the candidates and the quick pool
+    assert all(-1 <= e["tau_vs_whole_set"] <= 1 for e in subsets.values())
 
     again = run(tmp_path)  # every run cached: nothing to do, the same numbers
     assert again.returncode == 0, again.stderr[-3000:]
