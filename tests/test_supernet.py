@@ -189,6 +189,18 @@ def test_a_tampered_list_of_created_weights_is_refused_before_allocating(tiny, m
         Supernet(tiny, seed=0).ensure_created(many)
 
 
+def test_split_copies_stop_at_the_model_size_limit(tiny, monkeypatch):
+    net = Supernet(tiny, seed=0, split_projections=True)
+    base = sum(p.numel() for p in net.parameters())
+    rng = random.Random(1)
+    monkeypatch.setenv("SLA_NAS_MAX_MODEL_BYTES", str(16 * base + 1000 * 4))  # a few copies
+    with pytest.raises(ValueError, match="split projections: the supernet of space 'tiny' has "
+                                         "grown to .* over the limit"):
+        for _ in range(50):
+            net.weights(tiny.random_spec(rng))
+    assert 0 < 16 * sum(p.numel() for p in net.parameters()) <= 16 * base + 4000
+
+
 def test_searched_dims_are_refused(tmp_path):
     space = space_file(tmp_path, TINY.replace("d_model: 16", "d_model: [16, 32]"))
     with pytest.raises(ValueError, match=r"model\.d_model"):

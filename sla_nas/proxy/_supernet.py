@@ -223,6 +223,7 @@ class Supernet(nn.Module):
                 copies = []
                 for key, a, b in how[2]:
                     if key not in self.own:  # from the initial rows, which base keeps unused
+                        self._check_growth(base[how[1]][a:b].numel())
                         self.own[key] = nn.Parameter(base[how[1]][a:b].detach().clone())
                         self._created.append(("own", key))
                     copies.append(self.own[key])
@@ -257,6 +258,17 @@ class Supernet(nn.Module):
             for name, w in self.weights(spec).items():
                 own[name].copy_(w)
         return model
+
+    def _check_growth(self, numel: int) -> None:
+        """Refuse a split-projection copy that would take the supernet's training (weights,
+        gradients and two optimizer moments, fp32) over the model size limit: a clear error
+        instead of running out of memory mid-run."""
+        total = sum(p.numel() for p in self.parameters()) + numel
+        if 16 * total > model_bytes_limit():
+            raise ValueError(f"split projections: the supernet of space {self.space_name!r} has "
+                             f"grown to {total:,} parameters ({len(self.own)} per-gene copies), "
+                             f"which would take {16 * total:,} bytes to train, over the limit "
+                             f"of {model_bytes_limit():,}; turn split_projections off")
 
     def created(self) -> list[tuple[str, str, list[int]]]:
         """The weights created on first use (mix weights, split projections) as (where, key,
