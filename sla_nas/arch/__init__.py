@@ -26,7 +26,7 @@ from ._reading import (
 )
 from ._rules import INDEX_SET_FORMS, check_index_set, parse_index_set, parse_rules
 from ._spec import ArchSpec, canonical_gene
-from ._writing import atomic_write, check_write_target, make_folder, regular_file
+from ._writing import atomic_write, check_write_target, error_line, make_folder, regular_file
 from .cost import (
     ADDITIVE_COSTS,
     BYTES_PER_ELEMENT,
@@ -58,5 +58,6 @@ __all__ = ["ArchSpec", "Dims", "Gene", "GroupGenes", "EMB", "SPEC_VERSION", "can
            "metric", "unit_of", "read_text_bounded", "load_yaml", "load_yaml_nodes", "load_json",
            "short_repr",
            "HugeNumber", "MAX_SPEC_BYTES", "MAX_NUMBER_DIGITS", "DIM_LIMITS", "MAX_GENES",
-           "atomic_write", "check_write_target", "make_folder", "regular_file", "MAX_TOKENS",
+           "atomic_write", "check_write_target", "error_line", "make_folder", "regular_file",
+           "MAX_TOKENS",
            "check_tokens", "check_model_size", "model_bytes_limit"]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "regular_file", "check_write_target", "make_folder", "MIB"]
+__all__ = ["error_line", "atomic_write", "regular_file", "check_write_target", "make_folder", "MIB"]
 
 MIB = 1 << 20
 
@@ -100,3 +100,9 @@ def regular_file(path: str | Path, max_bytes: int, what: str = "file") -> Path:
         raise ValueError(f"{path}: {info.st_size:,} bytes; a {what} is expected to hold at most "
                          f"{max_bytes:,} ({max_bytes / MIB:,.0f} MiB)")
     return path
+
+
+def error_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type's name if it has none), at most 200
+    characters: what an error about a file it could not read quotes."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

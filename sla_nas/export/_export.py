@@ -39,6 +39,7 @@ from sla_nas.arch import (
     ArchSpec,
     atomic_write,
     check_model_size,
+    error_line,
     estimate,
     make_folder,
     model_bytes_limit,
@@ -171,7 +172,7 @@ def _spec_of(row: pd.Series, source: str = "the trials table") -> ArchSpec:
     try:
         spec = ArchSpec.from_json(row[SPEC])
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = error_line(err)
         raise ValueError(f"{source}: column {SPEC}, trial {trial}: its spec cannot be read: "
                          f"{first}") from None
     if spec.key != key:

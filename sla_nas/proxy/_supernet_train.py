@@ -41,6 +41,7 @@ from sla_nas.arch import (
     ArchSpec,
     atomic_write,
     check_model_size,
+    error_line,
     make_folder,
     model_bytes_limit,
     regular_file,
@@ -279,7 +280,7 @@ class _SupernetRun:
             self.opt = _optimizer(self.net, self.budget)
             self.opt.load_state_dict(state["opt"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = error_line(err)
             raise ValueError(f"{source}: not a supernet state file sla-nas wrote for this "
                              f"space: {first}") from None
         self.step, self.counts, self.history = state["step"], state["counts"], state["history"]
@@ -367,7 +368,7 @@ def train_supernet(space: Any, task: Task, budget: Budget, seed: int = 0,
         try:
             run.load_weights(run.evaluated)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = error_line(err)
             raise ValueError(f"{directory / SUPERNET_FILE if directory else 'supernet'}: not "
                              f"the weights sla-nas wrote for this supernet: {first}") from None
     run.net.eval()

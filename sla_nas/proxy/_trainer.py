@@ -47,6 +47,7 @@ from sla_nas.arch import (
     atomic_write,
     check_model_size,
     check_tokens,
+    error_line,
     estimate,
     make_folder,
     model_bytes_limit,
@@ -368,7 +369,7 @@ class _Run:
                 self.scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["torch_rng"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = error_line(err)
             raise ValueError(f"{source}: not a state file sla-nas wrote for architecture "
                              f"{self.spec.key}: {first}") from None
         self.step, self.history = state["step"], state["history"]

@@ -17,7 +17,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from sla_nas.arch import COST_COLUMNS, EMB, ArchSpec, CostRow, cost_table, gene_label
+from sla_nas.arch import (
+    COST_COLUMNS,
+    EMB,
+    ArchSpec,
+    CostRow,
+    cost_table,
+    error_line,
+    gene_label,
+)
 from sla_nas.results import (
     COSTS,
     CURVE,
@@ -520,7 +528,7 @@ def row_spec(frame: pd.DataFrame, row: pd.Series) -> ArchSpec:
     try:
         return ArchSpec.from_json(row[SPEC])
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = error_line(err)
         raise ValueError(f"{source_of(frame)}: column {SPEC}, trial {row[TRIAL]}: not an "
                          f"architecture spec: {first}") from None
 

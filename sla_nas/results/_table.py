@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from sla_nas.arch import atomic_write, metrics, regular_file
+from sla_nas.arch import atomic_write, error_line, metrics, regular_file
 
 from ._run_folder import RunPaths, valid_key
 
@@ -161,7 +161,7 @@ def read_table(path: Path, reader: Callable[[Any], pd.DataFrame], what: str) -> 
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001 - a third-party parser: any failure is the file's
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = error_line(err)
         raise ValueError(f"{path}: cannot be read as a {what} sla-nas wrote: {first}") from None
     frame.attrs["source"] = str(path)
     return frame
